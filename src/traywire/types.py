@@ -1,0 +1,147 @@
+"""The small contracts the rest of traywire is written against.
+
+Everything here is immutable plain data: the router reads it, the proxy and
+the tray pass it between threads without locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal, NamedTuple
+
+Capability = Literal["code", "reasoning", "analytical", "creative", "chat"]
+CAPABILITIES: tuple[Capability, ...] = ("code", "reasoning", "analytical", "creative", "chat")
+
+Location = Literal["local", "cloud"]
+LOCATIONS: tuple[Location, ...] = ("local", "cloud")
+
+Tier = Literal["cloud_premium", "cloud_standard", "cloud_entry", "local"]
+TIERS: tuple[Tier, ...] = ("cloud_premium", "cloud_standard", "cloud_entry", "local")
+
+Preference = Literal["auto", "prefer_local", "prefer_cloud", "local_only", "cloud_only"]
+PREFERENCES: tuple[Preference, ...] = (
+    "auto",
+    "prefer_local",
+    "prefer_cloud",
+    "local_only",
+    "cloud_only",
+)
+
+Strategy = Literal[
+    "direct",
+    "weighted",
+    "least_loaded",
+    "fastest_response",
+    "usage_based",
+    "most_capacity",
+    "context_based",
+    "complexity_based",
+]
+STRATEGIES: tuple[Strategy, ...] = (
+    "direct",
+    "weighted",
+    "least_loaded",
+    "fastest_response",
+    "usage_based",
+    "most_capacity",
+    "context_based",
+    "complexity_based",
+)
+
+BackendKind = Literal["ollama", "openai"]
+BACKEND_KINDS: tuple[BackendKind, ...] = ("ollama", "openai")
+
+Circuit = Literal["closed", "open", "half_open"]
+
+EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+class RouteRequest(NamedTuple):
+    """What the router needs to know about one request, whatever its dialect."""
+
+    model: str
+    # The prompt text the model will read (system + user + assistant turns joined).
+    prompt: str
+    # The last user turn alone: what `auto` classifies.
+    last_user: str = ""
+    # The reply budget the client asked for (max_tokens / num_predict), if any.
+    max_tokens: int | None = None
+    # Number of messages (each costs a few tokens of framing).
+    messages: int = 1
+    # "chat", "completion" or "embedding".
+    kind: str = "chat"
+
+
+class BackendState(NamedTuple):
+    """Live state of one backend, as measured by the proxy."""
+
+    in_flight: int = 0
+    circuit: Circuit = "closed"
+    # Smoothed latency (ms) of recent requests or probes; None if never measured.
+    latency_ms: float | None = None
+    # A cloud backend whose key reference resolves to nothing.
+    no_key: bool = False
+    # The probe saw the server up but not serving this upstream model (e.g. a
+    # vLLM started with another model). Models listed here are skipped.
+    missing_models: frozenset[str] = frozenset()
+
+
+class LiveState(NamedTuple):
+    """An immutable snapshot of everything the router reads that changes at run time.
+
+    Time and randomness come in here, so a decision is a pure function.
+    """
+
+    backends: Mapping[str, BackendState] = MappingProxyType({})
+    # Exclusive group -> name of its active member (default: from the config).
+    active: Mapping[str, str] = MappingProxyType({})
+    # Tokens served per public model name in the usage window.
+    usage: Mapping[str, int] = MappingProxyType({})
+    # Overrides the config's default preference (set from the tray/admin API).
+    preference: Preference | None = None
+    # A uniform number in [0, 1) drawn by the caller, for weighted choices.
+    random: float = 0.0
+
+
+class Attempt(NamedTuple):
+    """One step of a plan: send the request to `upstream_model` on `backend`."""
+
+    model: str
+    backend: str
+    upstream_model: str
+    reason: str
+
+
+class Skip(NamedTuple):
+    """A candidate the router left out of the plan, and why."""
+
+    model: str
+    backend: str
+    reason: str
+
+
+class Decision(NamedTuple):
+    requested: str
+    capability: Capability | None
+    prompt_tokens: int
+    route: str | None
+    strategy: Strategy | None
+    preference: Preference
+    plan: tuple[Attempt, ...]
+    skipped: tuple[Skip, ...]
+    # Why the plan looks the way it does (e.g. why it is empty).
+    note: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requested": self.requested,
+            "capability": self.capability,
+            "prompt_tokens": self.prompt_tokens,
+            "route": self.route,
+            "strategy": self.strategy,
+            "preference": self.preference,
+            "plan": [a._asdict() for a in self.plan],
+            "skipped": [s._asdict() for s in self.skipped],
+            "note": self.note,
+        }
