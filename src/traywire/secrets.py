@@ -119,12 +119,12 @@ def _looks_like_literal_key(text: str) -> bool:
         return True
     if len(text) < 32:
         return False
-    mixed = (
-        any(c.islower() for c in text)
-        and any(c.isupper() for c in text)
-        and any(c.isdigit() for c in text)
-    )
-    return mixed or _HEX_RE.fullmatch(text) is not None
+    lower = any(c.islower() for c in text)
+    upper = any(c.isupper() for c in text)
+    digit = any(c.isdigit() for c in text)
+    if lower and upper and digit:
+        return True
+    return digit and (lower or upper) and _HEX_RE.fullmatch(text) is not None
 
 
 def _literal_key_message(where: str) -> str:

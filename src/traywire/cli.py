@@ -1,0 +1,220 @@
+"""The ``traywire`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TextIO
+
+from . import __version__, config, principles, request, routing
+from .errors import ConfigError, UnknownModelError
+from .types import PREFERENCES, BackendState, Decision, LiveState
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="traywire",
+        description="One local OpenAI/Ollama endpoint for many LLM backends.",
+    )
+    p.add_argument("--version", action="version", version=f"traywire {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("check", help="validate the configuration and check the design principles")
+    c.add_argument("--config", metavar="FILE", help="config file layered over the others")
+
+    r = sub.add_parser("route", help="show how a request would be routed, and why")
+    r.add_argument("--config", metavar="FILE")
+    r.add_argument("--prefer", choices=PREFERENCES, help="override the routing preference")
+    r.add_argument("--json", action="store_true", help="print the decision as JSON")
+    r.add_argument("--model", metavar="M", help="model or alias to ask for (or auto)")
+    r.add_argument("--prompt", metavar="TEXT", help="the user message")
+    r.add_argument("--max-tokens", type=int, metavar="N", help="reply budget")
+    r.add_argument(
+        "--request",
+        metavar="FILE",
+        help="a chat/completion request body (OpenAI or Ollama JSON); - reads stdin",
+    )
+    r.add_argument(
+        "--state",
+        metavar="FILE",
+        help="live state as JSON: backends (in_flight, circuit, latency_ms, no_key, "
+        "missing_models), active, usage, preference, random",
+    )
+
+    i = sub.add_parser("init", help="write the default config to the user config dir")
+    i.add_argument("--path", metavar="FILE", help="write here instead")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args, sys.stdout)
+        if args.command == "route":
+            return cmd_route(args, sys.stdout)
+        if args.command == "init":
+            return cmd_init(args, sys.stdout)
+    except ConfigError as exc:
+        print(f"traywire: config error: {exc}", file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"traywire: {exc}", file=sys.stderr)
+        return 2
+    _parser().print_help()
+    return 0
+
+
+class UsageError(Exception):
+    pass
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    cfg = config.load(args.config)
+    warnings = principles.check(cfg)
+    print(
+        f"config OK: {len(cfg.backends)} backends, {len(cfg.models)} models, "
+        f"{len(cfg.fallbacks)} fallback chains, {len(cfg.routes)} routes "
+        f"(from {', '.join(cfg.sources)})",
+        file=out,
+    )
+    for w in warnings:
+        print(f"warning: {w}", file=out)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.path) if args.path else config.user_config_path()
+    if path.exists():
+        raise UsageError(f"{path} already exists; not overwriting it (edit it, or remove it first)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.default_config_text(), encoding="utf-8")
+    print(f"wrote {path}", file=out)
+    return 0
+
+
+def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
+    cfg = config.load(args.config)
+    body = _request_body(args)
+    endpoint = "chat"
+    if "messages" not in body:
+        endpoint = "embedding" if "input" in body else "completion"
+    state = load_state(Path(args.state), cfg) if args.state else LiveState()
+    if args.prefer:
+        state = state._replace(preference=args.prefer)
+    try:
+        decision = routing.decide(request.from_body(body, endpoint), cfg, state)
+    except UnknownModelError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        json.dump(decision.as_dict(), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        out.write(render(decision))
+    return 0
+
+
+def _request_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any]
+    if args.request:
+        try:
+            text = sys.stdin.read() if args.request == "-" else Path(args.request).read_text()
+            loaded = json.loads(text)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"cannot read request {args.request}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError("the request must be a JSON object (a chat request body)")
+        body = loaded
+        if args.model:
+            body["model"] = args.model
+        if args.prompt:
+            raise UsageError("give either --request or --prompt, not both")
+    else:
+        if not args.model or args.prompt is None:
+            raise UsageError("route needs --model M --prompt TEXT, or --request FILE")
+        body = {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
+    if "model" not in body or not isinstance(body["model"], str):
+        raise UsageError("the request has no model; add --model M")
+    if args.max_tokens is not None:
+        body["max_tokens"] = args.max_tokens
+    return body
+
+
+def load_state(path: Path, cfg: config.Config) -> LiveState:
+    """Read a live-state JSON file (for `route --state`)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read state file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    unknown = set(data) - {"backends", "active", "usage", "preference", "random"}
+    if unknown:
+        raise UsageError(f"{path}: unknown keys: {', '.join(sorted(unknown))}")
+    backends: dict[str, BackendState] = {}
+    for name, spec in _obj(data.get("backends", {}), path, "backends").items():
+        if name not in cfg.backends:
+            raise UsageError(f"{path}: backends.{name}: no such backend in the config")
+        spec = _obj(spec, path, f"backends.{name}")
+        fields = set(BackendState._fields)
+        bad = set(spec) - fields
+        if bad:
+            raise UsageError(f"{path}: backends.{name}: unknown keys: {', '.join(sorted(bad))}")
+        if "missing_models" in spec:
+            spec["missing_models"] = frozenset(spec["missing_models"])
+        if spec.get("circuit", "closed") not in ("closed", "open", "half_open"):
+            raise UsageError(f"{path}: backends.{name}.circuit: closed, open or half_open")
+        backends[name] = BackendState(**spec)
+    active = _obj(data.get("active", {}), path, "active")
+    for group, member in active.items():
+        if group not in cfg.groups or member not in cfg.groups[group].members:
+            raise UsageError(f"{path}: active.{group}: {member!r} is not a member of that group")
+    pref = data.get("preference")
+    if pref is not None and pref not in PREFERENCES:
+        raise UsageError(f"{path}: preference: one of {', '.join(PREFERENCES)}")
+    rnd = data.get("random", 0.0)
+    if not isinstance(rnd, int | float) or not 0 <= rnd < 1:
+        raise UsageError(f"{path}: random: a number in [0, 1)")
+    return LiveState(
+        backends=MappingProxyType(backends),
+        active=MappingProxyType(dict(active)),
+        usage=MappingProxyType(dict(_obj(data.get("usage", {}), path, "usage"))),
+        preference=pref,
+        random=float(rnd),
+    )
+
+
+def _obj(value: Any, path: Path, key: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{path}: {key}: expected a JSON object")
+    return dict(value)
+
+
+def render(d: Decision) -> str:
+    lines = [f"request   {d.requested}"]
+    head = f"capability {d.capability or '-'} · {d.prompt_tokens} prompt tokens (estimated)"
+    if d.route:
+        head += f" · route {d.route} ({d.strategy})"
+    lines.append(head + f" · preference {d.preference}")
+    if d.plan:
+        lines.append("plan")
+        for n, a in enumerate(d.plan, 1):
+            lines.append(f"  {n}. {a.model} on {a.backend}  [upstream {a.upstream_model}]")
+            lines.append(f"     {a.reason}")
+    else:
+        lines.append("plan      (empty)")
+    if d.note:
+        lines.append(f"note      {d.note}")
+    if d.skipped:
+        lines.append("skipped")
+        for s in d.skipped:
+            lines.append(f"  - {s.model} on {s.backend}: {s.reason}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
