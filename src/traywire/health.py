@@ -184,6 +184,7 @@ class Health:
         """
         self._b = {n: self._b.get(n) or _Backend() for n in dict.fromkeys(backends)}
         self._expected = {k: frozenset(v) for k, v in (expected or {}).items()}
+        self._changed()
         for name, b in self._b.items():
             self._settle(name, b)
 
