@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
         "missing_models), active, usage, preference, random",
     )
 
+    s = sub.add_parser("serve", help="run the proxy headless (no tray)")
+    s.add_argument("--config", metavar="FILE")
+    s.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
+    s.add_argument(
+        "--port", type=int, help=f"listen port (default: server.port, {config.DEFAULT_PORT})"
+    )
+    s.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight requests get to finish on shutdown",
+    )
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
     i = sub.add_parser("init", help="write the default config to the user config dir")
     i.add_argument("--path", metavar="FILE", help="write here instead")
     return p
@@ -59,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_route(args, sys.stdout)
         if args.command == "init":
             return cmd_init(args, sys.stdout)
+        if args.command == "serve":
+            from .app import serve
+
+            return serve(args)
     except ConfigError as exc:
         print(f"traywire: config error: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,9 @@ class Backend:
     timeouts: Timeouts
     enabled: bool = True
     exclusive_group: str | None = None
+    # The server answers with its one model whatever name is asked for
+    # (llama.cpp): the probe does not check which models it lists.
+    single_model: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,6 +566,7 @@ class _Builder:
                 "timeouts",
                 "enabled",
                 "exclusive_group",
+                "single_model",
             ),
             ("kind", "url", "location"),
         )
@@ -580,6 +584,7 @@ class _Builder:
             key=self.key_ref(s["key"], (*path, "key")) if s.get("key") is not None else None,
             timeouts=self.timeouts(s.get("timeouts", {}), (*path, "timeouts"), base),
             enabled=self.boolean(s.get("enabled", True), (*path, "enabled")),
+            single_model=self.boolean(s.get("single_model", False), (*path, "single_model")),
             exclusive_group=(
                 self.string(s["exclusive_group"], (*path, "exclusive_group"))
                 if s.get("exclusive_group") is not None

@@ -16,6 +16,7 @@ them. The checks, and the decisions behind them:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from .config import Config, Model
@@ -107,7 +108,7 @@ def check(cfg: Config) -> list[Warning_]:
 
 
 def _cloud_alternative(
-    cfg: Config, head: Model, kept: float, loc: dict[str, str]
+    cfg: Config, head: Model, kept: float, loc: Mapping[str, str]
 ) -> Model | None:
     best: Model | None = None
     for m in cfg.models.values():

@@ -29,6 +29,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from .errors import TraywireError
+
 __all__ = [
     "BadRequest",
     "validate_ollama_chat",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class BadRequest(Exception):
+class BadRequest(TraywireError):
     """A request body the proxy refuses (answered with a 400 in the caller's dialect)."""
 
     def __init__(self, message: str, param: str | None = None) -> None:
@@ -115,8 +117,9 @@ def _obj(d: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
     return v
 
 
-def _int(d: Mapping[str, Any], key: str, path: str, lo: int | None = None,
-         hi: int | None = None) -> None:
+def _int(
+    d: Mapping[str, Any], key: str, path: str, lo: int | None = None, hi: int | None = None
+) -> None:
     v = d.get(key)
     if v is None:
         return
@@ -134,8 +137,9 @@ def _int(d: Mapping[str, Any], key: str, path: str, lo: int | None = None,
     _fail(path, f"expected {want}, got {_describe(v)}")
 
 
-def _num(d: Mapping[str, Any], key: str, path: str, lo: float | None = None,
-         hi: float | None = None) -> None:
+def _num(
+    d: Mapping[str, Any], key: str, path: str, lo: float | None = None, hi: float | None = None
+) -> None:
     v = d.get(key)
     if v is None:
         return
@@ -143,8 +147,9 @@ def _num(d: Mapping[str, Any], key: str, path: str, lo: float | None = None,
         return
     if isinstance(v, float) and not math.isfinite(v):
         _fail(path, f"expected a finite number, got {v}")
-    want = f"a number between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
-        "a number")
+    want = (
+        f"a number between {lo:g} and {hi:g}" if lo is not None and hi is not None else ("a number")
+    )
     _fail(path, f"expected {want}, got {_describe(v)}")
 
 
@@ -251,7 +256,10 @@ def _openai_tool_calls(calls: object, path: str) -> None:
         if not isinstance(fn.get("name"), str) or not fn["name"]:
             _fail(f"{p}.function.name", "required string")
         if not isinstance(fn.get("arguments"), str):
-            _fail(f"{p}.function.arguments", f"expected a JSON string, got {_tname(fn.get('arguments'))}")
+            _fail(
+                f"{p}.function.arguments",
+                f"expected a JSON string, got {_tname(fn.get('arguments'))}",
+            )
 
 
 def _openai_message(msg: object, i: int) -> None:
@@ -367,8 +375,11 @@ def _prompt(v: object) -> None:
             return
         if all(isinstance(x, list) and x and all(_is_int(t) and t >= 0 for t in x) for x in v):
             return
-    _fail("prompt", "expected a string, a list of strings, a list of token ids or a list of "
-          f"token id lists, got {_tname(v)}")
+    _fail(
+        "prompt",
+        "expected a string, a list of strings, a list of token ids or a list of "
+        f"token id lists, got {_tname(v)}",
+    )
 
 
 def validate_openai_completion(body: object) -> dict[str, Any]:
@@ -399,10 +410,11 @@ def validate_openai_embeddings(body: object) -> dict[str, Any]:
     elif isinstance(inp, list):
         if not inp:
             _fail("input", "must not be an empty list")
-        if not (all(isinstance(x, str) for x in inp)
-                or all(_is_int(x) and x >= 0 for x in inp)
-                or all(isinstance(x, list) and x and all(_is_int(t) and t >= 0 for t in x)
-                       for x in inp)):
+        if not (
+            all(isinstance(x, str) for x in inp)
+            or all(_is_int(x) and x >= 0 for x in inp)
+            or all(isinstance(x, list) and x and all(_is_int(t) and t >= 0 for t in x) for x in inp)
+        ):
             _fail("input", "expected a string, a list of strings or token id lists")
     else:
         _fail("input", f"expected a string or a list of strings, got {_tname(inp)}")
@@ -417,10 +429,31 @@ def validate_openai_embeddings(body: object) -> dict[str, Any]:
 # --------------------------------------------------------------------------- Ollama
 
 _OLLAMA_ROLES = ("system", "user", "assistant", "tool")
-_OPT_INT = ("num_predict", "top_k", "seed", "num_ctx", "num_keep", "repeat_last_n",
-            "mirostat", "num_batch", "num_gpu", "main_gpu", "num_thread")
-_OPT_NUM = ("temperature", "top_p", "min_p", "typical_p", "tfs_z", "repeat_penalty",
-            "presence_penalty", "frequency_penalty", "mirostat_tau", "mirostat_eta")
+_OPT_INT = (
+    "num_predict",
+    "top_k",
+    "seed",
+    "num_ctx",
+    "num_keep",
+    "repeat_last_n",
+    "mirostat",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+)
+_OPT_NUM = (
+    "temperature",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "tfs_z",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat_tau",
+    "mirostat_eta",
+)
 _OPT_BOOL = ("numa", "low_vram", "vocab_only", "use_mmap", "use_mlock", "penalize_newline")
 
 

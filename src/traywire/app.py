@@ -1,0 +1,77 @@
+"""Running traywire: the headless proxy (`traywire serve`).
+
+The proxy's event loop runs here; signals (Ctrl-C, SIGTERM) stop it cleanly:
+no new connections, in-flight requests get the grace period to finish, then
+the rest are cancelled (streams end with an error in their dialect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from . import config, secrets
+from .runtime import Runtime
+from .server import Server
+
+log = logging.getLogger("traywire")
+
+
+def resolve_token(cfg: config.Config) -> str | None:
+    if cfg.server.token is None:
+        return None
+    value = secrets.resolve(cfg.server.token)
+    if not value:
+        raise SystemExit(f"traywire: server.token {cfg.server.token} is not set")
+    return value
+
+
+async def run_server(
+    cfg: config.Config, host: str, port: int, grace: float, stop: asyncio.Event
+) -> int:
+    server = Server(Runtime(cfg), host, port, token=resolve_token(cfg), grace=grace)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"traywire: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        await server.rt.close()
+        return 1
+    print(
+        f"traywire {server.url} — OpenAI: {server.url}/v1  Ollama: {server.url}  "
+        f"status: {server.url}/status",
+        flush=True,
+    )
+    if server.rt.key_problem:
+        print(f"traywire: warning: {server.rt.key_problem}", file=sys.stderr, flush=True)
+    await stop.wait()
+    print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
+    await server.stop()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    cfg = config.load(args.config)
+    host = args.host or cfg.server.host
+    port = cfg.server.port if args.port is None else args.port
+    try:
+        return asyncio.run(_main(cfg, host, port, args.grace))
+    except ValueError as exc:
+        print(f"traywire: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _main(cfg: config.Config, host: str, port: int, grace: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    return await run_server(cfg, host, port, grace, stop)

@@ -1,0 +1,24 @@
+"""Thin adapters, one per backend kind: wire formats in and out, errors mapped.
+
+Retries and failover are not here: they live in :mod:`traywire.failover`.
+"""
+
+from __future__ import annotations
+
+from .base import Adapter, Dialect, Ids, Op, Prepared, error_from_status
+from .ollama import OllamaAdapter
+from .openai import OpenAIAdapter
+
+ADAPTERS: dict[str, Adapter] = {"ollama": OllamaAdapter(), "openai": OpenAIAdapter()}
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "Dialect",
+    "Ids",
+    "OllamaAdapter",
+    "Op",
+    "OpenAIAdapter",
+    "Prepared",
+    "error_from_status",
+]

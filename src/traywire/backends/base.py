@@ -1,0 +1,132 @@
+"""The adapter contract and the status → error-kind mapping shared by both kinds."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, Protocol
+
+from ..errors import BackendError
+from ..relay import Relay
+from ..translate import upstream_error_message
+
+Dialect = Literal["openai", "ollama"]
+# What the client asked for: chat, a plain completion (OpenAI /v1/completions,
+# Ollama /api/generate) or embeddings.
+Op = Literal["chat", "completion", "embed"]
+
+
+class Ids(NamedTuple):
+    """Per-response identifiers, made by the caller (adapters read no clock)."""
+
+    response_id: str
+    created: int  # unix seconds
+    created_at: str  # ISO 8601
+
+
+class Prepared(NamedTuple):
+    """A request ready for one backend."""
+
+    path: str  # appended to the backend's url
+    body: dict[str, Any]
+    backend_op: Op  # what the backend is asked to do (may differ from the client's)
+    stream: bool
+
+
+class Adapter(Protocol):
+    kind: str
+
+    def headers(self, key: str | None) -> dict[str, str]: ...
+
+    def prepare(
+        self, dialect: Dialect, op: Op, body: Mapping[str, Any], upstream: str, stream: bool
+    ) -> Prepared: ...
+
+    def response(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        data: Any,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+        elapsed_ns: int,
+    ) -> dict[str, Any]: ...
+
+    def relay(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+    ) -> Relay: ...
+
+
+_CONTEXT = re.compile(
+    r"context length|context window|maximum context|context_length_exceeded|"
+    r"too many tokens|prompt is too long|exceeds? (?:the )?(?:model'?s? )?(?:maximum )?context|"
+    r"input is too long|longer than the model",
+    re.IGNORECASE,
+)
+_NOT_FOUND = re.compile(r"not found|does not exist|no such model|unknown model", re.IGNORECASE)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: ignored, the default cooldown applies
+
+
+def error_from_status(status: int, data: Any, retry_after: str | None = None) -> BackendError:
+    """Map a non-2xx answer to traywire's error kinds."""
+    message = upstream_error_message(data, default=f"HTTP {status}")
+    text = f"HTTP {status}: {message}"
+    if status == 429:
+        return BackendError(
+            "rate_limited",
+            text,
+            status=status,
+            retry_after=retry_after_seconds(retry_after),
+            body=data,
+        )
+    if status == 404:
+        return BackendError("model_not_found", text, status=status, body=data)
+    if status in (400, 413, 422) and _CONTEXT.search(message):
+        return BackendError("context_length", text, status=status, body=data)
+    if status >= 500:
+        # Ollama answers 500 "model ... not found" on some versions
+        kind = (
+            "model_not_found"
+            if _NOT_FOUND.search(message) and "model" in message
+            else ("server_error")
+        )
+        return BackendError(kind, text, status=status, body=data)
+    if status in (400, 401, 403, 422) or 400 <= status < 500:
+        return BackendError("client_error", text, status=status, body=data)
+    return BackendError("invalid_response", text, status=status, body=data)
+
+
+def map_client_error(exc: BaseException, what: str) -> BackendError:
+    """An aiohttp/socket failure → a traywire error kind (the boundary mapping)."""
+    import asyncio
+
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return BackendError("dns", f"DNS lookup failed for {what}")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return BackendError("connect_timeout", f"connect timeout to {what}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
+        return BackendError("refused", f"cannot connect to {what}: {reason}")
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return BackendError("first_byte_timeout", f"no answer from {what} in time")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return BackendError("refused", f"invalid URL for {what}")
+    return BackendError("reset", f"connection to {what} failed: {type(exc).__name__}: {exc}")

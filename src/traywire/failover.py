@@ -1,0 +1,368 @@
+"""Executing a plan: send to the first attempt, move on when it fails.
+
+The one place where retries and failover live. The rules:
+
+- Next attempt on: refused/reset connections, DNS failure, connect timeout,
+  no first byte in time, HTTP 5xx, 429 (its Retry-After becomes that backend's
+  cooldown), 404 model-not-found, an answer that is not valid for its dialect,
+  and a request one backend kind cannot express (tried on the next).
+- Not on the client's own errors (400, 401, 403, 422 and other 4xx): returned
+  as they are, in the client's dialect. Except a context-length error: then
+  only candidates with a larger window are tried.
+- Streams fail over freely until the first byte reaches the client. After
+  that a failure, or a silence longer than the idle timeout, ends the stream
+  with an explicit error in the client's dialect.
+- The client going away cancels the handler; the upstream request is closed
+  at once so the backend stops generating.
+- A backend whose circuit is open is skipped at no cost.
+- Every attempt all failing: 503 (or the last status, where every attempt
+  was rate-limited: 429) listing each attempt and why it failed.
+
+Timeouts: ``connect`` for the TCP/TLS connect; streams: ``first_byte`` until
+the first data, then ``idle`` between chunks; non-streaming requests: the
+whole answer within ``total`` (backends send nothing before they are done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import aiohttp
+from aiohttp import web
+
+from . import replies
+from . import translate as tr
+from .backends import ADAPTERS, Dialect, Ids, Op, Prepared, error_from_status
+from .backends.base import map_client_error
+from .config import Backend, Model
+from .errors import BackendError
+from .runtime import Runtime
+from .types import Decision
+
+log = logging.getLogger("traywire")
+
+_CONTENT_TYPE = {"openai": "text/event-stream", "ollama": "application/x-ndjson"}
+
+
+class Call(NamedTuple):
+    dialect: Dialect
+    op: Op
+    body: Mapping[str, Any]
+    stream: bool
+
+
+def new_ids() -> Ids:
+    now = time.time()
+    stamp = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    return Ids(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(now), stamp)
+
+
+def _tokens(data: Any) -> int:
+    if not isinstance(data, dict):
+        return 0
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        return int(usage.get("total_tokens") or 0) or (
+            int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        )
+    return int(data.get("prompt_eval_count") or 0) + int(data.get("eval_count") or 0)
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500]
+
+
+async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) -> web.StreamResponse:
+    cfg = rt.cfg
+    tried: list[dict[str, Any]] = []
+    larger_than = 0
+    route = f"{d.capability}/{d.strategy or 'model'}"
+    last: BackendError | None = None
+    for att in d.plan:
+        model = cfg.models[att.model]
+        backend = cfg.backends[att.backend]
+        if larger_than and model.context <= larger_than:
+            tried.append(
+                _entry(
+                    att.model,
+                    att.backend,
+                    "skipped",
+                    f"window {model.context} not larger than {larger_than}",
+                )
+            )
+            continue
+        now = time.monotonic()
+        if not rt.health.acquire_trial(backend.name, now):
+            tried.append(_entry(att.model, att.backend, "skipped", "circuit open"))
+            continue
+        adapter = ADAPTERS[backend.kind]
+        try:
+            prep = adapter.prepare(call.dialect, call.op, call.body, model.upstream, call.stream)
+        except tr.TranslationError as exc:
+            rt.health.release_trial(backend.name)
+            tried.append(_entry(att.model, att.backend, "failed", f"translation: {exc}"))
+            continue
+        headers = {
+            "X-Traywire-Model": model.name,
+            "X-Traywire-Backend": backend.name,
+            "X-Traywire-Route": route,
+            "X-Traywire-Attempts": str(len(tried) + 1),
+        }
+        rt.health.begin(backend.name)
+        try:
+            if prep.stream:
+                return await _stream(rt, call, backend, model, prep, d, request, headers)
+            return await _unary(rt, call, backend, model, prep, d, headers)
+        except BackendError as exc:
+            _record(rt, backend.name, exc)
+            last = exc
+            tried.append(_entry(att.model, att.backend, "failed", str(exc), exc.kind))
+            if not exc.failover:
+                return _client_error(call.dialect, exc, headers)
+            if exc.kind == "context_length":
+                larger_than = max(larger_than, model.context)
+            log.info("attempt %s on %s failed (%s): %s", model.name, backend.name, exc.kind, exc)
+        except BaseException:
+            rt.health.release_trial(backend.name)
+            raise
+        finally:
+            rt.health.end(backend.name)
+    return _all_failed(call.dialect, d, tried, last)
+
+
+def _entry(
+    model: str, backend: str, outcome: str, error: str, kind: str | None = None
+) -> dict[str, Any]:
+    out = {"model": model, "backend": backend, "outcome": outcome, "error": error}
+    if kind:
+        out["kind"] = kind
+    return out
+
+
+def _record(rt: Runtime, backend: str, exc: BackendError) -> None:
+    now = time.monotonic()
+    if exc.kind == "rate_limited":
+        rt.health.rate_limited(backend, now, exc.retry_after)
+    elif exc.counts_against_backend:
+        rt.health.failure(backend, now, exc.kind)
+    else:
+        # the backend answered properly (a client error, a missing model):
+        # it is up, whatever the request's fate
+        rt.health.success(backend, now)
+
+
+def _client_error(dialect: Dialect, exc: BackendError, headers: dict[str, str]) -> web.Response:
+    status = exc.status or 400
+    message = tr.upstream_error_message(exc.body, default=str(exc))
+    return replies.error(dialect, status, message, code=None, headers=headers)
+
+
+def _all_failed(
+    dialect: Dialect, d: Decision, tried: list[dict[str, Any]], last: BackendError | None
+) -> web.Response:
+    if not d.plan:
+        status = 400 if "window too small" in d.note else 503
+        code = "context_length_exceeded" if status == 400 else "no_backend"
+        return replies.error(
+            dialect,
+            status,
+            d.note or "nothing can serve this request",
+            code=code,
+            extra={"skipped": [s._asdict() for s in d.skipped]},
+        )
+    kinds = {t.get("kind") for t in tried if t["outcome"] == "failed"}
+    status = 429 if kinds == {"rate_limited"} else 503
+    if kinds == {"context_length"} and last is not None:
+        status = last.status or 400
+    summary = "; ".join(f"{t['model']} on {t['backend']}: {t['error']}" for t in tried)
+    message = f"all {len(tried)} attempts failed: {summary}"
+    return replies.error(
+        dialect,
+        status,
+        message,
+        code="all_attempts_failed",
+        extra={"attempts": tried},
+        headers={"X-Traywire-Attempts": str(len(tried))},
+    )
+
+
+async def _unary(
+    rt: Runtime,
+    call: Call,
+    backend: Backend,
+    model: Model,
+    prep: Prepared,
+    d: Decision,
+    headers: dict[str, str],
+) -> web.Response:
+    assert rt.session is not None
+    t = backend.timeouts
+    timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+    adapter = ADAPTERS[backend.kind]
+    started = time.monotonic()
+    try:
+        async with rt.session.post(
+            backend.url + prep.path,
+            json=prep.body,
+            headers=adapter.headers(rt.key_for(backend.name)),
+            timeout=timeout,
+        ) as r:
+            raw = await r.read()
+            status = r.status
+            retry_after = r.headers.get("Retry-After")
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise map_client_error(exc, backend.name) from exc
+    if status >= 400:
+        raise error_from_status(status, _decode(raw), retry_after)
+    elapsed = time.monotonic() - started
+    try:
+        data = json.loads(raw)
+        tokens = _tokens(data)
+        out = adapter.response(
+            prep, call.dialect, call.op, data, d.requested, new_ids(), call.body, int(elapsed * 1e9)
+        )
+    except (ValueError, tr.TranslationError, tr.StreamParseError, KeyError, TypeError) as exc:
+        raise BackendError(
+            "invalid_response", f"invalid answer from {backend.name}: {exc}"
+        ) from exc
+    now = time.monotonic()
+    rt.health.success(backend.name, now, elapsed * 1000)
+    if tokens:
+        rt.health.add_usage(model.name, now, tokens)
+    return replies.json_response(out, headers=headers)
+
+
+async def _stream(
+    rt: Runtime,
+    call: Call,
+    backend: Backend,
+    model: Model,
+    prep: Prepared,
+    d: Decision,
+    request: web.Request,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    assert rt.session is not None
+    t = backend.timeouts
+    adapter = ADAPTERS[backend.kind]
+    relay = adapter.relay(prep, call.dialect, call.op, d.requested, new_ids(), call.body)
+    timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+    started = time.monotonic()
+    r: aiohttp.ClientResponse | None = None
+    first = b""
+    try:
+        async with asyncio.timeout(t.first_byte):
+            r = await rt.session.post(
+                backend.url + prep.path,
+                json=prep.body,
+                headers=adapter.headers(rt.key_for(backend.name)),
+                timeout=timeout,
+            )
+            if r.status >= 400:
+                raw = await r.read()
+                raise error_from_status(r.status, _decode(raw), r.headers.get("Retry-After"))
+            while not first:
+                chunk = await r.content.readany()
+                if not chunk:
+                    if relay.complete:
+                        break
+                    raise BackendError(
+                        "invalid_response", f"{backend.name} ended the stream before any data"
+                    )
+                first = relay.feed(chunk)
+    except BackendError:
+        _close(r)
+        raise
+    except (tr.StreamParseError, tr.TranslationError) as exc:
+        _close(r)
+        raise BackendError(
+            "invalid_response", f"invalid stream from {backend.name}: {exc}"
+        ) from exc
+    except tr.UpstreamError as exc:
+        _close(r)
+        raise BackendError("server_error", f"{backend.name}: {exc}") from exc
+    except TimeoutError as exc:
+        _close(r)
+        raise BackendError(
+            "first_byte_timeout", f"no data from {backend.name} within {t.first_byte:g}s"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        _close(r)
+        raise map_client_error(exc, backend.name) from exc
+    except BaseException:
+        _close(r)
+        raise
+    assert r is not None
+    now = time.monotonic()
+    rt.health.success(backend.name, now, (now - started) * 1000)
+
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = _CONTENT_TYPE[call.dialect]
+    response.headers["Cache-Control"] = "no-cache"
+    problem: str | None = None
+    kind = "reset"
+    try:
+        await response.prepare(request)
+        await response.write(first)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                deadline.reschedule(loop.time() + t.idle)
+                chunk = await r.content.readany()
+                if not chunk:
+                    break
+                out = relay.feed(chunk)
+                if out:
+                    await response.write(out)
+        if not relay.complete:
+            problem = f"{backend.name} closed the stream before it finished"
+    except TimeoutError:
+        problem, kind = f"{backend.name} sent nothing for {t.idle:g}s", "idle_timeout"
+    except (tr.StreamParseError, tr.TranslationError) as exc:
+        problem, kind = f"invalid stream from {backend.name}: {exc}", "invalid_response"
+    except tr.UpstreamError as exc:
+        problem, kind = f"{backend.name}: {exc}", "server_error"
+    except (
+        aiohttp.ClientPayloadError,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientOSError,
+    ) as exc:
+        if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError) and (
+            request.transport is None or request.transport.is_closing()
+        ):
+            _close(r)
+            raise asyncio.CancelledError from exc  # the client went away
+        problem = f"{backend.name} broke off the stream: {type(exc).__name__}"
+    except BaseException:
+        _close(r)  # client gone (cancelled) or anything else: stop the backend now
+        raise
+    try:
+        if problem is None:
+            await response.write(relay.finish())
+            r.release()
+        else:
+            _close(r)
+            rt.health.failure(backend.name, time.monotonic(), kind)
+            log.info("stream from %s cut: %s", backend.name, problem)
+            await response.write(relay.error(problem))
+        await response.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        _close(r)
+    if relay.tokens:
+        rt.health.add_usage(model.name, time.monotonic(), relay.tokens)
+    return response
+
+
+def _close(r: aiohttp.ClientResponse | None) -> None:
+    if r is not None:
+        r.close()

@@ -1,0 +1,171 @@
+"""What the proxy holds while it runs: config, health, keys, preference, active
+vLLM members, the pooled HTTP client session and the prober.
+
+Everything here lives on the proxy's event-loop thread. Other threads (the
+tray) read immutable snapshots (`status()`) and change things only through
+the admin API or `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from . import __version__
+from .config import Backend, Config
+from .health import Health
+from .probe import Prober, ProbeTarget
+from .types import PREFERENCES, LiveState, Preference
+
+log = logging.getLogger("traywire")
+
+
+def expected_models(cfg: Config) -> dict[str, list[str]]:
+    """Upstream ids each backend is expected to list (skipped for single-model servers)."""
+    out: dict[str, list[str]] = {name: [] for name in cfg.backends}
+    for m in cfg.models.values():
+        if not cfg.backends[m.backend].single_model:
+            out[m.backend].append(m.upstream)
+    return out
+
+
+class Runtime:
+    def __init__(self, cfg: Config, *, keys: Mapping[str, str | None] | None = None) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        h = cfg.health
+        self.health = Health(
+            cfg.backends,
+            expected=expected_models(cfg),
+            failure_threshold=h.failure_threshold,
+            cooldown_s=h.cooldown,
+            usage_window_s=h.usage_window,
+        )
+        self.preference: Preference | None = None
+        self.active: dict[str, str] = {}
+        # backend name -> key value (None: referenced but not set)
+        self.keys: dict[str, str | None] = dict(keys or {})
+        self.key_problem: str | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.prober: Prober | None = None
+        self._rng = random.Random()
+        self._apply_keys()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, trust_env=False
+        )
+        if resolve_keys:
+            await asyncio.to_thread(self._resolve_keys)
+        if probes:
+            self.prober = Prober(
+                self.health,
+                self._probe_targets(),
+                interval_s=self.cfg.health.probe_interval,
+                timeout_s=min(5.0, self.cfg.health.probe_interval * 0.8),
+                session=self.session,
+            )
+            self.prober.start()
+
+    async def close(self) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+            self.prober = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def _probe_targets(self) -> list[ProbeTarget]:
+        return [
+            ProbeTarget(b.name, b.kind, b.url, self.auth_headers(b))
+            for b in self.cfg.backends.values()
+            if b.enabled
+        ]
+
+    # ------------------------------------------------------------------ keys
+
+    def _resolve_keys(self) -> None:
+        from . import secrets
+
+        for b in self.cfg.backends.values():
+            if b.key is None or b.name in self.keys:
+                continue
+            try:
+                self.keys[b.name] = secrets.resolve(b.key)
+            except secrets.SecretsError as exc:
+                self.keys[b.name] = None
+                self.key_problem = str(exc)
+                log.warning("backend %s: key %s unavailable: %s", b.name, b.key, exc)
+        self._apply_keys()
+
+    def _apply_keys(self) -> None:
+        for b in self.cfg.backends.values():
+            missing = b.key is not None and b.name in self.keys and not self.keys[b.name]
+            self.health.set_no_key(b.name, missing)
+
+    def auth_headers(self, backend: Backend) -> dict[str, str]:
+        key = self.keys.get(backend.name)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def key_for(self, backend: str) -> str | None:
+        return self.keys.get(backend)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> LiveState:
+        return self.health.snapshot(
+            time.monotonic(),
+            active=MappingProxyType(dict(self.active)),
+            preference=self.preference,
+            random=self._rng.random(),
+        )
+
+    def set_preference(self, value: str) -> None:
+        if value not in PREFERENCES:
+            raise ValueError(f"preference must be one of: {', '.join(PREFERENCES)}")
+        self.preference = value
+
+    def set_active(self, group: str, member: str) -> None:
+        g = self.cfg.groups.get(group)
+        if g is None:
+            raise ValueError(f"no exclusive group {group!r}; groups: {', '.join(self.cfg.groups)}")
+        if member not in g.members:
+            raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
+        self.active[group] = member
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        health = self.health.status(now)
+        backends = {}
+        for name, b in self.cfg.backends.items():
+            entry: dict[str, Any] = {
+                "kind": b.kind,
+                "url": b.url,
+                "location": b.location,
+                "capacity": b.capacity,
+                "enabled": b.enabled,
+                "exclusive_group": b.exclusive_group,
+                "key": b.key,  # the reference, never the value
+            }
+            entry.update(health.get(name, {}))
+            backends[name] = entry
+        return {
+            "version": __version__,
+            "uptime_s": round(now - self.started, 1),
+            "preference": self.preference or self.cfg.preference,
+            "preference_source": "runtime" if self.preference else "config",
+            "active": {g: self.active.get(g, grp.active) for g, grp in self.cfg.groups.items()},
+            "saturation": self.cfg.saturation,
+            "backends": backends,
+            "keyring": self.key_problem,
+        }
