@@ -47,9 +47,7 @@ _WORDS: dict[Capability, str] = {
         dragon imagine roleplay fantasy creative rhyme narrative slogan tagline""",
     "chat": """hi hello hey yo thanks thank cheers bye morning evening""",
 }
-_LOOKUP: dict[str, Capability] = {
-    w: cap for cap, words in _WORDS.items() for w in words.split()
-}
+_LOOKUP: dict[str, Capability] = {w: cap for cap, words in _WORDS.items() for w in words.split()}
 _WORD_RX = re.compile(r"[a-z][a-z0-9+#]*")
 
 # Strong signals and phrases: substring tests on the lower-cased window.

@@ -133,6 +133,10 @@ class ServerSettings:
     # send; required when host is not a loopback address.
     token: str | None = None
     max_body_mb: float = 32.0
+    # The `model` field in answers: the name the client asked for (requested),
+    # the public name of the model that served (served), or the backend's own
+    # id for it (upstream).
+    report_model: str = "requested"
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +477,9 @@ class _Builder:
                 self.fail(("routes", name), "'auto' is reserved (it classifies, then routes)")
         auto = self.auto(d.get("auto", {}), routes)
         server_spec = self.mapping(
-            d.get("server", {}), ("server",), ("host", "port", "token", "max_body_mb")
+            d.get("server", {}),
+            ("server",),
+            ("host", "port", "token", "max_body_mb", "report_model"),
         )
         server = ServerSettings(
             host=self.string(server_spec.get("host", "127.0.0.1"), ("server", "host")),
@@ -493,6 +499,11 @@ class _Builder:
             ),
             max_body_mb=self.number(
                 server_spec.get("max_body_mb", 32), ("server", "max_body_mb"), low=0, low_open=True
+            ),
+            report_model=self.choice(
+                server_spec.get("report_model", "requested"),
+                ("server", "report_model"),
+                ("requested", "served", "upstream"),
             ),
         )
         h = self.mapping(

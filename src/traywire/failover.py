@@ -82,6 +82,11 @@ def _decode(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")[:500]
 
 
+def _reported(rt: Runtime, d: Decision, model: Model) -> str:
+    how = rt.cfg.server.report_model
+    return model.name if how == "served" else model.upstream if how == "upstream" else d.requested
+
+
 async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) -> web.StreamResponse:
     cfg = rt.cfg
     tried: list[dict[str, Any]] = []
@@ -107,7 +112,14 @@ async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) ->
             continue
         adapter = ADAPTERS[backend.kind]
         try:
-            prep = adapter.prepare(call.dialect, call.op, call.body, model.upstream, call.stream)
+            prep = adapter.prepare(
+                call.dialect,
+                call.op,
+                call.body,
+                model.upstream,
+                call.stream,
+                extensions=backend.location == "local",
+            )
         except tr.TranslationError as exc:
             rt.health.release_trial(backend.name)
             tried.append(_entry(att.model, att.backend, "failed", f"translation: {exc}"))
@@ -229,7 +241,14 @@ async def _unary(
         data = json.loads(raw)
         tokens = _tokens(data)
         out = adapter.response(
-            prep, call.dialect, call.op, data, d.requested, new_ids(), call.body, int(elapsed * 1e9)
+            prep,
+            call.dialect,
+            call.op,
+            data,
+            _reported(rt, d, model),
+            new_ids(),
+            call.body,
+            int(elapsed * 1e9),
         )
     except (ValueError, tr.TranslationError, tr.StreamParseError, KeyError, TypeError) as exc:
         raise BackendError(
@@ -255,7 +274,9 @@ async def _stream(
     assert rt.session is not None
     t = backend.timeouts
     adapter = ADAPTERS[backend.kind]
-    relay = adapter.relay(prep, call.dialect, call.op, d.requested, new_ids(), call.body)
+    relay = adapter.relay(
+        prep, call.dialect, call.op, _reported(rt, d, model), new_ids(), call.body
+    )
     timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
     started = time.monotonic()
     r: aiohttp.ClientResponse | None = None

@@ -51,7 +51,9 @@ RefKind = Literal["keyring", "env"]
 
 _KEY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]{0,15}):")
+# Only a short all-letters scheme is echoed in an error (e.g. "vault:"), never
+# something that could be the first half of an "id:secret" key.
+_SCHEME_RE = re.compile(r"([A-Za-z]{1,12}):")
 # Prefixes of API keys issued by common providers. A reference that starts with one
 # of these is almost certainly a pasted key.
 _KEY_PREFIXES = (
@@ -100,6 +102,14 @@ class KeyRef:
 
     kind: RefKind
     name: str
+
+    def __post_init__(self) -> None:
+        if self.kind == "keyring":
+            validate_key_name(self.name)
+        elif self.kind == "env":
+            _validate_env_name(self.name)
+        else:
+            raise ValueError(f"unknown key reference kind {self.kind!r}: use 'keyring' or 'env'")
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -179,11 +189,11 @@ def parse_key_ref(text: str) -> KeyRef:
     if sep and kind == "keyring":
         if not rest:
             raise ValueError("empty key name in `keyring:NAME`")
-        return KeyRef("keyring", validate_key_name(rest))
+        return KeyRef("keyring", rest)
     if sep and kind == "env":
         if not rest:
             raise ValueError("empty variable name in `env:VAR`")
-        return KeyRef("env", _validate_env_name(rest))
+        return KeyRef("env", rest)
     if not stripped:
         raise ValueError("empty key reference: use `keyring:NAME` or `env:VAR`")
     if stripped.lower().startswith(_KEY_PREFIXES) or _looks_like_literal_key(stripped):

@@ -39,8 +39,18 @@ class Adapter(Protocol):
     def headers(self, key: str | None) -> dict[str, str]: ...
 
     def prepare(
-        self, dialect: Dialect, op: Op, body: Mapping[str, Any], upstream: str, stream: bool
-    ) -> Prepared: ...
+        self,
+        dialect: Dialect,
+        op: Op,
+        body: Mapping[str, Any],
+        upstream: str,
+        stream: bool,
+        *,
+        extensions: bool = True,
+    ) -> Prepared:
+        """``extensions``: the server takes non-standard sampling options
+        (top_k, min_p, repeat_penalty...), as local vLLM/llama.cpp do."""
+        ...
 
     def response(
         self,

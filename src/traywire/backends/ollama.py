@@ -19,7 +19,14 @@ class OllamaAdapter:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def prepare(
-        self, dialect: Dialect, op: Op, body: Mapping[str, Any], upstream: str, stream: bool
+        self,
+        dialect: Dialect,
+        op: Op,
+        body: Mapping[str, Any],
+        upstream: str,
+        stream: bool,
+        *,
+        extensions: bool = True,
     ) -> Prepared:
         if dialect == "ollama":
             out = dict(body)  # same dialect: unknown fields kept
@@ -50,6 +57,9 @@ class OllamaAdapter:
     ) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise tr.StreamParseError("Ollama answered with something that is not a JSON object")
+        expect = {"chat": "message", "completion": "response", "embed": "embeddings"}[op]
+        if expect not in data:
+            raise tr.StreamParseError(f"Ollama answer without {expect!r}")
         if dialect == "ollama":
             data["model"] = model
             return data

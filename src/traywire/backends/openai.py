@@ -24,7 +24,14 @@ class OpenAIAdapter:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def prepare(
-        self, dialect: Dialect, op: Op, body: Mapping[str, Any], upstream: str, stream: bool
+        self,
+        dialect: Dialect,
+        op: Op,
+        body: Mapping[str, Any],
+        upstream: str,
+        stream: bool,
+        *,
+        extensions: bool = True,
     ) -> Prepared:
         if dialect == "openai":
             out = dict(body)  # same dialect: unknown fields kept
@@ -34,14 +41,16 @@ class OpenAIAdapter:
             return Prepared(_PATHS[op], out, op, stream and op != "embed")
         backend_op: Op = op
         if op == "chat":
-            out = tr.ollama_chat_request_to_openai(body, upstream, extensions=True)
+            out = tr.ollama_chat_request_to_openai(body, upstream, extensions=extensions)
         elif op == "completion":
             if tr.ollama_generate_route(body) == "chat":
                 backend_op = "chat"
-                out = tr.ollama_generate_request_to_openai_chat(body, upstream, extensions=True)
+                out = tr.ollama_generate_request_to_openai_chat(
+                    body, upstream, extensions=extensions
+                )
             else:
                 out = tr.ollama_generate_request_to_openai_completion(
-                    body, upstream, extensions=True
+                    body, upstream, extensions=extensions
                 )
         else:
             out = tr.ollama_embed_request_to_openai(body, upstream)
