@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest_keyring import fail_keyring, memory_keyring  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +20,9 @@ def _isolated_dirs(
         d = root / var.lower()
         d.mkdir()
         monkeypatch.setenv(var, str(d))
+    # Keep every test, and every process a test starts, off the user's real
+    # keyring: tests that need one install an in-memory or a throw-away one.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     yield root
 
 
