@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
+    k = sub.add_parser("keys", help="cloud API keys in the OS keyring")
+    ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    ks = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
+    ks.add_argument("name", help="the NAME in keyring:NAME (e.g. ollama_cloud)")
+    kl = ksub.add_parser("list", help="key names the config uses, and whether each is set")
+    kl.add_argument("--config", metavar="FILE")
+    kd = ksub.add_parser("delete", help="remove a key")
+    kd.add_argument("name")
+
     i = sub.add_parser("init", help="write the default config to the user config dir")
     i.add_argument("--path", metavar="FILE", help="write here instead")
     return p
@@ -73,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_route(args, sys.stdout)
         if args.command == "init":
             return cmd_init(args, sys.stdout)
+        if args.command == "keys":
+            return cmd_keys(args, sys.stdout)
         if args.command == "serve":
             from .app import serve
 
@@ -103,6 +115,44 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     for w in warnings:
         print(f"warning: {w}", file=out)
     return 0
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    from . import secrets
+
+    try:
+        if args.keys_command == "set":
+            name = secrets.validate_key_name(args.name)
+            value = secrets.read_secret_from_user(
+                sys.stdin, sys.stdin.isatty(), prompt=f"key for {name} (input hidden): "
+            )
+            secrets.set_key(name, value)
+            print(f"stored key {name!r} in the OS keyring ({secrets.backend_name()})", file=out)
+            return 0
+        if args.keys_command == "delete":
+            name = secrets.validate_key_name(args.name)
+            if secrets.delete_key(name):
+                print(f"deleted key {name!r}", file=out)
+                return 0
+            print(f"no key {name!r} was stored", file=out)
+            return 1
+        cfg = config.load(args.config)
+        refs = {b.name: b.key for b in cfg.backends.values() if b.key}
+        if cfg.server.token:
+            refs["server.token"] = cfg.server.token
+        names = sorted({r.split(":", 1)[1] for r in refs.values() if r.startswith("keyring:")})
+        stored = secrets.list_keys(names) if names else {}
+        for owner, ref in sorted(refs.items()):
+            kind, name = ref.split(":", 1)
+            if kind == "keyring":
+                state = "set" if stored.get(name) else "not set"
+            else:
+                state = "set" if os.environ.get(name) else "not set (environment)"
+            print(f"{ref:32} {state:24} used by {owner}", file=out)
+        return 0
+    except (secrets.SecretsError, ValueError) as exc:
+        print(f"traywire: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
