@@ -44,7 +44,7 @@ from .backends.base import map_client_error
 from .config import Backend, Model
 from .errors import BackendError
 from .runtime import Runtime
-from .types import Decision
+from .types import AttemptRecord, Decision, RequestRecord
 
 log = logging.getLogger("traywire")
 
@@ -64,15 +64,14 @@ def new_ids() -> Ids:
     return Ids(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(now), stamp)
 
 
-def _tokens(data: Any) -> int:
+def _usage(data: Any) -> tuple[int, int]:
+    """(prompt tokens, reply tokens) a backend reported in a non-streamed answer."""
     if not isinstance(data, dict):
-        return 0
+        return 0, 0
     usage = data.get("usage")
     if isinstance(usage, dict):
-        return int(usage.get("total_tokens") or 0) or (
-            int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        )
-    return int(data.get("prompt_eval_count") or 0) + int(data.get("eval_count") or 0)
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
 
 
 def _decode(raw: bytes) -> Any:
@@ -87,9 +86,94 @@ def _reported(rt: Runtime, d: Decision, model: Model) -> str:
     return model.name if how == "served" else model.upstream if how == "upstream" else d.requested
 
 
+class Trace:
+    """What one request went through; turned into a RequestRecord at the end."""
+
+    __slots__ = (
+        "attempts",
+        "client_gone",
+        "cut",
+        "error",
+        "served",
+        "started",
+        "status",
+        "tokens_in",
+        "tokens_out",
+        "ttfb_ms",
+        "wall",
+    )
+
+    def __init__(self) -> None:
+        self.wall = time.time()
+        self.started = time.monotonic()
+        self.attempts: list[AttemptRecord] = []
+        self.served: tuple[str, str] | None = None
+        self.status = 0
+        self.ttfb_ms: float | None = None
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.error = ""
+        self.cut = False
+        self.client_gone = False
+
+    def add(
+        self,
+        model: str,
+        backend: str,
+        outcome: str,
+        error: str = "",
+        kind: str = "",
+        since: float | None = None,
+    ) -> None:
+        ms = (time.monotonic() - since) * 1000 if since is not None else 0.0
+        self.attempts.append(AttemptRecord(model, backend, outcome, error, kind, round(ms, 2)))
+
+    def record(self, call: Call, d: Decision, request: web.Request) -> RequestRecord:
+        return RequestRecord(
+            ts=self.wall,
+            dialect=call.dialect,
+            endpoint=request.path,
+            requested=d.requested,
+            capability=d.capability,
+            strategy=d.strategy,
+            route=d.route,
+            preference=d.preference,
+            prompt_tokens=d.prompt_tokens,
+            stream=call.stream,
+            plan=d.plan,
+            skipped=d.skipped,
+            attempts=tuple(self.attempts),
+            served_model=self.served[0] if self.served else None,
+            served_backend=self.served[1] if self.served else None,
+            status=self.status,
+            ttfb_ms=self.ttfb_ms,
+            total_ms=round((time.monotonic() - self.started) * 1000, 2),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            error=self.error,
+            cut=self.cut,
+            client_gone=self.client_gone,
+        )
+
+
 async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) -> web.StreamResponse:
+    trace = Trace()
+    try:
+        response = await _execute(rt, call, d, request, trace)
+        trace.status = response.status
+        return response
+    except asyncio.CancelledError:
+        trace.client_gone = True
+        trace.status = trace.status or 499
+        raise
+    finally:
+        rt.observe(trace.record(call, d, request))
+
+
+async def _execute(
+    rt: Runtime, call: Call, d: Decision, request: web.Request, trace: Trace
+) -> web.StreamResponse:
     cfg = rt.cfg
-    tried: list[dict[str, Any]] = []
     larger_than = 0
     route = f"{d.capability}/{d.strategy or 'model'}"
     last: BackendError | None = None
@@ -97,18 +181,16 @@ async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) ->
         model = cfg.models[att.model]
         backend = cfg.backends[att.backend]
         if larger_than and model.context <= larger_than:
-            tried.append(
-                _entry(
-                    att.model,
-                    att.backend,
-                    "skipped",
-                    f"window {model.context} not larger than {larger_than}",
-                )
+            trace.add(
+                att.model,
+                att.backend,
+                "skipped",
+                f"window {model.context} not larger than {larger_than}",
             )
             continue
         now = time.monotonic()
         if not rt.health.acquire_trial(backend.name, now):
-            tried.append(_entry(att.model, att.backend, "skipped", "circuit open"))
+            trace.add(att.model, att.backend, "skipped", "circuit open")
             continue
         adapter = ADAPTERS[backend.kind]
         try:
@@ -122,24 +204,29 @@ async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) ->
             )
         except tr.TranslationError as exc:
             rt.health.release_trial(backend.name)
-            tried.append(_entry(att.model, att.backend, "failed", f"translation: {exc}"))
+            trace.add(att.model, att.backend, "failed", f"translation: {exc}", "translation")
             continue
         headers = {
             "X-Traywire-Model": model.name,
             "X-Traywire-Backend": backend.name,
             "X-Traywire-Route": route,
-            "X-Traywire-Attempts": str(len(tried) + 1),
+            "X-Traywire-Attempts": str(len(trace.attempts) + 1),
         }
         rt.health.begin(backend.name)
         try:
             if prep.stream:
-                return await _stream(rt, call, backend, model, prep, d, request, headers)
-            return await _unary(rt, call, backend, model, prep, d, headers)
+                resp = await _stream(rt, call, backend, model, prep, d, request, headers, trace)
+            else:
+                resp = await _unary(rt, call, backend, model, prep, d, headers, trace)
+            trace.add(att.model, att.backend, "served", trace.error, since=now)
+            trace.served = (model.name, backend.name)
+            return resp
         except BackendError as exc:
             _record(rt, backend.name, exc)
             last = exc
-            tried.append(_entry(att.model, att.backend, "failed", str(exc), exc.kind))
+            trace.add(att.model, att.backend, "failed", str(exc), exc.kind, since=now)
             if not exc.failover:
+                trace.error = str(exc)
                 return _client_error(call.dialect, exc, headers)
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
@@ -149,16 +236,9 @@ async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) ->
             raise
         finally:
             rt.health.end(backend.name)
-    return _all_failed(call.dialect, d, tried, last)
-
-
-def _entry(
-    model: str, backend: str, outcome: str, error: str, kind: str | None = None
-) -> dict[str, Any]:
-    out = {"model": model, "backend": backend, "outcome": outcome, "error": error}
-    if kind:
-        out["kind"] = kind
-    return out
+    resp = _all_failed(call.dialect, d, trace.attempts, last)
+    trace.error = d.note or "all attempts failed"
+    return resp
 
 
 def _record(rt: Runtime, backend: str, exc: BackendError) -> None:
@@ -180,7 +260,7 @@ def _client_error(dialect: Dialect, exc: BackendError, headers: dict[str, str]) 
 
 
 def _all_failed(
-    dialect: Dialect, d: Decision, tried: list[dict[str, Any]], last: BackendError | None
+    dialect: Dialect, d: Decision, tried: list[AttemptRecord], last: BackendError | None
 ) -> web.Response:
     if not d.plan:
         status = 400 if "window too small" in d.note else 503
@@ -192,18 +272,28 @@ def _all_failed(
             code=code,
             extra={"skipped": [s._asdict() for s in d.skipped]},
         )
-    kinds = {t.get("kind") for t in tried if t["outcome"] == "failed"}
+    kinds = {t.kind for t in tried if t.outcome == "failed"}
     status = 429 if kinds == {"rate_limited"} else 503
     if kinds == {"context_length"} and last is not None:
         status = last.status or 400
-    summary = "; ".join(f"{t['model']} on {t['backend']}: {t['error']}" for t in tried)
+    summary = "; ".join(f"{t.model} on {t.backend}: {t.error}" for t in tried)
     message = f"all {len(tried)} attempts failed: {summary}"
+    attempts = [
+        {
+            "model": t.model,
+            "backend": t.backend,
+            "outcome": t.outcome,
+            "error": t.error,
+            **({"kind": t.kind} if t.kind else {}),
+        }
+        for t in tried
+    ]
     return replies.error(
         dialect,
         status,
         message,
         code="all_attempts_failed",
-        extra={"attempts": tried},
+        extra={"attempts": attempts},
         headers={"X-Traywire-Attempts": str(len(tried))},
     )
 
@@ -216,6 +306,7 @@ async def _unary(
     prep: Prepared,
     d: Decision,
     headers: dict[str, str],
+    trace: Trace,
 ) -> web.Response:
     assert rt.session is not None
     t = backend.timeouts
@@ -239,7 +330,7 @@ async def _unary(
     elapsed = time.monotonic() - started
     try:
         data = json.loads(raw)
-        tokens = _tokens(data)
+        trace.tokens_in, trace.tokens_out = _usage(data)
         out = adapter.response(
             prep,
             call.dialect,
@@ -256,8 +347,9 @@ async def _unary(
         ) from exc
     now = time.monotonic()
     rt.health.success(backend.name, now, elapsed * 1000)
-    if tokens:
-        rt.health.add_usage(model.name, now, tokens)
+    trace.ttfb_ms = round(elapsed * 1000, 2)
+    if trace.tokens_in or trace.tokens_out:
+        rt.health.add_usage(model.name, now, trace.tokens_in + trace.tokens_out)
     return replies.json_response(out, headers=headers)
 
 
@@ -270,6 +362,7 @@ async def _stream(
     d: Decision,
     request: web.Request,
     headers: dict[str, str],
+    trace: Trace,
 ) -> web.StreamResponse:
     assert rt.session is not None
     t = backend.timeouts
@@ -326,6 +419,7 @@ async def _stream(
     assert r is not None
     now = time.monotonic()
     rt.health.success(backend.name, now, (now - started) * 1000)
+    trace.ttfb_ms = round((now - trace.started) * 1000, 2)
 
     response = web.StreamResponse(status=200, headers=headers)
     response.content_type = _CONTENT_TYPE[call.dialect]
@@ -374,11 +468,13 @@ async def _stream(
         else:
             _close(r)
             rt.health.failure(backend.name, time.monotonic(), kind)
+            trace.cut, trace.error = True, problem
             log.info("stream from %s cut: %s", backend.name, problem)
             await response.write(relay.error(problem))
         await response.write_eof()
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         _close(r)
+    trace.tokens_in, trace.tokens_out = relay.tokens_in, relay.tokens_out
     if relay.tokens:
         rt.health.add_usage(model.name, time.monotonic(), relay.tokens)
     return response

@@ -26,7 +26,12 @@ def _dumps(obj: object) -> str:
 
 class Relay:
     complete: bool = False
-    tokens: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
 
     def feed(self, data: bytes) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
@@ -78,9 +83,8 @@ class SSEPassthrough(_ToOpenAI):
                 obj["model"] = self.model
             usage = obj.get("usage")
             if isinstance(usage, dict):
-                self.tokens = int(usage.get("total_tokens") or 0) or (
-                    int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-                )
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
             for choice in obj.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     self.finished_choice = True
@@ -105,9 +109,8 @@ class NDJSONPassthrough(_ToOllama):
                 obj["model"] = self.model
             if obj.get("done") is True:
                 self.complete = True
-                self.tokens = int(obj.get("prompt_eval_count") or 0) + int(
-                    obj.get("eval_count") or 0
-                )
+                self.tokens_in = int(obj.get("prompt_eval_count") or 0)
+                self.tokens_out = int(obj.get("eval_count") or 0)
             out.append(_dumps(obj).encode() + b"\n")
         return b"".join(out)
 
@@ -136,9 +139,8 @@ class OllamaToOpenAI(_ToOpenAI):
         out: list[bytes] = []
         for obj in self.parser.feed(data):
             if obj.get("done") is True:
-                self.tokens = int(obj.get("prompt_eval_count") or 0) + int(
-                    obj.get("eval_count") or 0
-                )
+                self.tokens_in = int(obj.get("prompt_eval_count") or 0)
+                self.tokens_out = int(obj.get("eval_count") or 0)
             for chunk in self.conv.feed(obj):
                 out.append(tr.sse_event(chunk))
         self.complete = self.conv.done
@@ -168,9 +170,8 @@ class OpenAIToOllama(_ToOllama):
                 raise tr.StreamParseError("SSE event is not a JSON object")
             usage = obj.get("usage")
             if isinstance(usage, dict):
-                self.tokens = int(usage.get("prompt_tokens") or 0) + int(
-                    usage.get("completion_tokens") or 0
-                )
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
             out.extend(tr.ndjson_line(x) for x in self.conv.feed(obj))
         self.complete = self.conv.done or self.saw_done
         return b"".join(out)

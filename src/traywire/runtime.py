@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -22,7 +22,7 @@ from . import __version__
 from .config import Backend, Config
 from .health import Health
 from .probe import Prober, ProbeTarget
-from .types import PREFERENCES, LiveState, Preference
+from .types import PREFERENCES, LiveState, Preference, RequestRecord
 
 log = logging.getLogger("traywire")
 
@@ -56,6 +56,9 @@ class Runtime:
         self.session: aiohttp.ClientSession | None = None
         self.prober: Prober | None = None
         self._rng = random.Random()
+        # Called with every RequestRecord (request log, metrics). Observers
+        # must not block: they run on the proxy's loop, on the request path.
+        self.observers: list[Callable[[RequestRecord], None]] = []
         self._apply_keys()
 
     # ------------------------------------------------------------------ lifecycle
@@ -121,6 +124,13 @@ class Runtime:
         return self.keys.get(backend)
 
     # ------------------------------------------------------------------ state
+
+    def observe(self, record: RequestRecord) -> None:
+        for fn in self.observers:
+            try:
+                fn(record)
+            except Exception:
+                log.exception("request observer failed")
 
     def snapshot(self) -> LiveState:
         return self.health.snapshot(

@@ -145,3 +145,49 @@ class Decision(NamedTuple):
             "skipped": [s._asdict() for s in self.skipped],
             "note": self.note,
         }
+
+
+class AttemptRecord(NamedTuple):
+    """What happened to one step of a plan."""
+
+    model: str
+    backend: str
+    # "served", "failed" or "skipped"
+    outcome: str
+    error: str = ""
+    kind: str = ""  # traywire error kind, for failures
+    ms: float = 0.0
+
+
+class RequestRecord(NamedTuple):
+    """One request the proxy handled, for the request log and the metrics.
+
+    Immutable; handed to observers after the response is complete. Carries no
+    prompt or answer text and never a key.
+    """
+
+    ts: float  # wall-clock seconds (time.time()) at arrival
+    dialect: str  # "openai" or "ollama"
+    endpoint: str  # request path
+    requested: str
+    capability: str | None
+    strategy: str | None
+    route: str | None
+    preference: str
+    prompt_tokens: int
+    stream: bool
+    plan: tuple[Attempt, ...]
+    skipped: tuple[Skip, ...]
+    attempts: tuple[AttemptRecord, ...]
+    served_model: str | None
+    served_backend: str | None
+    status: int
+    ttfb_ms: float | None
+    total_ms: float
+    tokens_in: int
+    tokens_out: int
+    error: str = ""
+    # the stream broke after it had started (the client got an error event)
+    cut: bool = False
+    # the client went away before the answer was complete
+    client_gone: bool = False
