@@ -232,8 +232,19 @@ def load_state(path: Path, cfg: config.Config) -> LiveState:
         bad = set(spec) - fields
         if bad:
             raise UsageError(f"{path}: backends.{name}: unknown keys: {', '.join(sorted(bad))}")
+        where = f"{path}: backends.{name}"
+        if "in_flight" in spec and not _count(spec["in_flight"]):
+            raise UsageError(f"{where}.in_flight: a non-negative integer")
+        lat = spec.get("latency_ms")
+        if lat is not None and (isinstance(lat, bool) or not isinstance(lat, int | float)):
+            raise UsageError(f"{where}.latency_ms: a number of milliseconds or null")
+        if "no_key" in spec and not isinstance(spec["no_key"], bool):
+            raise UsageError(f"{where}.no_key: true or false")
         if "missing_models" in spec:
-            spec["missing_models"] = frozenset(spec["missing_models"])
+            mm = spec["missing_models"]
+            if not isinstance(mm, list) or not all(isinstance(m, str) for m in mm):
+                raise UsageError(f"{where}.missing_models: a list of model names")
+            spec["missing_models"] = frozenset(mm)
         if spec.get("circuit", "closed") not in ("closed", "open", "half_open"):
             raise UsageError(f"{path}: backends.{name}.circuit: closed, open or half_open")
         backends[name] = BackendState(**spec)
@@ -247,6 +258,10 @@ def load_state(path: Path, cfg: config.Config) -> LiveState:
     rnd = data.get("random", 0.0)
     if not isinstance(rnd, int | float) or not 0 <= rnd < 1:
         raise UsageError(f"{path}: random: a number in [0, 1)")
+    usage = _obj(data.get("usage", {}), path, "usage")
+    for model, tokens in usage.items():
+        if not _count(tokens):
+            raise UsageError(f"{path}: usage.{model}: a non-negative integer")
     return LiveState(
         backends=MappingProxyType(backends),
         active=MappingProxyType(dict(active)),
@@ -254,6 +269,10 @@ def load_state(path: Path, cfg: config.Config) -> LiveState:
         preference=pref,
         random=float(rnd),
     )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _obj(value: Any, path: Path, key: str) -> dict[str, Any]:

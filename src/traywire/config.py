@@ -118,11 +118,43 @@ class Route:
     description: str = ""
 
 
+SwitchMode = Literal["commands", "managed"]
+SWITCH_MODES: tuple[SwitchMode, ...] = ("commands", "managed")
+# What a switch command's arguments may name ({{ and }} are literal braces):
+# the group, the member the command acts on, its alias, its backend's port.
+SWITCH_PLACEHOLDERS: tuple[str, ...] = ("group", "member", "member_alias", "port")
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSettings:
+    """How traywire stops and starts the servers of an exclusive group."""
+
+    mode: SwitchMode
+    # commands: argv run to stop the old member and to start the new one.
+    stop: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    # member -> the name the commands know it by ({member_alias}; default: the member).
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # managed: member -> argv of the server traywire runs itself (used as written).
+    serve: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # Working directory of the commands and servers; None: traywire's own.
+    cwd: str | None = None
+    drain_timeout: float = 30.0
+    ready_timeout: float = 300.0
+    command_timeout: float = 120.0
+    stop_timeout: float = 30.0
+
+    def alias(self, member: str) -> str:
+        return self.aliases.get(member, member)
+
+
 @dataclass(frozen=True, slots=True)
 class ExclusiveGroup:
     name: str
     members: tuple[str, ...]
     active: str
+    # None: traywire only changes which member is routed to, it starts nothing.
+    switch: SwitchSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +299,15 @@ def _to_python(
         for key_node, value_node in node.value:
             key = _constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
-                raise ConfigError(
-                    f"{name}:{key_node.start_mark.line + 1} {_fmt(path)}: keys must be scalars"
-                )
+                where = f"{name}:{key_node.start_mark.line + 1}"
+                raise ConfigError(f"{where} {format_path(path)}: keys must be scalars")
             key = str(key)
             if key in out:
-                raise ConfigError(
-                    f"{name}:{key_node.start_mark.line + 1} {_fmt((*path, key))}: duplicate key"
-                )
+                where = f"{name}:{key_node.start_mark.line + 1}"
+                raise ConfigError(f"{where} {format_path((*path, key))}: duplicate key")
             out[key] = _to_python(value_node, (*path, key), name, marks)
+            # An entry is located at its key, not at where its value starts.
+            marks[(*path, key)] = f"{name}:{key_node.start_mark.line + 1}"
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(v, (*path, i), name, marks) for i, v in enumerate(node.value)]
@@ -293,23 +325,26 @@ def _merge(
         p = (*path, key)
         if value is None:
             into.pop(key, None)
-            for k in [k for k in origins if k == _fmt(p) or k.startswith(_fmt(p) + ".")]:
+            for k in [
+                k for k in origins if k == format_path(p) or k.startswith(format_path(p) + ".")
+            ]:
                 del origins[k]
             continue
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            origins.setdefault(_fmt(p), marks.get(p, ""))
+            origins.setdefault(format_path(p), marks.get(p, ""))
             _merge(into[key], value, p, origins, marks)
         else:
             into[key] = value
             for sub, where in marks.items():
                 if sub[: len(p)] == p:
-                    origins[_fmt(sub)] = where
+                    origins[format_path(sub)] = where
 
 
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
-def _fmt(path: Iterable[Any]) -> str:
+def format_path(path: Iterable[Any]) -> str:
+    """A key path as errors print it: routes.code.bands[0], models["llama3.1:latest"]."""
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -324,7 +359,7 @@ def _fmt(path: Iterable[Any]) -> str:
 def _fail(
     marks: Mapping[tuple[Any, ...], str], name: str, path: tuple[Any, ...], msg: str
 ) -> NoReturn:
-    raise ConfigError(f"{marks.get(path, name)} {_fmt(path)}: {msg}")
+    raise ConfigError(f"{marks.get(path, name)} {format_path(path)}: {msg}")
 
 
 # --------------------------------------------------------------------------- building
@@ -340,7 +375,7 @@ class _Builder:
     def where(self, path: tuple[Any, ...]) -> str:
         p = path
         while True:
-            found = self.origins.get(_fmt(p))
+            found = self.origins.get(format_path(p))
             if found:
                 return found
             if not p:
@@ -348,7 +383,7 @@ class _Builder:
             p = p[:-1]
 
     def fail(self, path: tuple[Any, ...], msg: str) -> NoReturn:
-        raise ConfigError(f"{self.where(path)} {_fmt(path) or '<top level>'}: {msg}")
+        raise ConfigError(f"{self.where(path)} {format_path(path) or '<top level>'}: {msg}")
 
     # -- typed readers
     def mapping(
@@ -612,7 +647,7 @@ class _Builder:
         out: dict[str, ExclusiveGroup] = {}
         for name, g in declared.items():
             path = ("exclusive_groups", name)
-            g = self.mapping(g, path, ("active",))
+            g = self.mapping(g, path, ("active", "switch"))
             if name not in members:
                 self.fail(path, f"no backend names exclusive_group {name!r}")
             active = self.string(g.get("active", members[name][0]), (*path, "active"))
@@ -622,10 +657,103 @@ class _Builder:
                     f"{active!r} is not a member of group {name!r}; members: "
                     + ", ".join(members[name]),
                 )
-            out[name] = ExclusiveGroup(name, tuple(members[name]), active)
+            switch = (
+                self.group_switch(g["switch"], (*path, "switch"), tuple(members[name]))
+                if g.get("switch") is not None
+                else None
+            )
+            out[name] = ExclusiveGroup(name, tuple(members[name]), active, switch)
         for name, mem in members.items():
             out.setdefault(name, ExclusiveGroup(name, tuple(mem), mem[0]))
         return out
+
+    def group_switch(
+        self, spec: Any, path: tuple[Any, ...], members: tuple[str, ...]
+    ) -> SwitchSettings:
+        only = {
+            "commands": ("stop", "start", "aliases", "command_timeout"),
+            "managed": ("serve", "stop_timeout"),
+        }
+        s = self.mapping(
+            spec,
+            path,
+            ("mode", *only["commands"], *only["managed"], "cwd", "drain_timeout", "ready_timeout"),
+            ("mode",),
+        )
+        mode = self.choice(s["mode"], (*path, "mode"), SWITCH_MODES)
+        for other, keys in only.items():
+            for key in keys:
+                if other != mode and key in s:
+                    self.fail((*path, key), f"only used with mode {other} (this group's is {mode})")
+        stop: tuple[str, ...] = ()
+        start: tuple[str, ...] = ()
+        aliases: dict[str, str] = {}
+        serve: dict[str, tuple[str, ...]] = {}
+        if mode == "commands":
+            if "start" not in s:
+                self.fail(path, "mode commands needs 'start': a list, the program then arguments")
+            start = self.argv(s["start"], (*path, "start"), placeholders=True)
+            if s.get("stop") is not None:
+                stop = self.argv(s["stop"], (*path, "stop"), placeholders=True)
+            a = self.mapping(s.get("aliases", {}), (*path, "aliases"), members)
+            aliases = {m: self.string(v, (*path, "aliases", m)) for m, v in a.items()}
+        else:
+            if "serve" not in s:
+                self.fail(path, "mode managed needs 'serve': each member's server command")
+            sv = self.mapping(s["serve"], (*path, "serve"), members, members)
+            for m, v in sv.items():
+                serve[m] = self.argv(v, (*path, "serve", m), placeholders=False)
+        where = self.where(path).rsplit(":", 1)[0]
+        base = Path(where).resolve().parent if Path(where).is_file() else None
+        cwd = str(base) if base is not None else None
+        if s.get("cwd") is not None:
+            given = Path(self.string(s["cwd"], (*path, "cwd"))).expanduser()
+            cwd = str(base / given if base is not None and not given.is_absolute() else given)
+
+        def seconds(key: str, default: float) -> float:
+            return self.number(s.get(key, default), (*path, key), low=0, low_open=True)
+
+        return SwitchSettings(
+            mode=mode,
+            stop=stop,
+            start=start,
+            aliases=MappingProxyType(aliases),
+            serve=MappingProxyType(serve),
+            cwd=cwd,
+            drain_timeout=seconds("drain_timeout", 30.0),
+            ready_timeout=seconds("ready_timeout", 300.0),
+            command_timeout=seconds("command_timeout", 120.0),
+            stop_timeout=seconds("stop_timeout", 30.0),
+        )
+
+    def argv(self, value: Any, path: tuple[Any, ...], *, placeholders: bool) -> tuple[str, ...]:
+        import string
+
+        if not isinstance(value, list) or not value:
+            self.fail(
+                path,
+                "expected a non-empty list: the program, then its arguments (no shell), "
+                f"got {_kind(value)}",
+            )
+        out: list[str] = []
+        for i, item in enumerate(value):
+            p = (*path, i)
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                self.fail(p, f"expected a string, got {_kind(item)}")
+            text = str(item)
+            if placeholders:
+                known = ", ".join("{" + n + "}" for n in SWITCH_PLACEHOLDERS)
+                try:
+                    fields = [f for f in string.Formatter().parse(text) if f[1] is not None]
+                except ValueError as exc:
+                    self.fail(p, f"{text!r}: {exc} (write {{{{ and }}}} for literal braces)")
+                for _, fname, fspec, conv in fields:
+                    if fname not in SWITCH_PLACEHOLDERS or fspec or conv:
+                        self.fail(p, f"unknown placeholder in {text!r}; expected one of: {known}")
+            out.append(text)
+        if not out[0]:
+            self.fail((*path, 0), "expected a program name, got an empty string")
+        return tuple(out)
 
     def model(self, name: str, spec: Any, backends: Mapping[str, Backend]) -> Model:
         path = ("models", name)
@@ -751,7 +879,7 @@ class _Builder:
             if last is not None:
                 self.fail((*path, "bands"), "the last band must be unbounded (omit 'upto')")
         elif strategy == "complexity_based":
-            self.fail(path, "strategy complexity_based needs 'bands'")
+            self.fail((*path, "strategy"), "strategy complexity_based needs 'bands'")
         return Route(
             name=name,
             strategy=strategy,

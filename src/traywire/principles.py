@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from .config import Config, Model
+from .config import Config, Model, format_path
 
 
 class Warning_(NamedTuple):
@@ -34,7 +34,7 @@ class Warning_(NamedTuple):
 
 
 def _path(*parts: str) -> str:
-    return ".".join(parts[:1]) + "".join(f'["{p}"]' for p in parts[1:])
+    return format_path(parts)
 
 
 def check(cfg: Config) -> list[Warning_]:
@@ -88,7 +88,7 @@ def check(cfg: Config) -> list[Warning_]:
     for route in cfg.routes.values():
         if route.strategy != "complexity_based" or len(route.bands) < 2:
             continue
-        path = _path("routes", route.name) + ".bands"
+        path = _path("routes", route.name, "bands")
         simple = {loc[c.model] for c in route.bands[0].candidates}
         complex_ = {loc[c.model] for c in route.bands[-1].candidates}
         if simple == {"cloud"}:
