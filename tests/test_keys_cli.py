@@ -42,7 +42,9 @@ def test_the_key_is_never_taken_from_an_argument(
 
 
 def test_list_shows_names_and_whether_set_never_values(
-    memory_keyring: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    memory_keyring: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     secrets.set_key("ollama_cloud", "sk-secret-value-1")

@@ -15,7 +15,6 @@ from pathlib import Path
 import ollama
 import openai
 import pytest
-
 from fakes import FakeBackend
 
 
@@ -34,9 +33,21 @@ class Serve:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "traywire", "serve", "--config", str(config),
-             "--port", str(self.port), "--grace", "3"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "traywire",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+                "--grace",
+                "3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 20
@@ -58,16 +69,26 @@ class Serve:
 
 @pytest.fixture
 def cloud() -> Iterator[FakeBackend]:
-    with FakeBackend("ollama", name="cloud", models=["deepseek-v3.1:671b", "kimi-k2:1t",
-                                                    "gpt-oss:120b", "gpt-oss:20b",
-                                                    "qwen3-coder:480b", "glm-4.6"]) as f:
+    with FakeBackend(
+        "ollama",
+        name="cloud",
+        models=[
+            "deepseek-v3.1:671b",
+            "kimi-k2:1t",
+            "gpt-oss:120b",
+            "gpt-oss:20b",
+            "qwen3-coder:480b",
+            "glm-4.6",
+        ],
+    ) as f:
         yield f
 
 
 @pytest.fixture
 def local() -> Iterator[FakeBackend]:
-    with FakeBackend("ollama", name="local",
-                     models=["llama3.1:latest", "qwen2.5-coder:7b", "mythomax-l2-13b"]) as f:
+    with FakeBackend(
+        "ollama", name="local", models=["llama3.1:latest", "qwen2.5-coder:7b", "mythomax-l2-13b"]
+    ) as f:
         yield f
 
 
@@ -99,12 +120,15 @@ def test_default_chains_answer_with_the_first_backend_dead(
     # Ollama's cloud is down: deepseek's chain (kimi, gpt-oss:120b) is all
     # cloud, so the answer comes from local llama3.1, the chain's last resort.
     cloud.refuse()
-    srv = Serve(overlay(tmp_path, cloud.url, local.url, vllm.url),
-                env={"TW_TEST_CLOUD_KEY": "sk-test-cloud"})
+    srv = Serve(
+        overlay(tmp_path, cloud.url, local.url, vllm.url),
+        env={"TW_TEST_CLOUD_KEY": "sk-test-cloud"},
+    )
     try:
         oc = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
         raw = oc.chat.completions.with_raw_response.create(
-            model="deepseek-v3.1:671b-cloud", messages=[{"role": "user", "content": "Why?"}])
+            model="deepseek-v3.1:671b-cloud", messages=[{"role": "user", "content": "Why?"}]
+        )
         reply = raw.parse()
         assert raw.headers["x-traywire-backend"] == "ollama"
         assert raw.headers["x-traywire-model"] == "llama3.1:latest"
@@ -119,8 +143,9 @@ def test_default_chains_answer_with_the_first_backend_dead(
         # gpt-oss:120b (cloud), then the local vLLM qwen
         oc_ = ollama.Client(host=srv.url)
         prompt = "Refactor this Python module: " + "def f(x): return x\n" * 40
-        chunks = list(oc_.chat(model="code", messages=[{"role": "user", "content": prompt}],
-                               stream=True))
+        chunks = list(
+            oc_.chat(model="code", messages=[{"role": "user", "content": prompt}], stream=True)
+        )
         text = "".join(c.message.content or "" for c in chunks)
         assert "Hello from vllm" in text
         assert chunks[-1].done
@@ -130,7 +155,8 @@ def test_default_chains_answer_with_the_first_backend_dead(
         # cloud comes back: the key goes to it, and only to it
         cloud.revive()
         r = ollama.Client(host=srv.url).chat(
-            model="glm-4.6:cloud", messages=[{"role": "user", "content": "hi"}])
+            model="glm-4.6:cloud", messages=[{"role": "user", "content": "hi"}]
+        )
         assert r.message.content
     finally:
         code, out, err = srv.stop()
@@ -156,11 +182,12 @@ def test_signals_stop_cleanly_and_let_a_stream_finish(
     def stream() -> None:
         try:
             for c in ollama.Client(host=srv.url).chat(
-                model="llama3.1:latest", messages=[{"role": "user", "content": "hi"}],
+                model="llama3.1:latest",
+                messages=[{"role": "user", "content": "hi"}],
                 stream=True,
             ):
                 got.append(c.message.content or "")
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=stream)
@@ -178,7 +205,9 @@ def test_signals_stop_cleanly_and_let_a_stream_finish(
 def test_serve_refuses_a_non_loopback_listener_without_a_token(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "traywire", "serve", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 2
     assert "needs a token" in r.stderr
@@ -192,7 +221,9 @@ def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
         port = s.getsockname()[1]
         r = subprocess.run(
             [sys.executable, "-m", "traywire", "serve", "--port", str(port)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
