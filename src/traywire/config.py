@@ -192,6 +192,19 @@ class AutoSettings:
     default: Capability = "chat"
 
 
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The request log (one SQLite row per request; no prompt or answer text)."""
+
+    enabled: bool = True
+    # Rows older than this are deleted.
+    max_age_days: float = 30.0
+    # At most this many requests are kept (the oldest go first).
+    max_requests: int = 50000
+    # The SQLite file; None: requests.sqlite3 in the platformdirs data dir.
+    path: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     backends: Mapping[str, Backend]
@@ -205,6 +218,7 @@ class Config:
     health: HealthSettings = HealthSettings()
     principles: PrincipleSettings = PrincipleSettings()
     auto: AutoSettings = AutoSettings()
+    log: LogSettings = LogSettings()
     sources: tuple[str, ...] = ()
     # Where each key path was defined: path -> "file:line" (for messages).
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -478,6 +492,7 @@ class _Builder:
                 "models",
                 "fallbacks",
                 "routes",
+                "log",
             ),
             ("backends", "models"),
         )
@@ -572,6 +587,7 @@ class _Builder:
                 high=1,
             )
         )
+        log = self.log_settings(d.get("log", {}))
         return Config(
             backends=MappingProxyType(backends),
             models=MappingProxyType(models),
@@ -586,8 +602,24 @@ class _Builder:
             health=health,
             principles=principles,
             auto=auto,
+            log=log,
             sources=self.sources,
             origins=MappingProxyType(dict(self.origins)),
+        )
+
+    def log_settings(self, spec: Any) -> LogSettings:
+        s = self.mapping(spec, ("log",), ("enabled", "max_age_days", "max_requests", "path"))
+        return LogSettings(
+            enabled=self.boolean(s.get("enabled", True), ("log", "enabled")),
+            max_age_days=self.number(
+                s.get("max_age_days", 30), ("log", "max_age_days"), low=0, low_open=True
+            ),
+            max_requests=int(
+                self.number(
+                    s.get("max_requests", 50000), ("log", "max_requests"), low=1, integer=True
+                )
+            ),
+            path=self.string(s["path"], ("log", "path")) if s.get("path") is not None else None,
         )
 
     def timeouts(self, spec: Any, path: tuple[Any, ...], base: Timeouts) -> Timeouts:

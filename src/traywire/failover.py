@@ -190,7 +190,18 @@ async def _execute(
             continue
         now = time.monotonic()
         if not rt.health.acquire_trial(backend.name, now):
-            trace.add(att.model, att.backend, "skipped", "circuit open")
+            limited = rt.health.open_reason(backend.name) == "rate_limited"
+            wait = rt.health.retry_in(backend.name, now)
+            why = "rate-limited" if limited else "circuit open"
+            if wait is not None:
+                why += f" (retry in {wait:.0f}s)"
+            trace.add(
+                att.model,
+                att.backend,
+                "skipped",
+                why,
+                "rate_limited" if limited else "circuit_open",
+            )
             continue
         adapter = ADAPTERS[backend.kind]
         try:
@@ -272,7 +283,7 @@ def _all_failed(
             code=code,
             extra={"skipped": [s._asdict() for s in d.skipped]},
         )
-    kinds = {t.kind for t in tried if t.outcome == "failed"}
+    kinds = {t.kind for t in tried if t.outcome == "failed" or t.kind}
     status = 429 if kinds == {"rate_limited"} else 503
     if kinds == {"context_length"} and last is not None:
         status = last.status or 400
@@ -370,7 +381,9 @@ async def _stream(
     relay = adapter.relay(
         prep, call.dialect, call.op, _reported(rt, d, model), new_ids(), call.body
     )
-    timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+    # streams are bounded by first_byte, then idle between chunks: a long
+    # answer that keeps flowing is never cut by `total`
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
     started = time.monotonic()
     r: aiohttp.ClientResponse | None = None
     first = b""

@@ -229,6 +229,18 @@ class Health:
 
     # ------------------------------------------------------------------ circuit
 
+    def open_reason(self, backend: str) -> OpenReason | None:
+        """Why the circuit is open ("failures" or "rate_limited"), if it is."""
+        b = self._b.get(backend)
+        return b.open_reason if b is not None else None
+
+    def retry_in(self, backend: str, now: float) -> float | None:
+        """Seconds until an open circuit allows a trial, if it is open."""
+        b = self._b.get(backend)
+        if b is None or b.open_until is None:
+            return None
+        return max(0.0, b.open_until - now)
+
     def circuit(self, backend: str, now: float) -> Circuit:
         """The circuit as the router should see it (a taken trial reads "open")."""
         return self._circuit(self._get(backend), now, router_view=True)

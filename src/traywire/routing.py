@@ -338,7 +338,7 @@ def _filter(
         ):
             why = (
                 f"{backend.name} is not the active member of exclusive group "
-                f"{backend.exclusive_group} (active: {active})"
+                f"{backend.exclusive_group} (active: {active or 'none'})"
             )
         elif state.backends.get(backend.name, _IDLE).no_key:
             why = f"no key for {backend.name} ({backend.key}); set it with: traywire keys set NAME"
@@ -352,7 +352,9 @@ def _filter(
 
 
 def _active(cfg: Config, state: LiveState, group: str) -> str:
-    return state.active.get(group) or cfg.groups[group].active
+    # "" (not None): the group has no active member (a switch is running or failed).
+    active = state.active.get(group)
+    return cfg.groups[group].active if active is None else active
 
 
 def _empty_note(pref: Preference, skipped: list[Skip], name: str) -> str:

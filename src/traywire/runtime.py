@@ -22,6 +22,7 @@ from . import __version__
 from .config import Backend, Config
 from .health import Health
 from .probe import Prober, ProbeTarget
+from .switch import Switcher, SwitchState
 from .types import PREFERENCES, LiveState, Preference, RequestRecord
 
 log = logging.getLogger("traywire")
@@ -56,6 +57,8 @@ class Runtime:
         self.session: aiohttp.ClientSession | None = None
         self.prober: Prober | None = None
         self._rng = random.Random()
+        # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
+        self.switcher = Switcher(self)
         # Called with every RequestRecord (request log, metrics). Observers
         # must not block: they run on the proxy's loop, on the request path.
         self.observers: list[Callable[[RequestRecord], None]] = []
@@ -81,6 +84,7 @@ class Runtime:
             self.prober.start()
 
     async def close(self) -> None:
+        await self.switcher.close()  # also stops the servers it started
         if self.prober is not None:
             await self.prober.stop()
             self.prober = None
@@ -151,7 +155,19 @@ class Runtime:
             raise ValueError(f"no exclusive group {group!r}; groups: {', '.join(self.cfg.groups)}")
         if member not in g.members:
             raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
+        self.switcher.ensure_idle(group)
         self.active[group] = member
+
+    async def switch(self, group: str, member: str) -> SwitchState:
+        """Switch ``group`` to ``member``: drain, stop, start, wait until ready.
+
+        Returns the finished switch (phase "done" or "failed"; a failure is
+        reported there, not raised). Raises ValueError for a bad group or
+        member or a group without a ``switch`` section, and `SwitchBusy` while
+        the group is already switching. Cancelling the caller does not cancel
+        the switch.
+        """
+        return await asyncio.shield(self.switcher.begin(group, member))
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -174,7 +190,12 @@ class Runtime:
             "uptime_s": round(now - self.started, 1),
             "preference": self.preference or self.cfg.preference,
             "preference_source": "runtime" if self.preference else "config",
-            "active": {g: self.active.get(g, grp.active) for g, grp in self.cfg.groups.items()},
+            "active": {
+                g: self.active.get(g, grp.active) or None for g, grp in self.cfg.groups.items()
+            },
+            # group -> its running or last switch; member -> server traywire runs for it
+            "switching": self.switcher.status(now),
+            "managed_servers": self.switcher.servers(),
             "saturation": self.cfg.saturation,
             "backends": backends,
             "keyring": self.key_problem,

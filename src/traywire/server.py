@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import __version__, failover, replies, routing, validate
+from . import __version__, failover, metrics, replies, reqlog, routing, validate
 from . import request as inbound
 from .backends import Dialect, Op
 from .errors import UnknownModelError
@@ -84,6 +84,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 f"Host {request.host!r} is not this proxy's own",
                 code="forbidden_host",
             )
+    origin = request.headers.get("Origin")
+    # A web page the user visits must not spend their models or quota: only
+    # pages served from this machine may call in.
+    if (
+        origin is not None
+        and request.method not in ("GET", "HEAD", "OPTIONS")
+        and not _local_origin(origin)
+    ):
+        return replies.error(
+            dialect,
+            403,
+            f"requests from origin {origin!r} are refused",
+            code="forbidden_origin",
+        )
     if request.method not in ("GET", "HEAD", "OPTIONS") and request.path.startswith("/admin/"):
         origin = request.headers.get("Origin")
         if origin is not None and not _same_origin(origin, request):
@@ -116,6 +130,13 @@ def _host_name(host: str) -> str:
         return (URL(f"http://{host}").host or "").strip("[]").lower()
     except ValueError:
         return ""
+
+
+def _local_origin(origin: str) -> bool:
+    try:
+        return origin != "null" and is_loopback(URL(origin).host or "")
+    except ValueError:
+        return False
 
 
 def _same_origin(origin: str, request: web.Request) -> bool:
@@ -338,14 +359,29 @@ async def set_active(request: web.Request) -> web.Response:
     return replies.json_response({"active": {group: member}})
 
 
+async def start_switch(request: web.Request) -> web.Response:
+    """Start switching a group's server to a member; 202 at once, progress in /status."""
+    from .switch import SwitchBusy
+
+    body = await _admin_body(request)
+    if isinstance(body, web.Response):
+        return body
+    rt = request.app[RUNTIME]
+    group, member = body.get("group"), body.get("member")
+    if not isinstance(group, str) or not isinstance(member, str):
+        return replies.error(None, 400, 'expected {"group": ..., "member": ...}')
+    try:
+        rt.switcher.begin(group, member)
+    except SwitchBusy as exc:
+        return replies.error(None, 409, str(exc))
+    except ValueError as exc:
+        return replies.error(None, 400, str(exc))
+    state = rt.switcher.status(time.monotonic())[group]
+    return replies.json_response({"switching": {group: state}}, status=202)
+
+
 async def root(request: web.Request) -> web.Response:
     return web.Response(text="traywire is running\n")
-
-
-async def not_found(request: web.Request) -> web.Response:
-    return replies.error(
-        dialect_of(request.path), 404, f"no such endpoint: {request.path}", code="unknown_url"
-    )
 
 
 # --------------------------------------------------------------------------- app
@@ -371,10 +407,12 @@ def make_app(rt: Runtime, token: str | None = None) -> web.Application:
     r.add_get("/api/ps", ps)
     r.add_get("/health", health)
     r.add_get("/status", status)
+    metrics.setup(app, rt)  # GET /metrics, and counts every request
+    reqlog.setup(app, rt)  # the request log (config log:), opened at startup
     r.add_post("/admin/preference", set_preference)
     r.add_post("/admin/active", set_active)
+    r.add_post("/admin/switch", start_switch)
     r.add_get("/", root)
-    r.add_route("*", "/{tail:.*}", not_found)
 
     async def lifecycle(app: web.Application) -> Any:
         yield

@@ -1,0 +1,764 @@
+"""Proxy overhead: traywire against a bare aiohttp pass-through, in one run.
+
+    .venv/bin/python bench/bench_proxy.py            # under ~2 minutes
+    .venv/bin/python bench/bench_proxy.py --quick    # a few seconds, smoke run
+    .venv/bin/python bench/bench_proxy.py --pin      # proxies on their own CPU
+    .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
+    .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
+
+Three servers, each its own process, all on 127.0.0.1:
+
+- ``bench/fast_backend.py``: a tiny aiohttp fake OpenAI backend (fixed JSON;
+  SSE streams of ``--chunks`` events, a model named ``delay-<ms>`` pauses
+  between events);
+- ``bench/passthrough.py``: the floor for any aiohttp proxy (body forwarded
+  through one pooled ClientSession, response streamed back chunk by chunk);
+- traywire: ``python -m traywire serve --config <tmp yaml> --port <free port>``
+  with one openai backend (the fake) and two models (``bench``, and
+  ``bench-slow`` = upstream ``delay-<ms>``).
+
+The load generator is an aiohttp client in this process. Every figure is
+measured against baselines from the same run, interleaved in rounds (the
+order rotates each round) so the machine's noise falls on all targets alike:
+
+- latency (sequential non-streaming requests after warm-up): p50/p99 direct,
+  pass-through, traywire; the ADDED latency (proxy − direct) of traywire over
+  the pass-through's, as a ratio (target ≤ 1.3);
+- streaming time to first byte (direct, pass-through, traywire);
+- chunk forwarding: with the backend pausing 50 ms between events,
+  the client's inter-event gaps through each proxy must match the backend's
+  (not bunched at the end);
+- requests per second at 32 concurrent clients for a fixed duration,
+  traywire / pass-through (target ≥ 0.75); also each proxy's CPU time per
+  request (from /proc/<pid>/stat), which the shared CPU cannot distort;
+- peak memory: VmHWM of the traywire and pass-through processes.
+
+Reading the throughput figures: on a 2-core machine the client, the backend
+and the proxy share the CPUs, so req/s is only partly proxy-bound and the
+req/s ratio understates a proxy's extra cost; "proxy CPU per request" (all of
+the proxy process's threads, e.g. traywire's request-log writer) does not.
+``--pin`` gives the proxies a CPU of their own, but then the client and the
+backend share the other one and often become the bottleneck. ``--profile``
+figures are not comparable with unprofiled runs (cProfile slows traywire a
+lot, py-spy a little). traywire's request log, where it has one, is kept
+on but written to the run's temporary directory; nothing is written outside it
+except ``bench/results/``.
+
+Output: a table on stdout and ``bench/results/proxy.json``. Every loop is
+bounded; the servers are stopped at the end (or on any error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+HOST = "127.0.0.1"
+TICK = os.sysconf("SC_CLK_TCK")
+
+LATENCY_TARGET = 1.3
+THROUGHPUT_TARGET = 0.75
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    rounds: int  # latency / ttfb rounds (targets interleaved)
+    latency_n: int  # sequential requests per target per round
+    ttfb_n: int  # streams per target per round
+    warmup: int  # requests per target before measuring
+    chunk_streams: int  # slow streams per target (chunk-timing check)
+    chunks: int  # SSE events per stream
+    delay_ms: float  # backend pause between events in the chunk-timing check
+    tp_rounds: int  # throughput rounds per target
+    tp_seconds: float  # duration of one throughput round
+    tp_max: int  # request cap per throughput round (bounded loop)
+    concurrency: int
+
+
+QUICK = Settings(
+    rounds=2,
+    latency_n=150,
+    ttfb_n=40,
+    warmup=100,
+    chunk_streams=1,
+    chunks=10,
+    delay_ms=50,
+    tp_rounds=2,
+    tp_seconds=0.6,
+    tp_max=50_000,
+    concurrency=32,
+)
+DEFAULT = Settings(
+    rounds=8,
+    latency_n=500,
+    ttfb_n=100,
+    warmup=500,
+    chunk_streams=3,
+    chunks=20,
+    delay_ms=50,
+    tp_rounds=12,
+    tp_seconds=1.5,
+    tp_max=200_000,
+    concurrency=32,
+)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    url: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    pid: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pid = self.popen.pid
+
+    def status(self, key: str) -> int:
+        """A /proc/<pid>/status memory figure in KiB (VmHWM, VmRSS)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu(self) -> float:
+        """User + system CPU seconds so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def spawn(name: str, argv: Sequence[str], port: int, tmp: Path, cpus: set[int] | None) -> Proc:
+    log = tmp / f"{name}.log"
+    # nothing of the run outside its temporary directory
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        XDG_DATA_HOME=str(tmp / "data"),
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        XDG_STATE_HOME=str(tmp / "state"),
+        XDG_CACHE_HOME=str(tmp / "cache"),
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    with log.open("wb") as out:
+        p = subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp)
+        )
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(p.pid, cpus)
+    return Proc(name, f"http://{HOST}:{port}", p, log)
+
+
+async def wait_ready(proc: Proc, session: aiohttp.ClientSession, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited: {proc.log.read_text()[-2000:]}")
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            async with session.get(proc.url + "/health") as r:
+                if r.status == 200:
+                    await r.read()
+                    return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not ready in {timeout}s: {proc.log.read_text()[-2000:]}")
+
+
+def _has_request_log() -> bool:
+    if str(ROOT / "src") not in sys.path:
+        sys.path.append(str(ROOT / "src"))
+    try:
+        from traywire import config
+    except ImportError:
+        return False
+    return hasattr(getattr(config, "LogSettings", None), "path")
+
+
+def traywire_config(backend_url: str, delay_ms: float, tmp: Path | None = None) -> str:
+    # the request log (where this traywire has one) stays on, as a user has it,
+    # but in the run's temporary directory
+    log = (
+        f'log:\n  path: "{tmp / "requests.sqlite3"}"\n'
+        if tmp is not None and _has_request_log()
+        else ""
+    )
+    return f"""\
+extends: none
+{log}health:
+  probe_interval: 3600
+backends:
+  fast:
+    kind: openai
+    url: "{backend_url}/v1"
+    location: local
+    capacity: 64
+models:
+  bench:
+    backend: fast
+    params_b: 1
+    tier: local
+    capabilities: [chat]
+    context: 32768
+  bench-slow:
+    backend: fast
+    upstream: "delay-{delay_ms:g}"
+    params_b: 1
+    tier: local
+    capabilities: [chat]
+    context: 32768
+"""
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # base, requests go to url + /v1/chat/completions
+    fast_model: str
+    slow_model: str
+    proc: Proc | None = None
+    session: aiohttp.ClientSession | None = None
+
+    def body(self, stream: bool, slow: bool = False) -> bytes:
+        return json.dumps(
+            {
+                "model": self.slow_model if slow else self.fast_model,
+                "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+                "max_tokens": 32,
+                "stream": stream,
+            }
+        ).encode()
+
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+async def one_unary(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
+    t0 = time.perf_counter()
+    async with session.post(url, data=body, headers=_JSON_HEADERS) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}")
+    return time.perf_counter() - t0
+
+
+async def one_stream(
+    session: aiohttp.ClientSession, url: str, body: bytes
+) -> tuple[float, list[float], float]:
+    """(time to first body byte, arrival time of each SSE event, total), from the send."""
+    t0 = time.perf_counter()
+    events: list[float] = []
+    ttfb = float("nan")
+    buf = b""
+    async with session.post(url, data=body, headers=_JSON_HEADERS) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}: {await r.read()!r}")
+        while True:
+            chunk = await r.content.readany()
+            now = time.perf_counter() - t0
+            if not chunk:
+                break
+            if ttfb != ttfb:  # nan: the first body bytes
+                ttfb = now
+            buf += chunk
+            n = buf.count(b"\n\n")
+            if n:
+                events.extend([now] * n)
+                buf = buf[buf.rfind(b"\n\n") + 2 :]
+    return ttfb, events, time.perf_counter() - t0
+
+
+def rotate(xs: list[Target], i: int) -> list[Target]:
+    k = i % len(xs)
+    return xs[k:] + xs[:k]
+
+
+async def bench_latency(targets: list[Target], s: Settings) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    per_round: list[dict[str, float]] = []
+    for i in range(s.rounds):
+        medians: dict[str, float] = {}
+        for t in rotate(targets, i):
+            assert t.session is not None
+            url, body = t.url + "/v1/chat/completions", t.body(False)
+            xs = [await one_unary(t.session, url, body) for _ in range(s.latency_n)]
+            samples[t.name].extend(xs)
+            medians[t.name] = statistics.median(xs)
+        per_round.append(medians)
+    out: dict[str, Any] = {}
+    for name, xs in samples.items():
+        out[name] = {
+            "n": len(xs),
+            "p50_ms": percentile(xs, 50) * 1e3,
+            "p99_ms": percentile(xs, 99) * 1e3,
+            "mean_ms": statistics.fmean(xs) * 1e3,
+        }
+    d, pt, tw = out["direct"], out["passthrough"], out["traywire"]
+    for q in ("p50", "p99"):
+        add_pt = pt[f"{q}_ms"] - d[f"{q}_ms"]
+        add_tw = tw[f"{q}_ms"] - d[f"{q}_ms"]
+        out[f"added_{q}_ms"] = {"passthrough": add_pt, "traywire": add_tw}
+        out[f"added_{q}_ratio"] = add_tw / add_pt if add_pt > 0 else float("inf")
+    ratios = [
+        (m["traywire"] - m["direct"]) / (m["passthrough"] - m["direct"])
+        for m in per_round
+        if m["passthrough"] > m["direct"]
+    ]
+    out["added_p50_ratio_per_round"] = {
+        "min": min(ratios, default=float("nan")),
+        "median": statistics.median(ratios) if ratios else float("nan"),
+        "max": max(ratios, default=float("nan")),
+    }
+    return out
+
+
+async def bench_ttfb(targets: list[Target], s: Settings) -> dict[str, Any]:
+    ttfb: dict[str, list[float]] = {t.name: [] for t in targets}
+    total: dict[str, list[float]] = {t.name: [] for t in targets}
+    for i in range(s.rounds):
+        for t in rotate(targets, i):
+            assert t.session is not None
+            url, body = t.url + "/v1/chat/completions", t.body(True)
+            for _ in range(s.ttfb_n):
+                first, events, whole = await one_stream(t.session, url, body)
+                if len(events) != s.chunks + 1:
+                    raise RuntimeError(f"{t.name}: {len(events)} events, want {s.chunks + 1}")
+                ttfb[t.name].append(first)
+                total[t.name].append(whole)
+    out: dict[str, Any] = {}
+    for name in ttfb:
+        out[name] = {
+            "n": len(ttfb[name]),
+            "ttfb_p50_ms": percentile(ttfb[name], 50) * 1e3,
+            "ttfb_p99_ms": percentile(ttfb[name], 99) * 1e3,
+            "stream_p50_ms": percentile(total[name], 50) * 1e3,
+        }
+    d = out["direct"]["ttfb_p50_ms"]
+    add_pt = out["passthrough"]["ttfb_p50_ms"] - d
+    add_tw = out["traywire"]["ttfb_p50_ms"] - d
+    out["added_ttfb_p50_ms"] = {"passthrough": add_pt, "traywire": add_tw}
+    out["added_ttfb_p50_ratio"] = add_tw / add_pt if add_pt > 0 else float("inf")
+    return out
+
+
+async def bench_chunks(targets: list[Target], s: Settings) -> dict[str, Any]:
+    """Slow streams: gaps between content events at the client vs the backend's pause."""
+    delay = s.delay_ms / 1e3
+    out: dict[str, Any] = {"delay_ms": s.delay_ms, "events": s.chunks}
+    for t in targets:
+        assert t.session is not None
+        url, body = t.url + "/v1/chat/completions", t.body(True, slow=True)
+        gaps: list[float] = []
+        firsts: list[float] = []
+        spans: list[float] = []
+        for _ in range(s.chunk_streams):
+            _, events, _ = await one_stream(t.session, url, body)
+            content = events[: s.chunks]  # the last event is [DONE]
+            if len(content) != s.chunks:
+                raise RuntimeError(f"{t.name}: {len(events)} events in the slow stream")
+            gaps.extend(b - a for a, b in itertools.pairwise(content))
+            firsts.append(content[0])
+            spans.append(content[-1] - content[0])
+        within = sum(0.5 * delay <= g <= 1.5 * delay for g in gaps) / len(gaps)
+        expected_span = (s.chunks - 1) * delay
+        ok = (
+            abs(statistics.median(gaps) - delay) <= 0.2 * delay
+            and within >= 0.9
+            and max(firsts) < 0.5 * expected_span
+            and min(spans) >= 0.8 * expected_span
+        )
+        out[t.name] = {
+            "gap_p50_ms": statistics.median(gaps) * 1e3,
+            "gap_min_ms": min(gaps) * 1e3,
+            "gap_max_ms": max(gaps) * 1e3,
+            "gaps_within_50pct": within,
+            "first_event_ms": max(firsts) * 1e3,
+            "span_ms": statistics.median(spans) * 1e3,
+            "expected_span_ms": expected_span * 1e3,
+            "streamed": ok,
+        }
+    return out
+
+
+async def throughput_round(t: Target, s: Settings) -> tuple[int, int, float, float | None, float]:
+    """(ok, errors, seconds, proxy CPU seconds or None, client CPU seconds)."""
+    url, body = t.url + "/v1/chat/completions", t.body(False)
+    conn = aiohttp.TCPConnector(limit=s.concurrency, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        # open the connections first
+        await asyncio.gather(*(one_unary(session, url, body) for _ in range(s.concurrency)))
+        ok = errors = 0
+        budget = s.tp_max
+        deadline = 0.0
+
+        async def worker() -> None:
+            nonlocal ok, errors, budget
+            while budget > 0 and time.perf_counter() < deadline:
+                budget -= 1
+                try:
+                    async with session.post(url, data=body, headers=_JSON_HEADERS) as r:
+                        await r.read()
+                        if r.status == 200:
+                            ok += 1
+                        else:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+
+        cpu0 = t.proc.cpu() if t.proc else None
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline = t0 + s.tp_seconds
+        await asyncio.gather(*(worker() for _ in range(s.concurrency)))
+        elapsed = time.perf_counter() - t0
+        client_cpu = time.process_time() - c0
+        cpu = t.proc.cpu() - cpu0 if t.proc and cpu0 is not None else None
+    return ok, errors, elapsed, cpu, client_cpu
+
+
+async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]:
+    """Direct once (the client's own ceiling), then pass-through and traywire in
+    adjacent pairs, the order swapped each round; the headline ratio is the
+    median of the paired ratios (noise from other tenants cancels best there)."""
+    acc: dict[str, dict[str, float]] = {
+        t.name: {"ok": 0, "errors": 0, "seconds": 0.0, "cpu": 0.0, "client_cpu": 0.0}
+        for t in targets
+    }
+
+    async def one(t: Target) -> float:
+        ok, errors, secs, cpu, ccpu = await throughput_round(t, s)
+        a = acc[t.name]
+        a["ok"] += ok
+        a["errors"] += errors
+        a["seconds"] += secs
+        a["cpu"] += cpu or 0.0
+        a["client_cpu"] += ccpu
+        return ok / secs
+
+    by_name = {t.name: t for t in targets}
+    await one(by_name["direct"])
+    pair = [by_name["passthrough"], by_name["traywire"]]
+    per_round: list[dict[str, float]] = []
+    for i in range(s.tp_rounds):
+        per_round.append({t.name: await one(t) for t in (pair if i % 2 == 0 else pair[::-1])})
+    out: dict[str, Any] = {"concurrency": s.concurrency, "round_seconds": s.tp_seconds,
+                           "rounds": s.tp_rounds}  # fmt: skip
+    for t in targets:
+        a = acc[t.name]
+        entry: dict[str, Any] = {
+            "requests": int(a["ok"]),
+            "errors": int(a["errors"]),
+            "rps": a["ok"] / a["seconds"],
+            "client_cpu_share": a["client_cpu"] / a["seconds"],
+        }
+        if t.proc is not None:
+            entry["proxy_cpu_us_per_req"] = a["cpu"] / max(1, a["ok"]) * 1e6
+            entry["proxy_cpu_share"] = a["cpu"] / a["seconds"]
+        out[t.name] = entry
+    rr = [r["traywire"] / r["passthrough"] for r in per_round]
+    out["rps_ratio"] = statistics.median(rr)
+    out["rps_ratio_pooled"] = out["traywire"]["rps"] / out["passthrough"]["rps"]
+    out["rps_ratio_per_round"] = {"min": min(rr), "median": statistics.median(rr), "max": max(rr)}
+    out["cpu_per_req_ratio"] = (
+        out["traywire"]["proxy_cpu_us_per_req"] / out["passthrough"]["proxy_cpu_us_per_req"]
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- run
+
+
+async def warm(targets: list[Target], n: int) -> None:
+    for t in targets:
+        assert t.session is not None
+        url = t.url + "/v1/chat/completions"
+        for _ in range(n):
+            await one_unary(t.session, url, t.body(False))
+        for _ in range(max(5, n // 10)):
+            await one_stream(t.session, url, t.body(True))
+
+
+def start_profiler(kind: str, tw: Proc, seconds: float) -> subprocess.Popen[bytes] | None:
+    if kind != "py-spy":
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    argv = [
+        exe, "record", "--pid", str(tw.pid), "--duration", str(int(seconds) + 1),
+        "--rate", "500", "--format", "raw", "--output", str(RESULTS / "traywire.pyspy.txt"),
+        "--nonblocking",
+    ]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    proxy_cpus = client_cpus = None
+    if pin and len(cpus) >= 2:
+        proxy_cpus, client_cpus = {cpus[-1]}, set(cpus[:-1])
+        os.sched_setaffinity(0, client_cpus)
+    tmp = Path(tempfile.mkdtemp(prefix="traywire-bench-"))
+    procs: list[Proc] = []
+    py = sys.executable
+    try:
+        bport, pport, tport = free_port(), free_port(), free_port()
+        backend = spawn(
+            "backend",
+            [py, str(HERE / "fast_backend.py"), "--port", str(bport), "--chunks", str(s.chunks)],
+            bport,
+            tmp,
+            client_cpus,
+        )
+        procs.append(backend)
+        pt = spawn(
+            "passthrough",
+            [py, str(HERE / "passthrough.py"), "--port", str(pport), "--upstream", backend.url],
+            pport,
+            tmp,
+            proxy_cpus,
+        )
+        procs.append(pt)
+        cfg = tmp / "traywire.yaml"
+        cfg.write_text(traywire_config(backend.url, s.delay_ms, tmp))
+        tw_argv = [py]
+        if profile == "cprofile":
+            tw_argv += ["-m", "cProfile", "-o", str(RESULTS / "traywire.cprof")]
+            RESULTS.mkdir(parents=True, exist_ok=True)
+        tw_argv += ["-m", "traywire", "serve", "--config", str(cfg), "--port", str(tport)]
+        tw_argv += ["--log-level", "warning", "--grace", "2"]
+        tw = spawn("traywire", tw_argv, tport, tmp, proxy_cpus)
+        procs.append(tw)
+
+        async with aiohttp.ClientSession() as probe:
+            for p in procs:
+                await wait_ready(p, probe)
+        rss_idle = {p.name: p.status("VmRSS") for p in (pt, tw)}
+
+        targets = [
+            Target("direct", backend.url, "bench", f"delay-{s.delay_ms:g}"),
+            Target("passthrough", pt.url, "bench", f"delay-{s.delay_ms:g}", pt),
+            Target("traywire", tw.url, "bench", "bench-slow", tw),
+        ]
+        for t in targets:
+            t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+        results: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        try:
+            await warm(targets, s.warmup)
+            spy = None
+            if profile == "py-spy":
+                dur = s.rounds * s.latency_n * 3 * 1.5e-3 + s.tp_rounds * s.tp_seconds * 3
+                spy = start_profiler(profile, tw, dur)
+            results["latency"] = await bench_latency(targets, s)
+            results["ttfb"] = await bench_ttfb(targets, s)
+            results["chunks"] = await bench_chunks(targets, s)
+            results["throughput"] = await bench_throughput(targets, s)
+            if spy is not None:
+                _, err = spy.communicate(timeout=120)
+                if spy.returncode:
+                    print(f"py-spy failed: {err.decode()[-500:]}", file=sys.stderr)
+        finally:
+            for t in targets:
+                if t.session is not None:
+                    await t.session.close()
+        results["memory_kib"] = {
+            p.name: {"VmHWM": p.status("VmHWM"), "VmRSS_idle": rss_idle.get(p.name, 0)}
+            for p in (pt, tw)
+        }
+        results["memory_kib"]["hwm_ratio"] = (
+            results["memory_kib"]["traywire"]["VmHWM"]
+            / results["memory_kib"]["passthrough"]["VmHWM"]
+        )
+        results["seconds"] = time.perf_counter() - t0
+        for p in procs:
+            if p.popen.poll() is not None:
+                raise RuntimeError(f"{p.name} died during the run: {p.log.read_text()[-2000:]}")
+        results["pinned"] = (
+            {"proxies": sorted(proxy_cpus), "client_and_backend": sorted(client_cpus or ())}
+            if proxy_cpus
+            else None
+        )
+        return results
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verdicts(r: dict[str, Any]) -> dict[str, Any]:
+    lat = r["latency"]["added_p50_ratio"]
+    rps = r["throughput"]["rps_ratio"]
+    streamed = all(r["chunks"][n]["streamed"] for n in ("direct", "passthrough", "traywire"))
+    return {
+        "added_latency_ratio_p50": {"value": lat, "target": f"<= {LATENCY_TARGET}",
+                                    "met": lat <= LATENCY_TARGET},
+        "throughput_ratio": {"value": rps, "target": f">= {THROUGHPUT_TARGET}",
+                             "met": rps >= THROUGHPUT_TARGET},
+        "chunks_forwarded_as_they_arrive": {"met": streamed},
+    }  # fmt: skip
+
+
+def table(r: dict[str, Any]) -> str:
+    L, T, C, P = r["latency"], r["ttfb"], r["chunks"], r["throughput"]
+    names = ("direct", "passthrough", "traywire")
+    widths = (12, 13, 12)
+    rows = [f"{'':34}{'direct':>12}{'passthrough':>13}{'traywire':>12}{'tw/pt':>9}"]
+
+    def row(label: str, vals: Sequence[float | None], ratio: float | None, fmt: str) -> None:
+        cells = "".join(
+            f"{'-' if v is None else format(v, fmt):>{w}}"
+            for v, w in zip(vals, widths, strict=True)
+        )
+        rows.append(f"{label:34}{cells}{'' if ratio is None else format(ratio, '.2f'):>9}")
+
+    row("latency p50 (ms)", [L[n]["p50_ms"] for n in names], None, ".3f")
+    row("latency p99 (ms)", [L[n]["p99_ms"] for n in names], None, ".3f")
+    a50, a99 = L["added_p50_ms"], L["added_p99_ms"]
+    row("added latency p50 (ms)", [None, a50["passthrough"], a50["traywire"]],
+        L["added_p50_ratio"], ".3f")  # fmt: skip
+    row("added latency p99 (ms)", [None, a99["passthrough"], a99["traywire"]],
+        L["added_p99_ratio"], ".3f")  # fmt: skip
+    row("stream TTFB p50 (ms)", [T[n]["ttfb_p50_ms"] for n in names], None, ".3f")
+    at = T["added_ttfb_p50_ms"]
+    row("added TTFB p50 (ms)", [None, at["passthrough"], at["traywire"]],
+        T["added_ttfb_p50_ratio"], ".3f")  # fmt: skip
+    row(f"{C['events']}-event stream p50 (ms)", [T[n]["stream_p50_ms"] for n in names], None,
+        ".3f")  # fmt: skip
+    row(f"chunk gap p50 (ms, backend {C['delay_ms']:g})", [C[n]["gap_p50_ms"] for n in names],
+        None, ".1f")  # fmt: skip
+    row("chunk gap min / max (ms)", [C[n]["gap_min_ms"] for n in names], None, ".1f")
+    row("", [C[n]["gap_max_ms"] for n in names], None, ".1f")
+    row("first event at (ms)", [C[n]["first_event_ms"] for n in names], None, ".1f")
+    rows.append(
+        f"{'streamed as they arrive':34}"
+        + "".join(
+            f"{'yes' if C[n]['streamed'] else 'NO':>{w}}"
+            for n, w in zip(names, widths, strict=True)
+        )
+    )
+    row(f"req/s at {P['concurrency']} clients", [P[n]["rps"] for n in names], P["rps_ratio"],
+        ".0f")  # fmt: skip
+    row("proxy CPU per request (µs)",
+        [None, P["passthrough"]["proxy_cpu_us_per_req"], P["traywire"]["proxy_cpu_us_per_req"]],
+        P["cpu_per_req_ratio"], ".0f")  # fmt: skip
+    row("proxy CPU busy (share of 1 core)",
+        [None, P["passthrough"]["proxy_cpu_share"], P["traywire"]["proxy_cpu_share"]], None,
+        ".2f")  # fmt: skip
+    M = r["memory_kib"]
+    row("peak RSS VmHWM (MiB)", [None, M["passthrough"]["VmHWM"] / 1024,
+        M["traywire"]["VmHWM"] / 1024], M["hwm_ratio"], ".1f")  # fmt: skip
+    row("idle RSS after start (MiB)", [None, M["passthrough"]["VmRSS_idle"] / 1024,
+        M["traywire"]["VmRSS_idle"] / 1024], None, ".1f")  # fmt: skip
+    lr, pr = L["added_p50_ratio_per_round"], P["rps_ratio_per_round"]
+    rows.append(
+        f"per-round spread: added-latency ratio {lr['min']:.2f}..{lr['max']:.2f} "
+        f"(median {lr['median']:.2f}); rps ratio {pr['min']:.2f}..{pr['max']:.2f} "
+        f"(median of {P['rounds']} paired rounds, the tw/pt figure; pooled "
+        f"{P['rps_ratio_pooled']:.2f})"
+    )
+    v = r["verdicts"]
+    rows.append("")
+    rows.append(
+        f"targets: added latency {v['added_latency_ratio_p50']['value']:.2f}x pass-through's "
+        f"(<= {LATENCY_TARGET}): {'MET' if v['added_latency_ratio_p50']['met'] else 'MISSED'}; "
+        f"throughput {v['throughput_ratio']['value']:.2f} of pass-through's "
+        f"(>= {THROUGHPUT_TARGET}): {'MET' if v['throughput_ratio']['met'] else 'MISSED'}; "
+        f"chunks as they arrive: "
+        f"{'MET' if v['chunks_forwarded_as_they_arrive']['met'] else 'MISSED'}"
+    )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few seconds, for smoke runs")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the proxies to the last CPU, client and backend to the others",
+    )
+    ap.add_argument(
+        "--profile",
+        choices=["py-spy", "cprofile"],
+        help="profile traywire: py-spy samples it into bench/results/"
+        "traywire.pyspy.txt; cprofile runs it under cProfile "
+        "(bench/results/traywire.cprof, slows it: figures then not comparable)",
+    )
+    ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
+    args = ap.parse_args(argv)  # fmt: skip
+    s = QUICK if args.quick else DEFAULT
+    load0 = os.getloadavg()
+    r = asyncio.run(run(s, args.pin, args.profile))
+    r["verdicts"] = verdicts(r)
+    r["meta"] = {
+        "mode": "quick" if args.quick else "default",
+        "settings": s.__dict__,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "cpus": os.cpu_count(),
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "profile": args.profile,
+    }
+    print(table(r))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
+    print(f"\nwritten: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""GET /metrics: it parses as Prometheus text, its counters move with real
+traffic through the proxy, and its gauges read the live state."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from fakes import FakeBackend
+from harness import ProxyThread
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from proxy_fixtures import (
+    USER,
+    clients,
+    fakes,
+    make_config,
+    model,
+    ollama_backend,
+    openai_backend,
+    proxies,
+    raw,
+    wait_until,
+)
+
+from traywire import metrics
+from traywire.runtime import Runtime
+from traywire.types import Attempt, AttemptRecord, RequestRecord
+
+__all__ = ["clients", "fakes", "proxies"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` whose labels include ``labels``."""
+        found = [
+            s.value
+            for f in self.families.values()
+            for s in f.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+        return float(sum(found))
+
+    def has(self, name: str, **labels: str) -> bool:
+        return any(
+            s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            for f in self.families.values()
+            for s in f.samples
+        )
+
+
+def scrape(p: ProxyThread) -> Scrape:
+    r = raw(p, "GET", "/metrics")
+    assert r.status == 200, r
+    assert r.headers["content-type"].startswith("text/plain")
+    return Scrape(r.body.decode())
+
+
+@dataclass
+class Pair:
+    fo: FakeBackend  # backend "a" (Ollama, capacity 3), model "one"
+    fv: FakeBackend  # backend "b" (OpenAI), model "two", one's fallback
+    p: ProxyThread
+    oc: openai.OpenAI
+
+
+@pytest.fixture
+def pair(fakes: Any, proxies: Any, clients: Any, tmp_path: Any) -> Pair:
+    fo = fakes("ollama", name="oll", models=["m1"])
+    fv = fakes("openai", name="vl", models=["M2"])
+    cfg = make_config(
+        {"a": ollama_backend(fo, capacity=3), "b": openai_backend(fv)},
+        {"one": model("a", "m1"), "two": model("b", "M2")},
+        fallbacks={"one": ["two"], "two": ["one"]},
+        log={"path": str(tmp_path / "requests.sqlite3")},
+    )
+    p = proxies(cfg)
+    return Pair(fo, fv, p, clients.openai(p))
+
+
+def record(attempts: tuple[AttemptRecord, ...], served: tuple[str, str] | None) -> RequestRecord:
+    return RequestRecord(
+        ts=0.0,
+        dialect="openai",
+        endpoint="/v1/chat/completions",
+        requested="code",
+        capability="code",
+        strategy="direct",
+        route="code",
+        preference="auto",
+        prompt_tokens=3,
+        stream=False,
+        plan=(Attempt("one", "a", "m1", "r"),),
+        skipped=(),
+        attempts=attempts,
+        served_model=served[0] if served else None,
+        served_backend=served[1] if served else None,
+        status=200 if served else 503,
+        ttfb_ms=20.0 if served else None,
+        total_ms=1500.0,
+        tokens_in=7 if served else 0,
+        tokens_out=11 if served else 0,
+    )
+
+
+# --------------------------------------------------------------------------- through the proxy
+
+
+def test_metrics_parse_and_start_at_zero(pair: Pair) -> None:
+    s = scrape(pair.p)
+    for family in (
+        "traywire_requests",
+        "traywire_request_duration_seconds",
+        "traywire_time_to_first_byte_seconds",
+        "traywire_fallbacks",
+        "traywire_attempts",
+        "traywire_tokens",
+        "traywire_backend_up",
+        "traywire_circuit_state",
+        "traywire_in_flight",
+        "traywire_capacity",
+    ):
+        assert family in s.families, family
+    assert s.value("traywire_requests_total") == 0
+    assert s.value("traywire_capacity", backend="a") == 3
+    assert s.value("traywire_capacity", backend="b") == 4  # the default
+    assert s.value("traywire_in_flight", backend="a") == 0
+    assert s.value("traywire_circuit_state", backend="a", state="closed") == 1
+    assert s.value("traywire_circuit_state", backend="a", state="open") == 0
+    assert s.value("traywire_backend_up", backend="a") == 0  # nothing observed yet
+    assert not s.has("traywire_backend_latency_seconds", backend="a")
+
+
+def test_counters_move_with_traffic(pair: Pair) -> None:
+    resp = pair.oc.chat.completions.create(model="one", messages=USER)
+    assert resp.usage is not None
+    s = scrape(pair.p)
+    assert s.value("traywire_requests_total", backend="a", model="one", outcome="served") == 1
+    assert s.value("traywire_attempts_total", backend="a", outcome="served", kind="") == 1
+    assert s.value("traywire_tokens_total", backend="a", model="one", direction="in") == (
+        resp.usage.prompt_tokens
+    )
+    assert s.value("traywire_tokens_total", backend="a", model="one", direction="out") == (
+        resp.usage.completion_tokens
+    )
+    assert s.value("traywire_request_duration_seconds_count", backend="a") == 1
+    assert s.value("traywire_time_to_first_byte_seconds_count", backend="a") == 1
+    assert s.value("traywire_request_duration_seconds_sum", backend="a") > 0
+    assert s.value("traywire_fallbacks_total") == 0
+    assert s.value("traywire_backend_up", backend="a") == 1
+    assert s.value("traywire_backend_latency_seconds", backend="a") > 0
+
+    # failover: a fails once, b serves
+    pair.fo.status(500, times=1)
+    pair.oc.chat.completions.create(model="one", messages=USER)
+    s = scrape(pair.p)
+    assert s.value("traywire_fallbacks_total", from_backend="a", to_backend="b") == 1
+    assert (
+        s.value("traywire_attempts_total", backend="a", outcome="failed", kind="server_error") == 1
+    )
+    assert s.value("traywire_requests_total", backend="b", model="two", outcome="served") == 1
+    assert s.value("traywire_requests_total") == 2
+
+    # a client error: no fallback, its own outcome
+    pair.fo.status(400, body={"error": "nope"}, times=1)
+    with pytest.raises(openai.BadRequestError):
+        pair.oc.chat.completions.create(model="one", messages=USER)
+    s = scrape(pair.p)
+    assert s.value("traywire_requests_total", backend="", outcome="client_error") == 1
+    assert s.value("traywire_fallbacks_total") == 1
+    assert s.value("traywire_attempts_total", backend="a", kind="client_error") == 1
+
+    # both down: every attempt fails, one fallback a -> b
+    pair.fo.refuse()
+    pair.fv.refuse()
+    with pytest.raises(openai.InternalServerError):
+        pair.oc.chat.completions.create(model="one", messages=USER)
+    s = scrape(pair.p)
+    assert s.value("traywire_requests_total", outcome="failed") == 1
+    assert s.value("traywire_fallbacks_total", from_backend="a", to_backend="b") == 2
+    assert s.value("traywire_attempts_total", backend="b", outcome="failed", kind="refused") == 1
+    assert s.value("traywire_requests_total") == 4
+    # the request log's own counters are there too
+    assert wait_until(
+        lambda: scrape(pair.p).value("traywire_request_log_records_total", result="written") == 4
+    )
+    assert scrape(pair.p).value("traywire_request_log_records_total", result="dropped") == 0
+
+
+def test_in_flight_gauge_follows_a_slow_stream(pair: Pair) -> None:
+    pair.fo.chunk_delay = 0.15
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            list(pair.oc.chat.completions.create(model="one", messages=USER, stream=True))
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert wait_until(lambda: scrape(pair.p).value("traywire_in_flight", backend="a") == 1, 5)
+        s = scrape(pair.p)
+        assert s.value("traywire_in_flight", backend="b") == 0
+        assert s.value("traywire_capacity", backend="a") == 3
+    finally:
+        t.join(20)
+    assert done.is_set()
+    s = scrape(pair.p)
+    assert s.value("traywire_in_flight", backend="a") == 0
+    assert s.value("traywire_requests_total", backend="a", outcome="served") == 1
+
+
+def test_circuit_and_health_gauges(pair: Pair) -> None:
+    pair.fo.refuse()
+    for _ in range(2):  # failure_threshold is 2 in the test config
+        pair.oc.chat.completions.create(model="one", messages=USER)
+    s = scrape(pair.p)
+    assert s.value("traywire_circuit_state", backend="a", state="open") == 1
+    assert s.value("traywire_circuit_state", backend="a", state="closed") == 0
+    assert s.value("traywire_backend_up", backend="a") == 0
+    assert s.value("traywire_backend_health", backend="a", health="down") == 1
+    assert s.value("traywire_backend_up", backend="b") == 1
+    assert s.value("traywire_fallbacks_total", from_backend="a", to_backend="b") == 2
+
+
+def test_each_app_has_its_own_registry(pair: Pair, proxies: Any) -> None:
+    pair.oc.chat.completions.create(model="one", messages=USER)
+    other = proxies(pair.p.cfg)
+    assert scrape(other).value("traywire_requests_total") == 0
+    assert scrape(pair.p).value("traywire_requests_total") == 1
+    assert not any(m.name.startswith("traywire") for m in REGISTRY.collect())
+
+
+def test_openmetrics_on_request(pair: Pair) -> None:
+    r = raw(pair.p, "GET", "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.body.rstrip().endswith(b"# EOF")
+
+
+# --------------------------------------------------------------------------- the observer alone
+
+
+def test_fallbacks_count_only_attempts_actually_sent(pair: Pair) -> None:
+    m = metrics.Metrics(Runtime(pair.p.cfg))
+    m.observe(
+        record(
+            (
+                AttemptRecord("one", "a", "failed", "x", "reset"),
+                AttemptRecord("three", "c", "skipped", "circuit open"),
+                AttemptRecord("two", "b", "served"),
+            ),
+            ("two", "b"),
+        )
+    )
+    m.observe(
+        record(
+            (
+                AttemptRecord("one", "a", "failed", "x", "refused"),
+                AttemptRecord("two", "b", "failed", "x", "refused"),
+                AttemptRecord("three", "c", "skipped", "circuit open"),
+            ),
+            None,
+        )
+    )
+    body, content_type = m.render()
+    assert content_type.startswith("text/plain")
+    s = Scrape(body.decode())
+    assert s.value("traywire_fallbacks_total", from_backend="a", to_backend="b") == 2
+    assert s.value("traywire_fallbacks_total") == 2  # never to c (skipped), never from b
+    assert s.value("traywire_attempts_total", backend="c", outcome="skipped", kind="") == 2
+    assert (
+        s.value("traywire_requests_total", route="code", capability="code", outcome="served") == 1
+    )
+    assert s.value("traywire_requests_total", backend="", model="", outcome="failed") == 1
+    assert s.value("traywire_tokens_total", backend="b", model="two", direction="in") == 7
+    assert s.value("traywire_tokens_total", backend="b", model="two", direction="out") == 11
+    assert not s.has("traywire_tokens_total", backend="")
+    # 1.5 s lands in the 2.5 s bucket and above, not in the 1 s one
+    assert s.value("traywire_request_duration_seconds_bucket", backend="b", le="1.0") == 0
+    assert s.value("traywire_request_duration_seconds_bucket", backend="b", le="2.5") == 1
+    assert s.value("traywire_time_to_first_byte_seconds_count", backend="") == 0
