@@ -4,7 +4,15 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
 PKGS=(
-  # (filled in as tests need them)
+  # a real Secret Service for the keyring tests
+  dbus gnome-keyring libglib2.0-bin
+  # the .desktop start-at-login entry is validated and launched
+  desktop-file-utils
+  # a real tray under a virtual display: X server, tray host, notification
+  # daemon, screenshots, and what PyGObject (pystray's GTK/AppIndicator
+  # backends) needs to build and run
+  xvfb trayer dunst imagemagick gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1
+  libgirepository1.0-dev libcairo2-dev pkg-config gcc
 )
 if [ ${#PKGS[@]} -eq 0 ]; then exit 0; fi
 missing=()

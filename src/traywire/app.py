@@ -29,6 +29,11 @@ def resolve_token(cfg: config.Config) -> str | None:
     return value
 
 
+def banner(url: str) -> str:
+    """The line that says where traywire listens."""
+    return f"traywire {url} — OpenAI: {url}/v1  Ollama: {url}  status: {url}/status"
+
+
 async def run_server(
     cfg: config.Config, host: str, port: int, grace: float, stop: asyncio.Event
 ) -> int:
@@ -39,11 +44,7 @@ async def run_server(
         print(f"traywire: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         await server.rt.close()
         return 1
-    print(
-        f"traywire {server.url} — OpenAI: {server.url}/v1  Ollama: {server.url}  "
-        f"status: {server.url}/status",
-        flush=True,
-    )
+    print(banner(server.url), flush=True)
     if server.rt.key_problem:
         print(f"traywire: warning: {server.rt.key_problem}", file=sys.stderr, flush=True)
     await stop.wait()

@@ -19,10 +19,18 @@ from .types import PREFERENCES, BackendState, Decision, LiveState
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="traywire",
-        description="One local OpenAI/Ollama endpoint for many LLM backends.",
+        description="One local OpenAI/Ollama endpoint for many LLM backends. "
+        "Without a COMMAND it runs the proxy with its tray icon (see `traywire app -h`).",
     )
     p.add_argument("--version", action="version", version=f"traywire {__version__}")
+    from .desktop import add_arguments as app_arguments
+
+    # Without a command, traywire runs the app (proxy + tray): its options.
+    app_arguments(p, dest_prefix="app_")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("app", help="run the proxy with the tray icon (the default)")
+    app_arguments(a)
 
     c = sub.add_parser("check", help="validate the configuration and check the design principles")
     c.add_argument("--config", metavar="FILE", help="config file layered over the others")
@@ -89,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import serve
 
             return serve(args)
+        if args.command in ("app", None):
+            from .desktop import app_args, run_app
+
+            return run_app(app_args(args, "" if args.command else "app_"))
     except ConfigError as exc:
         print(f"traywire: config error: {exc}", file=sys.stderr)
         return 1

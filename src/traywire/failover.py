@@ -26,12 +26,12 @@ whole answer within ``total`` (backends send nothing before they are done).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -58,10 +58,37 @@ class Call(NamedTuple):
     stream: bool
 
 
+_ID_PREFIX = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+_ids = itertools.count(1)
+
+
 def new_ids() -> Ids:
+    """Response ids unique to this process (a random prefix and a counter)."""
     now = time.time()
-    stamp = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
-    return Ids(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(now), stamp)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    return Ids(f"{_ID_PREFIX}{next(_ids):012d}", int(now), stamp)
+
+
+def _timeout(backend: Backend, stream: bool) -> aiohttp.ClientTimeout:
+    """One ClientTimeout per backend and mode (made once, not per request).
+
+    Streams are bounded by first_byte, then idle between chunks (enforced by the
+    relay loop): a long answer that keeps flowing is never cut by ``total``."""
+    key = (backend.name, backend.timeouts, stream)
+    t = _TIMEOUTS.get(key)
+    if t is None:
+        tt = backend.timeouts
+        t = aiohttp.ClientTimeout(total=None if stream else tt.total, sock_connect=tt.connect)
+        _TIMEOUTS[key] = t
+    return t
+
+
+_TIMEOUTS: dict[tuple[str, object, bool], aiohttp.ClientTimeout] = {}
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _post_headers(adapter_headers: dict[str, str]) -> dict[str, str]:
+    return {**_JSON_HEADERS, **adapter_headers} if adapter_headers else _JSON_HEADERS
 
 
 def _usage(data: Any) -> tuple[int, int]:
@@ -320,16 +347,14 @@ async def _unary(
     trace: Trace,
 ) -> web.Response:
     assert rt.session is not None
-    t = backend.timeouts
-    timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
     adapter = ADAPTERS[backend.kind]
     started = time.monotonic()
     try:
         async with rt.session.post(
             backend.url + prep.path,
-            json=prep.body,
-            headers=adapter.headers(rt.key_for(backend.name)),
-            timeout=timeout,
+            data=replies.dumps(prep.body),
+            headers=_post_headers(adapter.headers(rt.key_for(backend.name))),
+            timeout=_timeout(backend, False),
         ) as r:
             raw = await r.read()
             status = r.status
@@ -381,9 +406,6 @@ async def _stream(
     relay = adapter.relay(
         prep, call.dialect, call.op, _reported(rt, d, model), new_ids(), call.body
     )
-    # streams are bounded by first_byte, then idle between chunks: a long
-    # answer that keeps flowing is never cut by `total`
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
     started = time.monotonic()
     r: aiohttp.ClientResponse | None = None
     first = b""
@@ -391,9 +413,9 @@ async def _stream(
         async with asyncio.timeout(t.first_byte):
             r = await rt.session.post(
                 backend.url + prep.path,
-                json=prep.body,
-                headers=adapter.headers(rt.key_for(backend.name)),
-                timeout=timeout,
+                data=replies.dumps(prep.body),
+                headers=_post_headers(adapter.headers(rt.key_for(backend.name))),
+                timeout=_timeout(backend, True),
             )
             if r.status >= 400:
                 raw = await r.read()

@@ -20,8 +20,7 @@ from . import translate as tr
 Dialect = Literal["openai", "ollama"]
 
 
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Relay:

@@ -12,9 +12,12 @@ from aiohttp import web
 from . import translate as tr
 from .backends.base import Dialect
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON as UTF-8 bytes (one shared encoder: no per-call setup)."""
+    return _ENCODER.encode(obj).encode()
 
 
 def json_response(

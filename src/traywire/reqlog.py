@@ -259,6 +259,7 @@ class RequestLog:
         queue_size: int = 10000,
         prune_interval: float = 60.0,
         batch_size: int = 1000,
+        linger: float = 0.2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not max_age_days > 0:
@@ -273,6 +274,8 @@ class RequestLog:
         self.queue_size = int(queue_size)
         self.prune_interval = float(prune_interval)
         self.batch_size = int(batch_size)
+        # seconds the writer waits after the first record, to batch the rest
+        self.linger = float(linger)
         self._clock = clock
         # Prune early when this many rows went in since the last pass.
         self._prune_every = max(1, self.max_requests // 10)
@@ -300,6 +303,8 @@ class RequestLog:
         self._complained_at = -math.inf
 
         self._wake = threading.Event()
+        # flush()/close()/prune_soon() set it to cut the linger short
+        self._urgent = threading.Event()
         self._thread = threading.Thread(target=self._run, name="traywire-request-log", daemon=True)
         self._thread.start()
 
@@ -342,6 +347,7 @@ class RequestLog:
             target = self._seq
             if self._done_seq >= target:
                 return True
+        self._urgent.set()
         self._wake.set()
         with self._cond:
             return self._cond.wait_for(lambda: self._done_seq >= target, timeout)
@@ -349,12 +355,14 @@ class RequestLog:
     def prune_soon(self) -> None:
         """Ask the writer for a retention pass now (it runs them periodically anyway)."""
         self._prune_now = True
+        self._urgent.set()
         self._wake.set()
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what is queued, stop the writer thread and close the file. Idempotent."""
         with self._cond:
             self._closing = True
+        self._urgent.set()
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -605,6 +613,11 @@ class RequestLog:
             while True:
                 now = time.monotonic()
                 self._wake.wait(max(0.0, min(next_prune - now, self.prune_interval)))
+                # Let records gather so one transaction writes many: the
+                # request path then pays a deque append, not a thread wake-up.
+                if self.linger > 0 and not self._urgent.is_set():
+                    self._urgent.wait(self.linger)
+                self._urgent.clear()
                 self._wake.clear()
                 while True:
                     batch = self._take()

@@ -92,6 +92,35 @@ class Runtime:
             await self.session.close()
             self.session = None
 
+    async def reload(self, cfg: Config, *, resolve_keys: bool = True) -> None:
+        """Apply a new config while running (on the loop): backends keep their
+        health, new ones start unknown; keys are read again; probes restart.
+        Server settings (host, port, token) need a restart to change."""
+        for group in self.cfg.groups:
+            self.switcher.ensure_idle(group)
+        self.cfg = cfg
+        self.health.configure(cfg.backends, expected_models(cfg))
+        for group in list(self.active):
+            g = cfg.groups.get(group)
+            if g is None or (self.active[group] and self.active[group] not in g.members):
+                del self.active[group]
+        if resolve_keys:
+            self.keys = {}
+            self.key_problem = None
+            await asyncio.to_thread(self._resolve_keys)
+        else:
+            self._apply_keys()
+        if self.prober is not None:
+            await self.prober.stop()
+            self.prober = Prober(
+                self.health,
+                self._probe_targets(),
+                interval_s=cfg.health.probe_interval,
+                timeout_s=min(5.0, cfg.health.probe_interval * 0.8),
+                session=self.session,
+            )
+            self.prober.start()
+
     def _probe_targets(self) -> list[ProbeTarget]:
         return [
             ProbeTarget(b.name, b.kind, b.url, self.auth_headers(b))
@@ -126,6 +155,29 @@ class Runtime:
 
     def key_for(self, backend: str) -> str | None:
         return self.keys.get(backend)
+
+    async def refresh_keys(self) -> None:
+        """Read every key again (one was set or deleted) and swap them in at
+        once, so no request sees a half-read set; probes use them next round."""
+        from . import secrets
+
+        refs = {b.name: b.key for b in self.cfg.backends.values() if b.key is not None}
+
+        def read() -> tuple[dict[str, str | None], str | None]:
+            keys: dict[str, str | None] = {}
+            problem = None
+            for name, ref in refs.items():
+                try:
+                    keys[name] = secrets.resolve(ref)
+                except secrets.SecretsError as exc:
+                    keys[name], problem = None, str(exc)
+            return keys, problem
+
+        self.keys, self.key_problem = await asyncio.to_thread(read)
+        self._apply_keys()
+        if self.prober is not None:
+            self.prober.set_targets(self._probe_targets())
+            self.prober.probe_soon()
 
     # ------------------------------------------------------------------ state
 

@@ -125,11 +125,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+_HOSTS: dict[str, str] = {}
+
+
 def _host_name(host: str) -> str:
-    try:
-        return (URL(f"http://{host}").host or "").strip("[]").lower()
-    except ValueError:
-        return ""
+    """The host name in a Host header (cached: clients send the same few)."""
+    name = _HOSTS.get(host)
+    if name is None:
+        try:
+            name = (URL(f"http://{host}").host or "").strip("[]").lower()
+        except ValueError:
+            name = ""
+        if len(_HOSTS) < 64:
+            _HOSTS[host] = name
+    return name
 
 
 def _local_origin(origin: str) -> bool:
