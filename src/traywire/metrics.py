@@ -31,7 +31,7 @@ Read from ``Runtime.status()`` at scrape time:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -139,6 +139,7 @@ class Metrics:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -181,26 +182,40 @@ class Metrics:
         )
         r.register(_Live(rt))
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: label look-ups take a lock each."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, rec: RequestRecord) -> None:
+        c = self._child
         backend = rec.served_backend or ""
         model = rec.served_model or ""
-        self.requests.labels(
-            rec.route or "", rec.capability or "", backend, model, reqlog.outcome_of(rec)
+        c(
+            self.requests,
+            rec.route or "",
+            rec.capability or "",
+            backend,
+            model,
+            reqlog.outcome_of(rec),
         ).inc()
-        self.duration.labels(backend).observe(rec.total_ms / 1000.0)
+        c(self.duration, backend).observe(rec.total_ms / 1000.0)
         if rec.ttfb_ms is not None:
-            self.ttfb.labels(backend).observe(rec.ttfb_ms / 1000.0)
+            c(self.ttfb, backend).observe(rec.ttfb_ms / 1000.0)
         pending: str | None = None  # backend of a failed attempt awaiting the next one
         for a in rec.attempts:
-            self.attempts.labels(a.backend, a.outcome, a.kind).inc()
+            c(self.attempts, a.backend, a.outcome, a.kind).inc()
             if a.outcome == "skipped":
                 continue
             if pending is not None:
-                self.fallbacks.labels(pending, a.backend).inc()
+                c(self.fallbacks, pending, a.backend).inc()
             pending = a.backend if a.outcome == "failed" else None
         if rec.served_backend is not None:
-            self.tokens.labels(backend, model, "in").inc(max(0, rec.tokens_in))
-            self.tokens.labels(backend, model, "out").inc(max(0, rec.tokens_out))
+            c(self.tokens, backend, model, "in").inc(max(0, rec.tokens_in))
+            c(self.tokens, backend, model, "out").inc(max(0, rec.tokens_out))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for an ``Accept`` header: (body, content type)."""

@@ -210,9 +210,24 @@ def _row(rec: RequestRecord) -> tuple[object, ...]:
         int(rec.cut),
         int(rec.client_gone),
         outcome_of(rec),
-        json.dumps([a._asdict() for a in rec.plan], separators=(",", ":")),
-        json.dumps([s._asdict() for s in rec.skipped], separators=(",", ":")),
+        _json_of(rec.plan),
+        _json_of(rec.skipped),
     )
+
+
+_JSON_CACHE: dict[tuple[Any, ...], str] = {}
+
+
+def _json_of(items: tuple[Any, ...]) -> str:
+    """JSON of a plan or skip list. Plans repeat (same route, same state), so the
+    text is cached by value; the cache is small and cleared when full."""
+    text = _JSON_CACHE.get(items)
+    if text is None:
+        text = json.dumps([i._asdict() for i in items], separators=(",", ":"))
+        if len(_JSON_CACHE) >= 256:
+            _JSON_CACHE.clear()
+        _JSON_CACHE[items] = text
+    return text
 
 
 def _percentile(ordered: Sequence[float], p: float) -> float | None:
@@ -677,16 +692,19 @@ class RequestLog:
         """Insert ``records`` and their attempts in one transaction."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for rec in records:
-                cur = conn.execute(_INSERT_REQUEST, _row(rec))
-                rid = cur.lastrowid
-                conn.executemany(
-                    _INSERT_ATTEMPT,
-                    [
-                        (rid, n, a.model, a.backend, a.outcome, a.error, a.kind, a.ms)
-                        for n, a in enumerate(rec.attempts, 1)
-                    ],
-                )
+            # One statement per table for the whole batch. Ids are consecutive:
+            # this thread is the only writer and the batch is one transaction.
+            conn.executemany(_INSERT_REQUEST, [_row(rec) for rec in records])
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            first = last - len(records) + 1
+            conn.executemany(
+                _INSERT_ATTEMPT,
+                [
+                    (rid, n, a.model, a.backend, a.outcome, a.error, a.kind, a.ms)
+                    for rid, rec in enumerate(records, first)
+                    for n, a in enumerate(rec.attempts, 1)
+                ],
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
