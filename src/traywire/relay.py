@@ -23,6 +23,17 @@ Dialect = Literal["openai", "ollama"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _event(payload: str) -> dict[str, Any]:
+    """One SSE data payload as a JSON object, or StreamParseError."""
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise tr.StreamParseError(f"invalid JSON in SSE event: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise tr.StreamParseError("SSE event is not a JSON object")
+    return obj
+
+
 class Relay:
     complete: bool = False
     tokens_in: int = 0
@@ -70,12 +81,7 @@ class SSEPassthrough(_ToOpenAI):
             if payload == "[DONE]":
                 self.saw_done = True
                 continue
-            try:
-                obj = json.loads(payload)
-            except ValueError as exc:
-                raise tr.StreamParseError(f"invalid JSON in SSE event: {exc}") from exc
-            if not isinstance(obj, dict):
-                raise tr.StreamParseError("SSE event is not a JSON object")
+            obj = _event(payload)
             if obj.get("error") is not None:
                 raise tr.UpstreamError(tr.upstream_error_message(obj))
             if "model" in obj:
@@ -161,12 +167,7 @@ class OpenAIToOllama(_ToOllama):
                 self.saw_done = True
                 out.extend(tr.ndjson_line(x) for x in self.conv.finish())
                 continue
-            try:
-                obj: Any = json.loads(payload)
-            except ValueError as exc:
-                raise tr.StreamParseError(f"invalid JSON in SSE event: {exc}") from exc
-            if not isinstance(obj, dict):
-                raise tr.StreamParseError("SSE event is not a JSON object")
+            obj = _event(payload)
             usage = obj.get("usage")
             if isinstance(usage, dict):
                 self.tokens_in = int(usage.get("prompt_tokens") or 0)

@@ -75,6 +75,24 @@ class Adapter(Protocol):
     ) -> Relay: ...
 
 
+class AdapterBase:
+    """What both kinds share: bearer auth and same-dialect pass-through."""
+
+    kind: str
+    paths: dict[Op, str]
+
+    def headers(self, key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def passthrough(self, op: Op, body: Mapping[str, Any], upstream: str, stream: bool) -> Prepared:
+        """The client's body as it is (unknown fields kept), for ``upstream``."""
+        out = dict(body)
+        out["model"] = upstream
+        if op != "embed":
+            out["stream"] = stream
+        return Prepared(self.paths[op], out, op, stream and op != "embed")
+
+
 _CONTEXT = re.compile(
     r"context length|context window|maximum context|context_length_exceeded|"
     r"too many tokens|prompt is too long|exceeds? (?:the )?(?:model'?s? )?(?:maximum )?context|"

@@ -7,16 +7,14 @@ from typing import Any
 
 from .. import relay as rl
 from .. import translate as tr
-from .base import Dialect, Ids, Op, Prepared
+from .base import AdapterBase, Dialect, Ids, Op, Prepared
 
 _PATHS: dict[Op, str] = {"chat": "/api/chat", "completion": "/api/generate", "embed": "/api/embed"}
 
 
-class OllamaAdapter:
+class OllamaAdapter(AdapterBase):
     kind = "ollama"
-
-    def headers(self, key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"} if key else {}
+    paths = _PATHS
 
     def prepare(
         self,
@@ -29,11 +27,7 @@ class OllamaAdapter:
         extensions: bool = True,
     ) -> Prepared:
         if dialect == "ollama":
-            out = dict(body)  # same dialect: unknown fields kept
-            out["model"] = upstream
-            if op != "embed":
-                out["stream"] = stream
-            return Prepared(_PATHS[op], out, op, stream and op != "embed")
+            return self.passthrough(op, body, upstream, stream)
         if op == "chat":
             out = tr.openai_chat_request_to_ollama(body, upstream)
         elif op == "completion":

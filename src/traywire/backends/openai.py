@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import relay as rl
 from .. import translate as tr
-from .base import Dialect, Ids, Op, Prepared
+from .base import AdapterBase, Dialect, Ids, Op, Prepared
 
 _PATHS: dict[Op, str] = {
     "chat": "/chat/completions",
@@ -17,11 +17,9 @@ _PATHS: dict[Op, str] = {
 }
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(AdapterBase):
     kind = "openai"
-
-    def headers(self, key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"} if key else {}
+    paths = _PATHS
 
     def prepare(
         self,
@@ -34,11 +32,7 @@ class OpenAIAdapter:
         extensions: bool = True,
     ) -> Prepared:
         if dialect == "openai":
-            out = dict(body)  # same dialect: unknown fields kept
-            out["model"] = upstream
-            if op != "embed":
-                out["stream"] = stream
-            return Prepared(_PATHS[op], out, op, stream and op != "embed")
+            return self.passthrough(op, body, upstream, stream)
         backend_op: Op = op
         if op == "chat":
             out = tr.ollama_chat_request_to_openai(body, upstream, extensions=extensions)
