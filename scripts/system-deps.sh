@@ -13,6 +13,13 @@ PKGS=(
   # backends) needs to build and run
   xvfb trayer dunst imagemagick gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1
   libgirepository1.0-dev libcairo2-dev pkg-config gcc
+  # the dashboard in a real headless browser (driven by Playwright, which
+  # never downloads a browser of its own here)
+  chromium fonts-liberation
+  # the .deb (scripts/build-deb.sh, tests/test_deb.py): built on the system
+  # Python with dpkg-deb, run with Debian's PyGObject, its systemd units checked
+  # by systemd-analyze, its shell scripts by shellcheck
+  python3 python3-venv python3-gi dpkg-dev systemd shellcheck
 )
 if [ ${#PKGS[@]} -eq 0 ]; then exit 0; fi
 missing=()

@@ -30,6 +30,7 @@ from proxy_fixtures import (
     wait_until,
 )
 
+from traywire import dashboard
 from traywire.runtime import Runtime
 from traywire.server import Server
 
@@ -85,8 +86,16 @@ def test_admin_with_foreign_origin_is_refused(one: Any) -> None:
         assert r.status == 403, (origin, r)
         assert "origin" in r.json()["error"].lower()
     assert status_of(p)["preference"] == "auto"
+    # a browser on the proxy's own origin: the dashboard, with its session token
+    session = p.server.app[dashboard.SESSION]
     for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
-        r = raw(p, "POST", "/admin/preference", {"preference": "local_only"}, {"Origin": origin})
+        r = raw(
+            p,
+            "POST",
+            "/admin/preference",
+            {"preference": "local_only"},
+            {"Origin": origin, "X-Traywire-Session": session},
+        )
         assert r.status == 200, (origin, r)
     assert status_of(p)["preference"] == "local_only"
 

@@ -163,7 +163,7 @@ class XSession:
             ],
             "trayer.log",
         )
-        if not wait(self.has_xembed_tray, 10):
+        if not wait(self.has_xembed_tray, 30):
             raise RuntimeError(f"trayer did not take the tray: {self.log('trayer.log')}")
 
     def has_xembed_tray(self) -> bool:
@@ -179,7 +179,7 @@ class XSession:
 
     def start_notifications(self) -> None:
         self._spawn(["dunst"], "dunst.log")
-        if not wait(lambda: self.has_name("org.freedesktop.Notifications"), 10):
+        if not wait(lambda: self.has_name("org.freedesktop.Notifications"), 30):
             raise RuntimeError(f"dunst did not start: {self.log('dunst.log')}")
 
     def notifications(self) -> str:

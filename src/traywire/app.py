@@ -35,9 +35,16 @@ def banner(url: str) -> str:
 
 
 async def run_server(
-    cfg: config.Config, host: str, port: int, grace: float, stop: asyncio.Event
+    cfg: config.Config,
+    host: str,
+    port: int,
+    grace: float,
+    stop: asyncio.Event,
+    config_file: str | None = None,
 ) -> int:
-    server = Server(Runtime(cfg), host, port, token=resolve_token(cfg), grace=grace)
+    server = Server(
+        Runtime(cfg), host, port, token=resolve_token(cfg), grace=grace, config_file=config_file
+    )
     try:
         await server.start()
     except OSError as exc:
@@ -61,13 +68,15 @@ def serve(args: argparse.Namespace) -> int:
     host = args.host or cfg.server.host
     port = cfg.server.port if args.port is None else args.port
     try:
-        return asyncio.run(_main(cfg, host, port, args.grace))
+        return asyncio.run(_main(cfg, host, port, args.grace, args.config))
     except ValueError as exc:
         print(f"traywire: {exc}", file=sys.stderr)
         return 2
 
 
-async def _main(cfg: config.Config, host: str, port: int, grace: float) -> int:
+async def _main(
+    cfg: config.Config, host: str, port: int, grace: float, config_file: str | None = None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,4 +84,4 @@ async def _main(cfg: config.Config, host: str, port: int, grace: float) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-    return await run_server(cfg, host, port, grace, stop)
+    return await run_server(cfg, host, port, grace, stop, config_file)

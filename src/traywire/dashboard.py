@@ -213,9 +213,7 @@ def _no_store(response: web.StreamResponse) -> web.StreamResponse:
 
 async def page(request: web.Request) -> web.Response:
     body, _ = request.app[_FILES]["index.html"]
-    return web.Response(
-        body=body, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS
-    )
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 
 async def page_slash(request: web.Request) -> web.Response:
@@ -238,9 +236,7 @@ async def static(request: web.Request) -> web.Response:
 
 def _load_files(session: str) -> dict[str, tuple[bytes, str]]:
     folder = resources.files("traywire").joinpath("ui")
-    files = {
-        name: (folder.joinpath(name).read_bytes(), ctype) for name, ctype in _STATIC.items()
-    }
+    files = {name: (folder.joinpath(name).read_bytes(), ctype) for name, ctype in _STATIC.items()}
     html = folder.joinpath("index.html").read_text(encoding="utf-8")
     files["index.html"] = (html.replace("{{session}}", session).encode(), "text/html")
     return files
@@ -352,7 +348,9 @@ async def keys(request: web.Request) -> web.Response:
 
     found, problem = await asyncio.to_thread(read)
     out = []
-    for (kind, name), backends in sorted(refs.items(), key=lambda kv: (kv[0][0] != "keyring", kv[0])):
+    for (kind, name), backends in sorted(
+        refs.items(), key=lambda kv: (kv[0][0] != "keyring", kv[0])
+    ):
         if kind == "keyring":
             is_set: bool | None = found.get(name) if problem is None else None
         else:

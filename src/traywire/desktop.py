@@ -328,7 +328,7 @@ class Controller:
                 self.proxy.set_active(args[0], args[1]), None, f"Could not switch {args[0]}"
             )
         elif name == "open_dashboard":
-            open_path(self.proxy.url + "/")
+            open_path(self.proxy.url + "/ui")
         elif name == "set_key":
             self.set_key(args[0])
         elif name == "open_config":
@@ -355,13 +355,8 @@ class Controller:
             self.notify(f"No clipboard available; the address is {text}")
 
     def set_key(self, name: str) -> None:
-        argv = [sys.executable, "-m", "traywire", "keys", "set", name]
-        term = terminal_command(argv)
-        if term is None:
-            self.notify(f"Run `traywire keys set {name}` in a terminal, then Reload config")
-            return
-        subprocess.Popen(term, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.notify(f"Enter the key for {name} in the terminal, then choose Reload config")
+        """The dashboard's key form (the proxy uses a key as soon as it is saved)."""
+        open_path(self.proxy.url + "/ui#keys")
 
     def config_path(self) -> Path:
         return Path(self.config_file) if self.config_file else config.user_config_path()

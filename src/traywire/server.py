@@ -11,13 +11,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import __version__, failover, metrics, replies, reqlog, routing, validate
+from . import __version__, dashboard, failover, metrics, replies, reqlog, routing, validate
 from . import request as inbound
 from .backends import Dialect, Op
 from .errors import UnknownModelError
@@ -396,7 +397,9 @@ async def root(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- app
 
 
-def make_app(rt: Runtime, token: str | None = None) -> web.Application:
+def make_app(
+    rt: Runtime, token: str | None = None, *, config_file: str | Path | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[guard], client_max_size=int(rt.cfg.server.max_body_mb * 1024 * 1024)
     )
@@ -422,6 +425,7 @@ def make_app(rt: Runtime, token: str | None = None) -> web.Application:
     r.add_post("/admin/active", set_active)
     r.add_post("/admin/switch", start_switch)
     r.add_get("/", root)
+    dashboard.setup(app, rt, config_file=config_file)  # /ui, and the session token
 
     async def lifecycle(app: web.Application) -> Any:
         yield
@@ -435,7 +439,14 @@ class Server:
     """A running proxy: start() binds, stop() drains in-flight requests then closes."""
 
     def __init__(
-        self, rt: Runtime, host: str, port: int, *, token: str | None = None, grace: float = 10.0
+        self,
+        rt: Runtime,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        grace: float = 10.0,
+        config_file: str | Path | None = None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(
@@ -445,7 +456,7 @@ class Server:
         self.rt = rt
         self.host = host
         self.port = port
-        self.app = make_app(rt, token)
+        self.app = make_app(rt, token, config_file=config_file)
         self.runner = web.AppRunner(
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace
         )

@@ -113,7 +113,14 @@ class Proxy:
         self.state_problems = statefile.apply(rt, saved)
         for p in self.state_problems:
             log.warning("saved state not applied: %s", p)
-        server = Server(rt, self.host, self.port, token=self.token, grace=self.grace)
+        server = Server(
+            rt,
+            self.host,
+            self.port,
+            token=self.token,
+            grace=self.grace,
+            config_file=self.config_file,
+        )
         try:
             await server.start(probes=self._probes, resolve_keys=self._resolve_keys)
         except BaseException:
