@@ -19,7 +19,7 @@ PKGS=(
   # the .deb (scripts/build-deb.sh, tests/test_deb.py): built on the system
   # Python with dpkg-deb, run with Debian's PyGObject, its systemd units checked
   # by systemd-analyze, its shell scripts by shellcheck
-  python3 python3-venv python3-gi dpkg-dev systemd shellcheck
+  python3 python3-venv python3-gi systemd shellcheck
 )
 if [ ${#PKGS[@]} -eq 0 ]; then exit 0; fi
 missing=()
