@@ -236,6 +236,12 @@ def test_location(tmp_path: Path) -> None:
     )
 
 
+def test_default_command_of_the_deb_is_its_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/opt/traywire/venv/bin/python3")
+    monkeypatch.setattr("traywire.autostart.os.path.exists", lambda p: p == "/usr/bin/traywire")
+    assert default_command("linux") == ["/usr/bin/traywire"]
+
+
 def test_default_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_command("linux") == [sys.executable, "-m", "traywire"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)

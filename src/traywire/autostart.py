@@ -82,6 +82,11 @@ def platform_kind(platform: str | None = None) -> Platform:
     return "linux"
 
 
+# Where the .deb puts traywire (packaging/linux) and its launcher.
+PACKAGED_PREFIX = "/opt/traywire/"
+PACKAGED_LAUNCHER = "/usr/bin/traywire"
+
+
 def default_command(platform: str | None = None) -> list[str]:
     """The command that starts the tray app with the running interpreter.
 
@@ -91,6 +96,14 @@ def default_command(platform: str | None = None) -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable]
     python = sys.executable
+    # the .deb: its launcher runs the bundled Python isolated (no user
+    # site-packages, no current directory on the import path)
+    if (
+        platform_kind(platform) == "linux"
+        and python.startswith(PACKAGED_PREFIX)
+        and os.path.exists(PACKAGED_LAUNCHER)
+    ):
+        return [PACKAGED_LAUNCHER]
     if platform_kind(platform) == "windows":
         pythonw = PureWindowsPath(python).with_name("pythonw.exe")
         if os.path.exists(str(pythonw)):
