@@ -758,3 +758,34 @@ def test_console_script_init_in_a_tmp_config_dir(tmp_path: Path) -> None:
     )
     assert again.returncode == 2
     assert "already exists" in again.stderr
+
+
+def test_route_follows_what_the_tray_saved(capsys: pytest.CaptureFixture[str]) -> None:
+    """The tray's routing and vLLM menus change what `traywire route` shows."""
+    from types import MappingProxyType
+
+    from traywire import statefile
+
+    path = statefile.default_path()
+    statefile.save(
+        path,
+        statefile.State(preference="local_only", active=MappingProxyType({"vllm": "vllm_dolphin"})),
+    )
+    rc, out, _ = run(capsys, "route", "--json", "--model", "dolphin-vllm", "--prompt", "hi")
+    assert rc == 0
+    data = json.loads(out)
+    assert data["preference"] == "local_only"
+    assert data["plan"][0]["model"] == "dolphin-vllm"  # dolphin is the active member now
+    # --prefer still overrides the saved preference
+    rc, out, _ = run(
+        capsys,
+        "route",
+        "--json",
+        "--prefer",
+        "auto",
+        "--model",
+        "deepseek-v3.1:671b-cloud",
+        "--prompt",
+        "hi",
+    )
+    assert json.loads(out)["plan"][0]["backend"] == "ollama_cloud"

@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--state",
         metavar="FILE",
-        help="live state as JSON: backends (in_flight, circuit, latency_ms, no_key, "
+        help="live state as JSON (default: what the tray saved): backends (in_flight, circuit, "
+        "latency_ms, no_key, "
         "missing_models), active, usage, preference, random",
     )
 
@@ -183,7 +184,7 @@ def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
     endpoint = "chat"
     if "messages" not in body:
         endpoint = "embedding" if "input" in body else "completion"
-    state = load_state(Path(args.state), cfg) if args.state else LiveState()
+    state = load_state(Path(args.state), cfg) if args.state else saved_state(cfg)
     if args.prefer:
         state = state._replace(preference=args.prefer)
     try:
@@ -222,6 +223,19 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_tokens is not None:
         body["max_tokens"] = args.max_tokens
     return body
+
+
+def saved_state(cfg: config.Config) -> LiveState:
+    """What the tray last chose (preference, active vLLM member), from the state
+    file, so `route` shows what the running app does. Members the config no
+    longer has are ignored."""
+    from . import statefile
+
+    saved = statefile.load(statefile.default_path())
+    active = {
+        g: m for g, m in saved.active.items() if g in cfg.groups and m in cfg.groups[g].members
+    }
+    return LiveState(active=MappingProxyType(active), preference=saved.preference)
 
 
 def load_state(path: Path, cfg: config.Config) -> LiveState:
