@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from harness import config_for
 
-from traywire import tray
+from traywire import tray, trayicon
 from traywire.tray import (
     SEPARATOR,
     Command,
@@ -759,7 +759,7 @@ def pystray_item(menu: Any, *path: str) -> Any:
 
 def test_tray_builds_the_pystray_menu_from_the_model(fake_pystray: types.ModuleType) -> None:
     got: list[Command] = []
-    t = tray.Tray(got.append, snap(preference="prefer_cloud"), clock=Clock())
+    t = trayicon.Tray(got.append, snap(preference="prefer_cloud"), clock=Clock())
     assert t.backend == "fake"
     icon = t.icon
     assert icon.title == "traywire — 4/4 backends up · prefer cloud · vLLM: qwen"
@@ -794,7 +794,7 @@ def test_tray_without_radio_support_uses_check_marks(
     fake_pystray: types.ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fake_pystray.Icon, "HAS_MENU_RADIO", False)  # type: ignore[attr-defined]
-    t = tray.Tray(lambda c: None, snap())
+    t = trayicon.Tray(lambda c: None, snap())
     auto = pystray_item(t.icon.menu, "Routing", "Auto")
     assert (auto.checked, auto.radio) == (True, False)
 
@@ -803,7 +803,7 @@ def test_a_failing_handler_does_not_break_the_menu(fake_pystray: types.ModuleTyp
     def boom(cmd: Command) -> None:
         raise RuntimeError("nope")
 
-    t = tray.Tray(boom, snap())
+    t = trayicon.Tray(boom, snap())
     pystray_item(t.icon.menu, "Reload")(t.icon)  # logged, not raised
 
 
@@ -811,7 +811,7 @@ def test_post_applies_changes_and_notifies_with_rate_limit(
     fake_pystray: types.ModuleType,
 ) -> None:
     clock = Clock()
-    t = tray.Tray(lambda c: None, snap(), clock=clock, limiter=RateLimiter(60, 1))
+    t = trayicon.Tray(lambda c: None, snap(), clock=clock, limiter=RateLimiter(60, 1))
     icon = t.icon
     icon.log.clear()
     t.post(snap())  # nothing changed: nothing done
@@ -836,7 +836,7 @@ def test_post_applies_changes_and_notifies_with_rate_limit(
 
 
 def test_several_notices_become_one_notification(fake_pystray: types.ModuleType) -> None:
-    t = tray.Tray(lambda c: None, snap(), clock=Clock())
+    t = trayicon.Tray(lambda c: None, snap(), clock=Clock())
     s = with_backend(snap(), "ollama", health="down")
     s = with_backend(s, "llama_cpp", health="down")
     t.icon.log.clear()
@@ -846,7 +846,7 @@ def test_several_notices_become_one_notification(fake_pystray: types.ModuleType)
 
 def test_run_and_stop(fake_pystray: types.ModuleType) -> None:
     ready: list[bool] = []
-    t = tray.Tray(lambda c: None, snap())
+    t = trayicon.Tray(lambda c: None, snap())
     t.run(lambda: ready.append(True))
     t.icon._setup_thread.join(5)
     assert ready == [True]
@@ -867,7 +867,7 @@ def test_a_tray_loop_that_fails_releases_pystrays_setup_thread(
 
     monkeypatch.setattr(fake_pystray.Icon, "_run", broken)  # type: ignore[attr-defined]
     ready: list[bool] = []
-    t = tray.Tray(lambda c: None, snap())
+    t = trayicon.Tray(lambda c: None, snap())
     with pytest.raises(RuntimeError):
         t.run(lambda: ready.append(True))
     t.icon._setup_thread.join(5)
@@ -883,12 +883,12 @@ def test_copy_falls_back_to_clipboard_tools(
     def run(argv: list[str], input: bytes, check: bool, timeout: float) -> None:
         calls.append((argv, input))
 
-    monkeypatch.setattr(tray.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(tray.subprocess, "run", run)
-    t = tray.Tray(lambda c: None, snap())
+    monkeypatch.setattr(trayicon.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(trayicon.subprocess, "run", run)
+    t = trayicon.Tray(lambda c: None, snap())
     assert t.copy("http://x/v1") is True
     assert calls and calls[0][1] == b"http://x/v1"
-    monkeypatch.setattr(tray.shutil, "which", lambda name: None)
+    monkeypatch.setattr(trayicon.shutil, "which", lambda name: None)
     assert t.copy("y") is False
 
 

@@ -25,12 +25,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from traywire import cli, tray
+from traywire import cli, trayicon
 
-_original_run = tray.Tray.run
+_original_run = trayicon.Tray.run
 
 
-def _on_main(t: tray.Tray, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+def _on_main(t: trayicon.Tray, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -58,7 +58,7 @@ def _labels(items: Any) -> list[Any]:
     ]
 
 
-def _state(t: tray.Tray) -> dict[str, Any]:
+def _state(t: trayicon.Tray) -> dict[str, Any]:
     shown = t.shown
     return {
         "state": shown.state,
@@ -88,7 +88,7 @@ def _click_gtk(menu: Any, path: list[str]) -> dict[str, Any]:
     return {"error": "empty path"}
 
 
-def _click_pystray(t: tray.Tray, path: list[str]) -> dict[str, Any]:
+def _click_pystray(t: trayicon.Tray, path: list[str]) -> dict[str, Any]:
     items = t.icon.menu
     for part_index, part in enumerate(path):
         found = next((i for i in items if str(i.text).startswith(part)), None)
@@ -102,14 +102,14 @@ def _click_pystray(t: tray.Tray, path: list[str]) -> dict[str, Any]:
     return {"error": "empty path"}
 
 
-def _click(t: tray.Tray, path: list[str]) -> dict[str, Any]:
+def _click(t: trayicon.Tray, path: list[str]) -> dict[str, Any]:
     handle = getattr(t.icon, "_menu_handle", None)
     if t.backend in ("appindicator", "gtk") and handle is not None:
         return dict(_click_gtk(handle, path))
     return _click_pystray(t, path)
 
 
-def _serve(t: tray.Tray) -> None:
+def _serve(t: trayicon.Tray) -> None:
     for line in sys.stdin:
         cmd, _, arg = line.strip().partition(" ")
         if cmd == "state":
@@ -122,12 +122,12 @@ def _serve(t: tray.Tray) -> None:
         print("DRIVER " + json.dumps(answer), flush=True)
 
 
-def _run(self: tray.Tray, on_ready: Callable[[], None] | None = None) -> None:
+def _run(self: trayicon.Tray, on_ready: Callable[[], None] | None = None) -> None:
     threading.Thread(target=_serve, args=(self,), daemon=True, name="driver").start()
     _original_run(self, on_ready)
 
 
-tray.Tray.run = _run  # type: ignore[method-assign]
+trayicon.Tray.run = _run  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     raise SystemExit(cli.main(sys.argv[1:]))

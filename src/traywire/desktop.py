@@ -32,7 +32,8 @@ from . import config
 
 if TYPE_CHECKING:  # the proxy and tray modules load only when the app runs
     from .threads import Proxy
-    from .tray import Command, Tray
+    from .tray import Command
+    from .trayicon import Tray
 
 __all__ = ["TrayProblem", "diagnose", "run_app"]
 
@@ -561,7 +562,7 @@ def _headless(proxy: Proxy, grace: float) -> int:
 
 def _with_tray(proxy: Proxy, args: argparse.Namespace) -> int:
     from .threads import Poller
-    from .tray import Tray
+    from .trayicon import Tray
 
     controller = Controller(proxy, args.config, args.grace)
     try:
