@@ -30,13 +30,15 @@ order rotates each round) so the machine's noise falls on all targets alike:
   (not bunched at the end);
 - requests per second at 32 concurrent clients for a fixed duration,
   traywire / pass-through (target ≥ 0.75); also each proxy's CPU time per
-  request (from /proc/<pid>/stat), which the shared CPU cannot distort;
+  request (from /proc/<pid>/stat, children included: traywire's request-log
+  writer process counts), which the shared CPU cannot distort;
 - peak memory: VmHWM of the traywire and pass-through processes.
 
 Reading the throughput figures: on a 2-core machine the client, the backend
 and the proxy share the CPUs, so req/s is only partly proxy-bound and the
 req/s ratio understates a proxy's extra cost; "proxy CPU per request" (all of
-the proxy process's threads, e.g. traywire's request-log writer) does not.
+the proxy process's threads and child processes, e.g. traywire's request-log
+writer) does not.
 ``--pin`` gives the proxies a CPU of their own, but then the client and the
 backend share the other one and often become the bottleneck. ``--profile``
 figures are not comparable with unprofiled runs (cProfile slows traywire a
@@ -137,6 +139,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields from the state on (field 3 is index 0), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
+    """CPU clock ticks (user + system) of ``pid`` itself, and of its children:
+    the live descendants' utime + stime, plus everyone's cutime + cstime
+    (children already exited and reaped)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            f = _stat(int(entry.name))
+            if f is not None:
+                parents[int(entry.name)] = int(f[1])
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo.extend(c for c, pp in parents.items() if pp == p and c not in tree)
+    own = children = 0
+    for p in tree:
+        f = _stat(p)
+        if f is not None:
+            if p == pid:
+                own += int(f[11]) + int(f[12])
+                children += int(f[13]) + int(f[14])
+            else:
+                children += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return own, children
+
+
 @dataclass
 class Proc:
     name: str
@@ -156,9 +193,17 @@ class Proc:
         return 0
 
     def cpu(self) -> float:
-        """User + system CPU seconds so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        """User + system CPU seconds so far, of the process and all its descendants:
+        the live ones (e.g. traywire's request-log writer process) and the ones
+        that have exited and been waited for (cutime + cstime). A child that
+        exits between two readings moves from the first term to the second, so
+        differences stay honest."""
+        return sum(self.cpu_parts())
+
+    def cpu_parts(self) -> tuple[float, float]:
+        """(the process's own CPU seconds, its children's), as `cpu` counts them."""
+        own, children = _tree_cpu_ticks(self.pid)
+        return own / TICK, children / TICK
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -432,8 +477,11 @@ async def bench_chunks(targets: list[Target], s: Settings) -> dict[str, Any]:
     return out
 
 
-async def throughput_round(t: Target, s: Settings) -> tuple[int, int, float, float | None, float]:
-    """(ok, errors, seconds, proxy CPU seconds or None, client CPU seconds)."""
+async def throughput_round(
+    t: Target, s: Settings
+) -> tuple[int, int, float, float | None, float, float | None]:
+    """(ok, errors, seconds, proxy CPU seconds or None, client CPU seconds,
+    the part of the proxy CPU seconds its child processes used, or None)."""
     url, body = t.url + "/v1/chat/completions", t.body(False)
     conn = aiohttp.TCPConnector(limit=s.concurrency, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -457,15 +505,18 @@ async def throughput_round(t: Target, s: Settings) -> tuple[int, int, float, flo
                 except aiohttp.ClientError:
                     errors += 1
 
-        cpu0 = t.proc.cpu() if t.proc else None
+        cpu0 = t.proc.cpu_parts() if t.proc else None
         c0 = time.process_time()
         t0 = time.perf_counter()
         deadline = t0 + s.tp_seconds
         await asyncio.gather(*(worker() for _ in range(s.concurrency)))
         elapsed = time.perf_counter() - t0
         client_cpu = time.process_time() - c0
-        cpu = t.proc.cpu() - cpu0 if t.proc and cpu0 is not None else None
-    return ok, errors, elapsed, cpu, client_cpu
+        cpu1 = t.proc.cpu_parts() if t.proc else None
+    if cpu0 is None or cpu1 is None:
+        return ok, errors, elapsed, None, client_cpu, None
+    kids = cpu1[1] - cpu0[1]
+    return ok, errors, elapsed, cpu1[0] - cpu0[0] + kids, client_cpu, kids
 
 
 async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]:
@@ -473,18 +524,19 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
     adjacent pairs, the order swapped each round; the headline ratio is the
     median of the paired ratios (noise from other tenants cancels best there)."""
     acc: dict[str, dict[str, float]] = {
-        t.name: {"ok": 0, "errors": 0, "seconds": 0.0, "cpu": 0.0, "client_cpu": 0.0}
+        t.name: dict.fromkeys(("ok", "errors", "seconds", "cpu", "client_cpu", "children_cpu"), 0.0)
         for t in targets
     }
 
     async def one(t: Target) -> float:
-        ok, errors, secs, cpu, ccpu = await throughput_round(t, s)
+        ok, errors, secs, cpu, ccpu, kids = await throughput_round(t, s)
         a = acc[t.name]
         a["ok"] += ok
         a["errors"] += errors
         a["seconds"] += secs
         a["cpu"] += cpu or 0.0
         a["client_cpu"] += ccpu
+        a["children_cpu"] += kids or 0.0
         return ok / secs
 
     by_name = {t.name: t for t in targets}
@@ -505,6 +557,7 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
         }
         if t.proc is not None:
             entry["proxy_cpu_us_per_req"] = a["cpu"] / max(1, a["ok"]) * 1e6
+            entry["proxy_children_cpu_us_per_req"] = a["children_cpu"] / max(1, a["ok"]) * 1e6
             entry["proxy_cpu_share"] = a["cpu"] / a["seconds"]
         out[t.name] = entry
     rr = [r["traywire"] / r["passthrough"] for r in per_round]
@@ -693,6 +746,9 @@ def table(r: dict[str, Any]) -> str:
     row("proxy CPU per request (µs)",
         [None, P["passthrough"]["proxy_cpu_us_per_req"], P["traywire"]["proxy_cpu_us_per_req"]],
         P["cpu_per_req_ratio"], ".0f")  # fmt: skip
+    row("  of which child processes (µs)",
+        [None, P["passthrough"].get("proxy_children_cpu_us_per_req"),
+         P["traywire"].get("proxy_children_cpu_us_per_req")], None, ".1f")  # fmt: skip
     row("proxy CPU busy (share of 1 core)",
         [None, P["passthrough"]["proxy_cpu_share"], P["traywire"]["proxy_cpu_share"]], None,
         ".2f")  # fmt: skip

@@ -1,14 +1,26 @@
 """The request log: what each kind of request leaves behind (driven through the
 real proxy against fakes), retention, a blocked writer never slowing a request,
-usage surviving a restart, the queries, and the config section."""
+the writer process (it writes, flush waits for it, it dies with its parent, the
+in-process fallback), usage surviving a restart, the queries, and the config
+section.
+
+A writer is "blocked" by holding the file's write lock from another connection
+(its ``BEGIN IMMEDIATE`` waits up to the 10 s busy timeout), which works the
+same for the writer process and the in-process one, or by stopping the process
+(SIGSTOP)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import logging
 import os
+import signal
 import sqlite3
-import threading
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +44,7 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import config, reqlog
+from traywire import config, reqlog, reqlog_writer
 from traywire.config import Config
 from traywire.errors import ConfigError
 from traywire.health import Health
@@ -124,6 +136,53 @@ def wait_count(lg: RequestLog, n: int, timeout: float = 5.0) -> list[dict[str, A
     rows = lg.recent(100)
     assert len(rows) == n, rows
     return rows
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Hold the file's write lock: every writer waits (readers do not, in WAL)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def settled(lg: RequestLog) -> RequestLog:
+    """Wait until the writer has done its first retention pass (it runs one at
+    start), so that the next thing it does is write what is observed."""
+    assert wait_until(lambda: lg.prune_passes >= 1 and lg.flush(1)), lg.stats()
+    return lg
+
+
+def file_count(path: Path) -> int:
+    """Requests in the file, read by a connection of our own."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (n,) = conn.execute("SELECT COUNT(*) FROM requests").fetchone()
+    return int(n)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not reaped, does not)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+posix_only = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
+WRITERS = pytest.mark.parametrize("writer", ["process", "thread"])
 
 
 # --------------------------------------------------------------------------- through the proxy
@@ -308,89 +367,68 @@ def test_no_prompt_or_answer_text_is_stored(logged: Logged) -> None:
 
 
 def test_records_are_not_slowed_by_a_blocked_writer(
-    fakes: Any, proxies: Any, clients: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fakes: Any, proxies: Any, clients: Any, tmp_path: Path
 ) -> None:
-    gate = threading.Event()
-    entered = threading.Event()
-    original = RequestLog._write_batch
-
-    def blocked(self: RequestLog, conn: sqlite3.Connection, records: Any) -> None:
-        entered.set()
-        assert gate.wait(30)
-        original(self, conn, records)
-
-    monkeypatch.setattr(RequestLog, "_write_batch", blocked)
     fo = fakes("ollama", name="oll", models=["m1"])
     fv = fakes("openai", name="vl", models=["M2"])
-    p = proxies(_cfg(fo, fv, tmp_path / "requests.sqlite3"))
+    path = tmp_path / "requests.sqlite3"
+    p = proxies(_cfg(fo, fv, path))
     lg = reqlog.attached(p.rt)
     assert lg is not None
     oc = clients.openai(p)
-    try:
-        oc.chat.completions.create(model="one", messages=USER)  # warm up the connection
-        assert entered.wait(5), "the writer should have picked up the first record"
+    oc.chat.completions.create(model="one", messages=USER)  # warm up the connection
+    wait_count(lg, 1)
+    settled(lg)
+    assert lg.writer == "process" and lg.writer_pid not in (None, os.getpid())
+    with write_locked(path):
+        oc.chat.completions.create(model="one", messages=USER)
+        assert wait_until(lambda: lg.in_flight == 1), "the writer should have that record"
         took = []
         for _ in range(20):
             t0 = time.monotonic()
             oc.chat.completions.create(model="one", messages=USER)
             took.append(time.monotonic() - t0)
         assert max(took) < 1.0, took
-        assert lg.written == 0
-        assert lg.count() == 0
+        assert lg.written == 1
+        assert lg.count() == 1  # reads go on
         assert wait_until(lambda: lg.queued == 20)
-    finally:
-        gate.set()
     assert lg.flush(10)
-    assert lg.count() == 21 and lg.written == 21 and lg.dropped == 0
+    assert lg.count() == 22 and lg.written == 22 and lg.dropped == 0
 
 
 # --------------------------------------------------------------------------- the queue
 
 
-def test_full_queue_drops_the_oldest_without_blocking(
-    logs: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    gate = threading.Event()
-    entered = threading.Event()
-    original = RequestLog._write_batch
-
-    def blocked(self: RequestLog, conn: sqlite3.Connection, records: Any) -> None:
-        entered.set()
-        assert gate.wait(30)
-        original(self, conn, records)
-
-    monkeypatch.setattr(RequestLog, "_write_batch", blocked)
-    lg = logs(queue_size=5)
-    lg.observe(make_record(requested="first"))
-    assert entered.wait(5)
-    t0 = time.monotonic()
-    for i in range(1000):
-        lg.observe(make_record(requested=f"r{i}"))
-    assert time.monotonic() - t0 < 0.5
-    assert lg.queued == 5
-    assert lg.dropped == 995
-    gate.set()
+@WRITERS
+def test_full_queue_drops_the_oldest_without_blocking(logs: Any, writer: str) -> None:
+    lg = settled(logs(queue_size=5, writer=writer))
+    with write_locked(lg.path):
+        lg.observe(make_record(requested="first"))
+        assert wait_until(lambda: lg.in_flight == 1)
+        t0 = time.monotonic()
+        for i in range(1000):
+            lg.observe(make_record(requested=f"r{i}"))
+        assert time.monotonic() - t0 < 0.5
+        assert lg.queued == 5
+        assert lg.dropped == 995
     assert lg.flush(10)
     names = [r["requested"] for r in lg.recent(100)]
     assert names == ["r999", "r998", "r997", "r996", "r995", "first"]
     assert lg.written == 6
+    assert lg.writer == writer
 
 
+@WRITERS
 def test_a_failed_write_loses_that_batch_only(
-    logs: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    logs: Any, writer: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = RequestLog._write_batch
-    calls = 0
-
-    def flaky(self: RequestLog, conn: sqlite3.Connection, records: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        original(self, conn, records)
-
-    monkeypatch.setattr(RequestLog, "_write_batch", flaky)
-    lg = logs()
+    lg = logs(writer=writer)
+    with contextlib.closing(sqlite3.connect(lg.path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON requests WHEN NEW.requested = 'lost' "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+        conn.commit()
     lg.observe(make_record(requested="lost"))
     assert lg.flush()
     lg.observe(make_record(requested="kept"))
@@ -398,19 +436,207 @@ def test_a_failed_write_loses_that_batch_only(
     assert (lg.failed, lg.written) == (1, 1)
     assert [r["requested"] for r in lg.recent()] == ["kept"]
     assert "disk I/O error" in caplog.text
+    assert lg.writer == writer  # a failed write is not a failed writer
 
 
-def test_close_flushes_and_is_idempotent(logs: Any, tmp_path: Path) -> None:
+def test_a_record_marshal_cannot_carry_fails_alone(logs: Any) -> None:
     lg = logs()
-    for i in range(50):
-        lg.observe(make_record(requested=f"r{i}"))
+    lg.observe(make_record(requested="fine"))
+    lg.observe(make_record(requested=object()))  # type: ignore[arg-type]
+    lg.observe(make_record(requested="also fine"))
+    assert lg.flush()
+    assert (lg.written, lg.failed) == (2, 1)
+    assert [r["requested"] for r in lg.recent()] == ["also fine", "fine"]
+    assert lg.writer == "process"
+
+
+# --------------------------------------------------------------------------- the writer process
+
+
+def test_the_writer_process_writes(logs: Any) -> None:
+    lg = logs()
+    lg.observe(make_record(requested="here"))
+    assert lg.flush()
+    pid = lg.writer_pid
+    assert lg.writer == "process" and pid is not None and pid != os.getpid() and alive(pid)
+    assert lg.writer_start_ms is not None and lg.writer_start_ms < 5000
+    assert lg._local is None  # nothing in this process ever opened the file to write
+    assert file_count(lg.path) == 1
+    with contextlib.closing(sqlite3.connect(lg.path)) as conn:
+        (requested, n) = conn.execute(
+            "SELECT requested, (SELECT COUNT(*) FROM attempts WHERE request_id = id) FROM requests"
+        ).fetchone()
+    assert (requested, n) == ("here", 1)
+    assert lg.stats()["writer_pid"] == pid
+
+
+def test_flush_waits_for_the_writer_process(logs: Any) -> None:
+    lg = settled(logs())
+    with write_locked(lg.path):
+        lg.observe(make_record())
+        assert wait_until(lambda: lg.in_flight == 1)  # the child has it, and waits
+        assert not lg.flush(0.3)
+        assert lg.written == 0
+    assert lg.flush()
+    # once flush() says so, another connection sees it: no waiting
+    assert file_count(lg.path) == 1 and lg.written == 1 and lg.in_flight == 0
+
+
+def test_the_writer_process_exits_when_the_log_closes(logs: Any) -> None:
+    lg = logs()
+    lg.observe(make_record())
+    assert lg.flush()
+    pid, child = lg.writer_pid, lg._child
+    assert pid is not None and child is not None
     lg.close()
+    assert child.popen.returncode == 0  # it exited on its own, and was reaped
+    assert not alive(pid)
+    assert lg.writer_pid is None
+    assert file_count(lg.path) == 1
+
+
+_PARENT = """
+import sys, time
+sys.path[:0] = [sys.argv[1]]
+from traywire.reqlog import RequestLog
+from traywire.types import RequestRecord
+lg = RequestLog(sys.argv[2])
+rec = RequestRecord(
+    ts=time.time(), dialect="openai", endpoint="/v1/chat/completions", requested="one",
+    capability="chat", strategy=None, route=None, preference="auto", prompt_tokens=1,
+    stream=False, plan=(), skipped=(), attempts=(), served_model="one", served_backend="a",
+    status=200, ttfb_ms=1.0, total_ms=2.0, tokens_in=1, tokens_out=1, error="", cut=False,
+    client_gone=False,
+)
+lg.observe(rec)
+assert lg.flush()
+print(lg.writer_pid, flush=True)
+while True:
+    lg.observe(rec)
+    time.sleep(0.01)
+"""
+
+
+@posix_only
+def test_the_writer_process_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    src = str(Path(reqlog.__file__).resolve().parent.parent)
+    path = tmp_path / "requests.sqlite3"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_PARENT), src, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = None
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), line
+        child = int(line)
+        assert child != parent.pid and alive(child)
+        time.sleep(0.5)  # a batch or two more, maybe mid-write: no matter
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(5)
+        assert wait_until(lambda: not alive(child), 5), "the writer outlived its parent"
+        assert file_count(path) >= 1
+    finally:
+        parent.kill()
+        parent.wait(5)
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _fail_to_launch(path: Path) -> subprocess.Popen[bytes]:
+    raise OSError("no processes left")
+
+
+def _launch_a_dud(path: Path) -> subprocess.Popen[bytes]:
+    """A 'writer' that exits before saying it is ready."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("launcher", [_fail_to_launch, _launch_a_dud])
+def test_falls_back_to_the_thread_when_no_child_starts(
+    logs: Any, launcher: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(reqlog, "_launch_writer", launcher)
+    lg = logs()
+    lg.observe(make_record(requested="a"))
+    assert lg.flush()
+    lg.observe(make_record(requested="b"))
+    assert lg.flush()
+    assert lg.writer == "thread" and lg.writer_pid is None
+    assert (lg.written, lg.failed) == (2, 0)
+    assert [r["requested"] for r in lg.recent()] == ["b", "a"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "writing in-process instead" in warnings[0].getMessage()
     lg.close()
-    assert lg.written == 50
-    lg.observe(make_record())  # after close: ignored, counted
-    assert lg.dropped == 1
-    again = logs()
-    assert again.count() == 50
+    assert lg.written == 2
+
+
+def test_falls_back_to_the_thread_when_the_child_dies_with_a_batch(
+    logs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    lg = settled(logs())
+    lg.observe(make_record(requested="before"))
+    assert lg.flush()
+    child = lg._child
+    assert child is not None
+    with write_locked(lg.path):
+        lg.observe(make_record(requested="with the child"))
+        assert wait_until(lambda: lg.in_flight == 1)
+        child.popen.kill()  # dies holding a batch it has not written
+        assert wait_until(lambda: lg.writer == "thread")
+        lg.observe(make_record(requested="after"))
+    assert lg.flush()
+    assert lg.writer_pid is None and not alive(child.pid)
+    # nothing that could be written was lost: the dead child's batch was written here
+    assert [r["requested"] for r in lg.recent()] == ["after", "with the child", "before"]
+    assert (lg.written, lg.failed, lg.dropped) == (3, 0, 0)
+    assert "writer process exited" in caplog.text and "writing in-process instead" in caplog.text
+
+
+@posix_only
+def test_a_stopped_writer_process_does_not_slow_observe(logs: Any) -> None:
+    lg = settled(logs(queue_size=1000))
+    pid = lg.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        lg.observe(make_record(requested="stuck"))
+        assert wait_until(lambda: lg.in_flight == 1)  # sent; the answer never comes
+        worst, t0 = 0.0, time.perf_counter()
+        for i in range(5000):
+            t1 = time.perf_counter()
+            lg.observe(make_record(requested=f"r{i}"))
+            worst = max(worst, time.perf_counter() - t1)
+        total = time.perf_counter() - t0
+        assert total < 1.0 and worst < 0.1, (total, worst)
+        assert (lg.queued, lg.dropped) == (1000, 4000)
+        assert not lg.flush(0.3)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert lg.flush()
+    assert lg.count() == 1001 and lg.writer == "process"
+
+
+def test_close_kills_a_stuck_writer_process(logs: Any, caplog: pytest.LogCaptureFixture) -> None:
+    lg = settled(logs())
+    child = lg._child
+    assert child is not None
+    with write_locked(lg.path):  # the child will wait up to 10 s
+        lg.observe(make_record())
+        assert wait_until(lambda: lg.in_flight == 1)
+        t0 = time.monotonic()
+        lg.close(timeout=0.5)
+        assert time.monotonic() - t0 < 5
+        assert child.popen.poll() is not None and not alive(child.pid)
+    assert not lg._thread.is_alive()
+    assert (lg.written, lg.failed) == (0, 1)
+    assert "did not finish" in caplog.text
 
 
 # --------------------------------------------------------------------------- retention
@@ -600,6 +826,9 @@ def test_schema(logs: Any) -> None:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
     assert cols == ["id", *reqlog._REQUEST_COLUMNS]
     assert acols == ["request_id", "n", "model", "backend", "outcome", "error", "kind", "ms"]
+    # a row carries each attempt's fields flat, in the table's order
+    assert list(AttemptRecord._fields) == acols[2:]
+    assert len(acols[2:]) == reqlog_writer.ATTEMPT_FIELDS
     assert {"requests_ts", "requests_backend", "requests_capability", "requests_outcome"} <= indexes
     assert version == reqlog.SCHEMA_VERSION
     # reopening an existing file keeps it

@@ -1,13 +1,54 @@
-"""The request log: every `RequestRecord` in a SQLite file, written off the request path.
+"""The request log: every `RequestRecord` in a SQLite file, written off the request path
+and out of the proxy's process.
 
 `RequestLog.observe` is the observer the proxy calls once per request, on its
-event loop. It only appends the record to a bounded in-memory queue (when the
-queue is full the oldest record is dropped and counted) and wakes the writer:
-it never blocks on I/O and never awaits. A background *thread* (not the event
-loop: a slow disk must never slow a request) takes what has queued up and
-inserts it in one transaction, and every ``prune_interval`` seconds (or after
-a tenth of ``max_requests`` new rows) deletes rows older than ``max_age_days``
-and all but the newest ``max_requests`` requests.
+event loop. It turns the record into a row of plain values (the plan and the
+skipped candidates as JSON, cached by value: plans repeat), marshals it to
+bytes (nothing for the garbage collector to track while it waits; the feeder
+splices the bytes into a frame without touching the values again) and appends
+that to a bounded in-memory queue (when the queue is full the oldest row is
+dropped and counted). About 2 µs; it never blocks on I/O, never awaits and
+never raises.
+
+The SQLite writing happens in a child process (`traywire.reqlog_writer`), so
+that neither its CPU nor its GIL hand-offs (sqlite3 releases and retakes the
+GIL for every row) land on the proxy. A small *feeder* thread in the proxy
+process sleeps until a row is queued, lets rows gather for ``linger`` seconds,
+then sends up to ``batch_size`` of them to the child in ONE `marshal` frame
+(spliced from the rows' bytes, see `reqlog_writer.rows_frame`) over a pipe
+and waits (blocked in a read, without the GIL) for the child's answer: the
+child inserts them in one transaction and says how it went. Only then are
+they counted ``written`` and does `flush` see them done, so `flush` waits for
+the child's acknowledgement. The feeder also asks the child for a
+retention pass every ``prune_interval`` seconds (or after a tenth of
+``max_requests`` new rows): rows older than ``max_age_days`` and all but the
+newest ``max_requests`` requests go. The retention clock is read in this
+process (``clock``), and sent along.
+
+The feeder starts the child when it first has work for it (the retention
+pass it runs just after the log opens, or the first batch), so opening the log
+costs no more than before: the ~20 ms the child takes to be ready are spent on
+the feeder thread, while the proxy starts. It runs ``sys.executable -I -S -c
+<bootstrap>``: the same interpreter, isolated, loading only the standard
+library and `traywire.reqlog_writer` (about 16 MB of memory), in a session of
+its own (POSIX) and ignoring SIGINT, so a terminal's Ctrl-C reaches only this
+process, which then closes the log gracefully. The child exits when its stdin
+ends, which the OS guarantees when this process exits or is killed, however.
+`close` closes the pipe after the last batch and reaps the child (killing it if
+it does not go), so it is never left behind. A plain subprocess rather than
+`multiprocessing`: its 'spawn' start re-imports the parent's ``__main__`` (the
+whole CLI, when traywire runs from its console script) in the child and starts
+a resource-tracker process besides; here the child is one small process and
+the pipe protocol is a dozen lines.
+
+If the child cannot be started, or dies, the feeder writes in-process instead
+(the pre-process design: the same `reqlog_writer.Writer`, on the feeder
+thread) for the rest of the log's life, and says so once, as a warning. The
+batch that was with a dead child is written in-process too: nothing that
+could have been written is lost (a child that dies after committing a batch
+but before answering makes that batch appear twice, a window of
+microseconds). Frozen builds (PyInstaller: ``sys.executable`` is the app, not
+a Python) use the in-process writer; ``writer="thread"`` asks for it anywhere.
 
 No prompt or answer text is stored: a record carries none. Rows hold the
 routing decision (plan and skipped candidates with their reasons, as JSON),
@@ -19,9 +60,10 @@ each attempt and how it ended, timings, token counts and the outcome::
     cut           the stream broke after it had started
     cancelled     the client went away before the answer was complete
 
-Reads (`recent`, `get`, `usage_since`, `latency_series`) use their own
-connection and may be called from any thread; on an event loop, call them
-through ``asyncio.to_thread`` (they touch the disk).
+Reads (`recent`, `get`, `count`, `usage_since`, `usage_buckets`,
+`latency_series`) stay in this process, on their own connection (WAL mode
+lets them read while the child writes), and may be called from any thread; on
+an event loop, call them through ``asyncio.to_thread`` (they touch the disk).
 
 `attach` hangs a log on a `Runtime` (``rt.log``, plus the observer); `setup`
 does that for an aiohttp app from the config's ``log:`` section, seeds the
@@ -33,17 +75,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
+import marshal
 import math
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
+from . import reqlog_writer
 from .config import APP_NAME, LogSettings
+from .reqlog_writer import Writer
+from .reqlog_writer import dump_row as _dump_row
 from .types import RequestRecord
 
 if TYPE_CHECKING:
@@ -123,39 +173,7 @@ CREATE INDEX IF NOT EXISTS requests_outcome ON requests (outcome, ts);
 CREATE INDEX IF NOT EXISTS attempts_backend ON attempts (backend, request_id);
 """
 
-_REQUEST_COLUMNS: Final = (
-    "ts",
-    "dialect",
-    "endpoint",
-    "requested",
-    "capability",
-    "strategy",
-    "route",
-    "preference",
-    "prompt_tokens",
-    "stream",
-    "served_model",
-    "served_backend",
-    "status",
-    "ttfb_ms",
-    "total_ms",
-    "tokens_in",
-    "tokens_out",
-    "error",
-    "cut",
-    "client_gone",
-    "outcome",
-    "plan",
-    "skipped",
-)
-_INSERT_REQUEST = (
-    f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _REQUEST_COLUMNS)})"
-)
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (request_id, n, model, backend, outcome, error, kind, ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_REQUEST_COLUMNS: Final = reqlog_writer.REQUEST_COLUMNS
 _BOOLEAN_COLUMNS: Final = ("stream", "cut", "client_gone")
 
 
@@ -187,8 +205,13 @@ def path_for(settings: LogSettings) -> Path:
     return Path(settings.path).expanduser() if settings.path else default_path()
 
 
-def _row(rec: RequestRecord) -> tuple[object, ...]:
-    return (
+def _row(rec: RequestRecord) -> tuple[Any, ...]:
+    """The values the writer inserts for ``rec``, flat (see `reqlog_writer`):
+    plain str/int/float/None, for `marshal`. Flat, because small nested tuples
+    come and go through CPython's free list in a way that leaves the garbage
+    collector's young-generation count one higher per call: a young collection
+    every ~700 requests more, for nothing."""
+    row: tuple[Any, ...] = (
         rec.ts,
         rec.dialect,
         rec.endpoint,
@@ -213,6 +236,9 @@ def _row(rec: RequestRecord) -> tuple[object, ...]:
         _json_of(rec.plan),
         _json_of(rec.skipped),
     )
+    for a in rec.attempts:
+        row += a  # (model, backend, outcome, error, kind, ms): ATTEMPT_FIELDS
+    return row
 
 
 _JSON_CACHE: dict[tuple[Any, ...], str] = {}
@@ -252,9 +278,11 @@ class UsageBucket(NamedTuple):
 
 # --------------------------------------------------------------------------- the log
 
+WriterKind = Literal["process", "thread"]
+
 
 class RequestLog:
-    """A SQLite request log with a background writer thread.
+    """A SQLite request log, written by a child process (see the module docstring).
 
     Args:
         path: The SQLite file (its directory is created).
@@ -262,7 +290,12 @@ class RequestLog:
         max_requests: At most this many requests are kept (the oldest go first).
         queue_size: Records waiting for the writer; beyond it the oldest is dropped.
         prune_interval: Seconds between retention passes.
+        batch_size: At most this many records go to the writer at once (one
+            transaction).
+        linger: Seconds the feeder lets records gather after the first one.
         clock: Wall-clock seconds (``time.time``), for retention; tests pass their own.
+        writer: ``"process"``: a child process writes (the feeder thread does
+            if none can be had); ``"thread"``: the feeder thread writes.
     """
 
     def __init__(
@@ -276,6 +309,7 @@ class RequestLog:
         batch_size: int = 1000,
         linger: float = 0.2,
         clock: Callable[[], float] = time.time,
+        writer: WriterKind = "process",
     ) -> None:
         if not max_age_days > 0:
             raise ValueError("max_age_days must be > 0")
@@ -283,13 +317,15 @@ class RequestLog:
             raise ValueError("max_requests, queue_size and batch_size must be >= 1")
         if not prune_interval > 0:
             raise ValueError("prune_interval must be > 0")
+        if writer not in ("process", "thread"):
+            raise ValueError("writer must be 'process' or 'thread'")
         self.path = Path(path)
         self.max_age_s = float(max_age_days) * 86400.0
         self.max_requests = int(max_requests)
         self.queue_size = int(queue_size)
         self.prune_interval = float(prune_interval)
         self.batch_size = int(batch_size)
-        # seconds the writer waits after the first record, to batch the rest
+        # seconds the feeder waits after the first record, to batch the rest
         self.linger = float(linger)
         self._clock = clock
         # Prune early when this many rows went in since the last pass.
@@ -304,18 +340,33 @@ class RequestLog:
             raise
         self._read_lock = threading.Lock()
 
-        # Queue state, guarded by _cond. Nothing slow ever happens under it.
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: collections.deque[tuple[int, RequestRecord]] = collections.deque()
+        # Queue state, guarded by _lock (observe takes it bare: cheaper) and
+        # _cond, its condition. Nothing slow ever happens under it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: collections.deque[bytes] = collections.deque()  # marshalled rows
         self._seq = 0  # sequence number of the last record queued
         self._done_seq = 0  # every record up to this one is written (or dropped)
         self.dropped = 0  # records dropped because the queue was full (or after close)
         self.written = 0  # records committed to the file
         self.failed = 0  # records lost to a database error
         self.pruned = 0  # rows deleted by retention
+        self.prune_passes = 0  # retention passes run
+        self.in_flight = 0  # records with the writer, not answered for yet
         self._closing = False
+        self._abandoned = False  # close() stopped waiting for the writer
         self._prune_now = False
         self._complained_at = -math.inf
+
+        # The writer, used by the feeder thread only: a child process while
+        # _mode is "process" (started on first use), else a Writer of its own.
+        frozen = bool(getattr(sys, "frozen", False))  # sys.executable is no Python
+        self._mode: WriterKind = "thread" if frozen else writer
+        self._child: _WriterProcess | None = None
+        self._local: Writer | None = None
+        self._local_failed = False
+        # how long the child took to start and open the file, once it has
+        self.writer_start_ms: float | None = None
 
         self._wake = threading.Event()
         # flush()/close()/prune_soon() set it to cut the linger short
@@ -338,26 +389,45 @@ class RequestLog:
     # ------------------------------------------------------------------ writing
 
     def observe(self, record: RequestRecord) -> None:
-        """Queue ``record`` for the writer. Never blocks on I/O, never raises for a full queue."""
-        with self._cond:
+        """Queue ``record`` for the writer. Never blocks on I/O, never raises."""
+        try:
+            row = _dump_row(_row(record))
+        except Exception:  # not a well-formed record: count it, never fail the request
+            with self._lock:
+                self.failed += 1
+            return
+        with self._lock:
             if self._closing:
                 self.dropped += 1
                 return
-            if len(self._queue) >= self.queue_size:
-                self._queue.popleft()
+            queue = self._queue
+            if len(queue) >= self.queue_size:
+                queue.popleft()
                 self.dropped += 1
             self._seq += 1
-            self._queue.append((self._seq, record))
+            queue.append(row)
         if not self._wake.is_set():
             self._wake.set()
 
     @property
     def queued(self) -> int:
-        """Records waiting for the writer."""
+        """Records waiting for the writer (not counting those it has)."""
         return len(self._queue)
 
+    @property
+    def writer(self) -> WriterKind:
+        """Who writes: ``"process"`` (a child; started on first use) or ``"thread"``."""
+        return self._mode
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while there is one."""
+        child = self._child
+        return None if child is None else child.pid
+
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until everything queued so far is written. False on timeout."""
+        """Wait until everything queued so far is written (the writer has said
+        so) or lost. False on timeout."""
         with self._cond:
             target = self._seq
             if self._done_seq >= target:
@@ -374,7 +444,8 @@ class RequestLog:
         self._wake.set()
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, stop the writer thread and close the file. Idempotent."""
+        """Write what is queued, stop the writer (thread and process) and close
+        the file. Idempotent."""
         with self._cond:
             self._closing = True
         self._urgent.set()
@@ -383,6 +454,12 @@ class RequestLog:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("request log writer did not finish within %ss", timeout)
+                # Stop waiting for a stuck child: what it had is lost (and counted).
+                self._abandoned = True
+                child = self._child
+                if child is not None:
+                    child.kill()
+                self._thread.join(5.0)
         with self._read_lock:
             self._reader.close()
 
@@ -390,10 +467,14 @@ class RequestLog:
         return {
             "path": str(self.path),
             "queued": self.queued,
+            "in_flight": self.in_flight,
             "written": self.written,
             "dropped": self.dropped,
             "failed": self.failed,
             "pruned": self.pruned,
+            "prune_passes": self.prune_passes,
+            "writer": self.writer,
+            "writer_pid": self.writer_pid,
         }
 
     # ------------------------------------------------------------------ reading
@@ -578,18 +659,11 @@ class RequestLog:
         row["skipped"] = json.loads(row["skipped"])
         return row
 
-    # ------------------------------------------------------------------ the writer thread
+    # ------------------------------------------------------------------ the feeder thread
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=10.0,
-            isolation_level=None,  # explicit BEGIN/COMMIT
-            check_same_thread=check_same_thread,
-        )
+        conn = reqlog_writer.connect(self.path, check_same_thread=check_same_thread)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
     @staticmethod
@@ -597,6 +671,7 @@ class RequestLog:
         # auto_vacuum only takes effect before the first table exists: deleted
         # rows then give their pages back with incremental_vacuum.
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        # WAL: the reads here go on while the writer writes.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(_SCHEMA)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -607,134 +682,265 @@ class RequestLog:
                 "request log schema version %s (this traywire writes %s)", version, SCHEMA_VERSION
             )
 
-    def _take(self) -> list[tuple[int, RequestRecord]]:
+    def _take(self) -> tuple[list[bytes], int]:
+        """Up to ``batch_size`` of the oldest rows, and the sequence number of the
+        last (the queue always holds the newest ``len(queue)`` numbers)."""
         with self._cond:
-            n = min(len(self._queue), self.batch_size)
-            return [self._queue.popleft() for _ in range(n)]
+            queue = self._queue
+            n = min(len(queue), self.batch_size)
+            taken: Sequence[bytes]
+            if n == len(queue):
+                taken, self._queue = queue, collections.deque()
+            else:
+                taken = [queue.popleft() for _ in range(n)]
+            self.in_flight = n
+            last = self._seq - len(self._queue)
+        return list(taken), last
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = self._connect()
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error:
-            log.exception("request log: cannot open %s; requests will not be logged", self.path)
-            if conn is not None:
-                conn.close()
-            conn = None
         next_prune = time.monotonic()
         since_prune = 0
         try:
-            while True:
+            while not self._abandoned:
                 now = time.monotonic()
                 self._wake.wait(max(0.0, min(next_prune - now, self.prune_interval)))
-                # Let records gather so one transaction writes many: the
-                # request path then pays a deque append, not a thread wake-up.
+                # Let records gather so one frame (one transaction) carries many:
+                # the request path then pays a deque append, not a thread wake-up.
                 if self.linger > 0 and not self._urgent.is_set():
                     self._urgent.wait(self.linger)
                 self._urgent.clear()
                 self._wake.clear()
-                while True:
-                    batch = self._take()
-                    if batch:
-                        ok = False
-                        if conn is not None:
-                            try:
-                                self._write_batch(conn, [rec for _, rec in batch])
-                                ok = True
-                            except Exception:  # a bad record or a bad disk: never kill the writer
-                                self._complain("cannot write %d record(s)", len(batch))
+                while not self._abandoned:
+                    rows, last = self._take()
+                    if rows:
+                        answer = self._call(reqlog_writer.rows_frame(rows))
+                        ok = answer is not None and answer[0] == "ok"
+                        if answer is not None and not ok:
+                            self._complain("cannot write %d record(s): %s", len(rows), answer[1])
                         with self._cond:
                             if ok:
-                                self.written += len(batch)
-                                since_prune += len(batch)
+                                self.written += len(rows)
                             else:
-                                self.failed += len(batch)
-                            self._done_seq = batch[-1][0]
+                                self.failed += len(rows)
+                            self.in_flight = 0
+                            self._done_seq = last
                             self._cond.notify_all()
+                        if ok:
+                            since_prune += len(rows)
                     # Retention runs between batches too: a queue that never
                     # empties must not starve it.
                     now = time.monotonic()
                     due = now >= next_prune or since_prune >= self._prune_every or self._prune_now
-                    if conn is not None and due:
+                    if due and not self._abandoned:
                         self._prune_now = False
-                        try:
-                            self.pruned += self._prune(conn, self._clock())
-                        except Exception:
-                            self._complain("retention pass failed")
+                        answer = self._call(
+                            marshal.dumps(("p", self._clock(), self.max_age_s, self.max_requests))
+                        )
+                        if answer is not None and answer[0] == "ok":
+                            with self._cond:
+                                self.pruned += int(answer[1])
+                                self.prune_passes += 1
+                        elif answer is not None:
+                            self._complain("retention pass failed: %s", answer[1])
                         since_prune = 0
                         next_prune = now + self.prune_interval
-                    if not batch:
+                    if not rows:
                         break
                 with self._cond:
                     if self._closing and not self._queue:
                         break
+        except Exception:  # a bug here must not leave flush() waiting
+            log.exception("request log %s: the feeder thread failed", self.path)
         finally:
-            if conn is not None:
-                conn.close()
+            self._stop_writers()
             with self._cond:
                 # Nothing will write what is left (or comes later): do not let
                 # flush() wait for it.
                 self._closing = True
-                self.failed += len(self._queue)
+                self.failed += len(self._queue) + self.in_flight
+                self.in_flight = 0
                 self._queue.clear()
                 self._done_seq = self._seq
                 self._cond.notify_all()
 
+    def _call(self, command: bytes) -> tuple[str, Any] | None:
+        """Run one writer command (marshalled, see `reqlog_writer`) in the child
+        process, or here when there is none; its answer, or None if nothing can
+        write."""
+        if self._mode == "process":
+            if self._child is None:
+                self._start_child()
+            child = self._child
+            if child is not None:
+                try:
+                    return child.call(command)
+                except _ChildGone as exc:
+                    self._child = None
+                    child.stop(0.0)
+                    if self._abandoned:
+                        return None
+                    self._fall_back(f"the writer process {exc}")
+        if self._abandoned:
+            return None
+        writer = self._local_writer()
+        return None if writer is None else writer.handle(marshal.loads(command))
+
+    def _start_child(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            popen = _launch_writer(self.path)
+        except Exception as exc:  # no interpreter, no processes left, ...
+            self._fall_back(f"cannot start the writer process: {exc!r}")
+            return
+        child = _WriterProcess(popen)
+        self._child = child  # before it answers: close() may have to kill it
+        try:
+            child.hello()
+        except _ChildGone as exc:
+            self._child = None
+            child.stop(1.0)
+            self._fall_back(f"the writer process did not start: it {exc}")
+            return
+        self.writer_start_ms = (time.perf_counter() - t0) * 1e3
+        log.debug(
+            "request log %s: writer process %d ready in %.0f ms",
+            self.path,
+            child.pid,
+            self.writer_start_ms,
+        )
+
+    def _fall_back(self, why: str) -> None:
+        """From now on, write in this process (said once: the mode changes once)."""
+        self._mode = "thread"
+        if not self._abandoned:
+            log.warning("request log %s: %s; writing in-process instead", self.path, why)
+
+    def _local_writer(self) -> Writer | None:
+        if self._local is None and not self._local_failed:
+            try:
+                self._local = Writer(self.path)
+            except sqlite3.Error:
+                self._local_failed = True
+                log.exception("request log: cannot open %s; requests will not be logged", self.path)
+        return self._local
+
+    def _stop_writers(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            # EOF on its stdin: it has answered for everything, so it just exits.
+            code = child.stop(0.0 if self._abandoned else 10.0)
+            if code not in (0, None) and not self._abandoned:
+                log.warning("request log writer process exited with code %s", code)
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+
     def _complain(self, what: str, *args: object) -> None:
-        """Log a writer error with its traceback, at most once a minute."""
+        """Log a writer error, at most once a minute."""
         now = time.monotonic()
         if now - self._complained_at >= 60.0:
             self._complained_at = now
-            log.exception("request log %s: " + what, self.path, *args)
+            log.warning("request log %s: " + what, self.path, *args)
 
-    def _write_batch(self, conn: sqlite3.Connection, records: Sequence[RequestRecord]) -> None:
-        """Insert ``records`` and their attempts in one transaction."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # One statement per table for the whole batch. Ids are consecutive:
-            # this thread is the only writer and the batch is one transaction.
-            conn.executemany(_INSERT_REQUEST, [_row(rec) for rec in records])
-            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            first = last - len(records) + 1
-            conn.executemany(
-                _INSERT_ATTEMPT,
-                [
-                    (rid, n, a.model, a.backend, a.outcome, a.error, a.kind, a.ms)
-                    for rid, rec in enumerate(records, first)
-                    for n, a in enumerate(rec.attempts, 1)
-                ],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
-    def _prune(self, conn: sqlite3.Connection, now: float) -> int:
-        """Delete rows past the age and count bounds; returns how many requests went."""
-        cutoff = now - self.max_age_s
-        conn.execute("BEGIN IMMEDIATE")
+# --------------------------------------------------------------------------- the writer process
+
+_BOOTSTRAP: Final = (
+    "import sys; sys.path.append(sys.argv[1]); "
+    "from traywire.reqlog_writer import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def _launch_writer(path: Path) -> subprocess.Popen[bytes]:
+    """Start the writer process for ``path``: this interpreter, isolated (``-I``:
+    no environment variables, no user site, not the working directory) and
+    without ``site`` (``-S``: nothing from site-packages runs), finding
+    `traywire.reqlog_writer` where this one was found."""
+    if not sys.executable:
+        raise OSError("no interpreter to run (sys.executable is empty)")
+    # where `traywire` was found (not resolved: the package dir may be a link)
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(reqlog_writer.__file__)))
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, package_dir, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        # its tracebacks, if any, go where ours go
+        stderr=subprocess.DEVNULL if sys.stderr is None else None,
+        close_fds=True,
+        # POSIX: a session of its own, so a terminal's Ctrl-C (sent to the
+        # foreground process group) does not reach it; it goes at EOF instead
+        start_new_session=True,
+        # Windows: no console window (pythonw.exe parents have none to share)
+        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+    )
+
+
+class _ChildGone(Exception):
+    """The writer process is gone (or out of step)."""
+
+
+class _WriterProcess:
+    """The parent's end of a writer process: one command, one answer."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        if popen.stdin is None or popen.stdout is None:
+            raise ValueError("the writer process needs pipes")
+        self.popen = popen
+        self.pid = popen.pid
+        self._to: IO[bytes] = popen.stdin
+        self._from: IO[bytes] = popen.stdout
+
+    def hello(self) -> None:
+        """Wait for the child to say it has opened the file."""
+        answer = self._receive()
+        if answer[0] != "ready":
+            raise _ChildGone(f"said: {answer[1]}")
+
+    def call(self, command: bytes) -> tuple[str, Any]:
+        """Send one marshalled command and wait for its answer."""
         try:
-            conn.execute(
-                "DELETE FROM attempts WHERE request_id IN (SELECT id FROM requests WHERE ts < ?)",
-                (cutoff,),
-            )
-            deleted = conn.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
-            row = conn.execute(
-                "SELECT id FROM requests ORDER BY id DESC LIMIT 1 OFFSET ?", (self.max_requests,)
-            ).fetchone()
-            if row is not None:
-                conn.execute("DELETE FROM attempts WHERE request_id <= ?", (row[0],))
-                deleted += conn.execute("DELETE FROM requests WHERE id <= ?", (row[0],)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if deleted:
-            conn.execute("PRAGMA incremental_vacuum")
-        return max(0, deleted)
+            reqlog_writer.send(self._to, command)
+        except (OSError, ValueError) as exc:
+            raise _ChildGone(self._why(exc)) from exc
+        return self._receive()
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            answer = reqlog_writer.receive(self._from)
+        except (OSError, ValueError, EOFError, TypeError) as exc:
+            raise _ChildGone(self._why(exc)) from exc
+        if answer is None:
+            raise _ChildGone(self._why(None))
+        if not (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], str)):
+            raise _ChildGone(f"answered {answer!r:.100}")
+        return answer
+
+    def _why(self, exc: BaseException | None) -> str:
+        try:
+            code = self.popen.wait(1.0)
+        except subprocess.TimeoutExpired:
+            return f"stopped answering ({exc})"
+        return f"exited (code {code})"
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+
+    def stop(self, timeout: float) -> int | None:
+        """Close its stdin (it exits at EOF) and reap it; kill it if it does not
+        exit within ``timeout``. Its exit code (None if it would not die)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._to.close()
+        code: int | None = None
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.popen.wait(5.0)
+        with contextlib.suppress(OSError, ValueError):
+            self._from.close()
+        return code
 
 
 # --------------------------------------------------------------------------- wiring
