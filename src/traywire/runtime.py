@@ -68,8 +68,13 @@ class Runtime:
 
     async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        # No cookie jar: a backend's cookies are never stored nor sent to another
+        # backend (and filtering cookies is work on every request).
         self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, trust_env=False
+            connector=connector,
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         if resolve_keys:
             await asyncio.to_thread(self._resolve_keys)
