@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from . import config, secrets
 from .runtime import Runtime
@@ -60,6 +63,25 @@ async def run_server(
     return 0
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The proxy's event loop: uvloop where it is installed (Linux, macOS; it
+    roughly halves the loop's own cost per request), asyncio's otherwise.
+    TRAYWIRE_LOOP=asyncio forces asyncio's."""
+    if os.environ.get("TRAYWIRE_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
@@ -68,7 +90,7 @@ def serve(args: argparse.Namespace) -> int:
     host = args.host or cfg.server.host
     port = cfg.server.port if args.port is None else args.port
     try:
-        return asyncio.run(_main(cfg, host, port, args.grace, args.config))
+        return run_loop(_main(cfg, host, port, args.grace, args.config))
     except ValueError as exc:
         print(f"traywire: {exc}", file=sys.stderr)
         return 2

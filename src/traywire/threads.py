@@ -68,7 +68,9 @@ class Proxy:
         self._probes = probes
         self.state_path = state_path
         self._autostart = autostart_enabled or autostart.is_enabled
-        self.loop = asyncio.new_event_loop()
+        from .app import new_event_loop
+
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="traywire-proxy", daemon=True)
         self._server: Server | None = None
         self._lock = threading.Lock()
