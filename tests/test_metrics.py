@@ -4,14 +4,21 @@ traffic through the proxy, and its gauges read the live state."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+import prometheus_client
 import pytest
 from fakes import FakeBackend
 from harness import ProxyThread
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from proxy_fixtures import (
     USER,
@@ -26,7 +33,7 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import metrics
+from traywire import metrics, reqlog
 from traywire.runtime import Runtime
 from traywire.types import Attempt, AttemptRecord, RequestRecord
 
@@ -292,3 +299,208 @@ def test_fallbacks_count_only_attempts_actually_sent(pair: Pair) -> None:
     assert s.value("traywire_request_duration_seconds_bucket", backend="b", le="1.0") == 0
     assert s.value("traywire_request_duration_seconds_bucket", backend="b", le="2.5") == 1
     assert s.value("traywire_time_to_first_byte_seconds_count", backend="") == 0
+
+
+# --------------------------------------------------------------------------- same text as before
+
+
+class Reference:
+    """The design `Metrics.observe` replaced, kept as the reference: prometheus-client's
+    own Counter and Histogram in a private registry, updated per request."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "traywire_requests",
+            "Requests handled, by route, capability, serving backend and model, and outcome",
+            ["route", "capability", "backend", "model", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "traywire_request_duration_seconds",
+            "Time from a request's arrival until its response was complete",
+            ["backend"],
+            buckets=metrics.DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttfb = Histogram(
+            "traywire_time_to_first_byte_seconds",
+            "Time from a request's arrival until the first byte of its answer",
+            ["backend"],
+            buckets=metrics.TTFB_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "traywire_fallbacks",
+            "Failed attempts followed by an attempt on the next backend",
+            ["from_backend", "to_backend"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "traywire_attempts",
+            "Attempts by backend, outcome (served, failed, skipped) and error kind",
+            ["backend", "outcome", "kind"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "traywire_tokens",
+            "Tokens the backends reported, prompt (in) and reply (out)",
+            ["backend", "model", "direction"],
+            registry=r,
+        )
+
+    def observe(self, rec: RequestRecord) -> None:
+        backend = rec.served_backend or ""
+        model = rec.served_model or ""
+        outcome = reqlog.outcome_of(rec)
+        self.requests.labels(rec.route or "", rec.capability or "", backend, model, outcome).inc()
+        self.duration.labels(backend).observe(rec.total_ms / 1000.0)
+        if rec.ttfb_ms is not None:
+            self.ttfb.labels(backend).observe(rec.ttfb_ms / 1000.0)
+        pending: str | None = None
+        for a in rec.attempts:
+            self.attempts.labels(a.backend, a.outcome, a.kind).inc()
+            if a.outcome == "skipped":
+                continue
+            if pending is not None:
+                self.fallbacks.labels(pending, a.backend).inc()
+            pending = a.backend if a.outcome == "failed" else None
+        if rec.served_backend is not None:
+            self.tokens.labels(backend, model, "in").inc(max(0, rec.tokens_in))
+            self.tokens.labels(backend, model, "out").inc(max(0, rec.tokens_out))
+
+
+def varied_records() -> list[RequestRecord]:
+    """Every path of `observe`: served, failover over a skipped candidate, all failed,
+    client error, cut, cancelled, no route, no ttfb, bucket edges, +Inf, odd tokens."""
+    fail_a = AttemptRecord("one", "a", "failed", "x", "server_error")
+    skip_c = AttemptRecord("three", "c", "skipped", "circuit open")
+    served_a = record((AttemptRecord("one", "a", "served"),), ("one", "a"))
+    served_b = record((fail_a, skip_c, AttemptRecord("two", "b", "served")), ("two", "b"))
+    failed = record((fail_a, AttemptRecord("two", "b", "failed", "x", "refused"), skip_c), None)
+    client_error = record((AttemptRecord("one", "a", "failed", "x", "client_error"),), None)
+    return [
+        served_a,
+        served_b,
+        failed,
+        client_error._replace(status=400),
+        served_a._replace(cut=True, total_ms=1000.0, ttfb_ms=10.0),  # exactly on bucket edges
+        served_b._replace(client_gone=True, ttfb_ms=None, total_ms=0.0),
+        served_a._replace(route=None, capability=None, total_ms=900_000.0, ttfb_ms=75_000.0),
+        served_a._replace(tokens_in=-1, tokens_out=0, total_ms=0.123, ttfb_ms=0.001),
+        served_b._replace(served_model="three", served_backend="c", total_ms=250.0),
+        record((), None),
+        served_a,
+        failed,
+    ]
+
+
+RECORDED = (
+    "traywire_requests",
+    "traywire_request_duration_seconds",
+    "traywire_time_to_first_byte_seconds",
+    "traywire_fallbacks",
+    "traywire_attempts",
+    "traywire_tokens",
+)
+
+
+def samples(families: Any) -> dict[str, list[tuple[str, tuple[tuple[str, str], ...], float]]]:
+    """Family -> its samples (name, labels, value), ``_created`` values blanked
+    (they are creation times, different between two objects); order kept."""
+    out: dict[str, list[tuple[str, tuple[tuple[str, str], ...], float]]] = {}
+    for f in families:
+        if f.name.removesuffix("_created") not in RECORDED:  # nor the live gauges
+            continue
+        assert f.name not in out
+        out[f.name] = [
+            (
+                s.name,
+                tuple(sorted(s.labels.items())),
+                0.0 if s.name.endswith("_created") else s.value,
+            )
+            for s in f.samples
+        ]
+        out[f.name + " meta"] = [(f.type, (("help", f.documentation),), 0.0)]
+    return out
+
+
+def expositions(registry: CollectorRegistry) -> tuple[Any, Any]:
+    text = generate_latest(registry).decode()
+    om = generate_openmetrics(registry).decode()
+    parsed = samples(text_string_to_metric_families(text)), samples(openmetrics_families(om))
+    assert all(f in p for p in parsed for f in RECORDED)
+    return parsed
+
+
+@pytest.mark.parametrize("created", [True, False])
+def test_exposition_identical_to_prometheus_client_metrics(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, created: bool
+) -> None:
+    # prometheus-client's switch for _created series (PROMETHEUS_DISABLE_CREATED_SERIES)
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", created)
+    ref = Reference()
+    m = metrics.Metrics(Runtime(pair.p.cfg))
+    before = time.time()
+    assert expositions(m.registry) == expositions(ref.registry)  # empty: same families
+    for rec in varied_records():
+        ref.observe(rec)
+        m.observe(rec)
+        assert expositions(m.registry) == expositions(ref.registry)
+    text, om = expositions(m.registry)
+    assert text["traywire_request_duration_seconds"]  # not vacuous
+    assert text["traywire_fallbacks"] and text["traywire_tokens"]
+    # classic text: _created as gauge families of their own; OpenMetrics: in the family
+    assert ("traywire_requests_created" in text) == created
+    assert ("traywire_request_duration_seconds_created" in text) == created
+    assert any(s[0] == "traywire_tokens_created" for s in om["traywire_tokens"]) == created
+    # the created times themselves: when each series was first seen
+    created_values = [
+        s.value
+        for f in text_string_to_metric_families(generate_latest(m.registry).decode())
+        for s in f.samples
+        if s.name.endswith("_created")
+    ]
+    assert bool(created_values) == created
+    assert all(before <= v <= time.time() for v in created_values)
+
+
+def test_scrape_on_another_thread_reads_consistent_series(pair: Pair) -> None:
+    m = metrics.Metrics(Runtime(pair.p.cfg))
+    rec = record(
+        (AttemptRecord("one", "a", "failed", "x", "reset"), AttemptRecord("two", "b", "served")),
+        ("two", "b"),
+    )
+    stop = threading.Event()
+    seen: list[float] = []
+    errors: list[BaseException] = []
+
+    def scrape_loop() -> None:
+        try:
+            while not stop.is_set():
+                s = Scrape(m.render()[0].decode())
+                count = s.value("traywire_request_duration_seconds_count", backend="b")
+                inf = s.value("traywire_request_duration_seconds_bucket", backend="b", le="+Inf")
+                total = s.value("traywire_request_duration_seconds_sum", backend="b")
+                assert (
+                    count
+                    == inf
+                    == s.value("traywire_request_duration_seconds_bucket", backend="b", le="2.5")
+                )
+                assert total == 1.5 * count  # sum, buckets and count from one moment
+                seen.append(count)
+        except BaseException as e:  # reported below, on the test's thread
+            errors.append(e)
+
+    t = threading.Thread(target=scrape_loop)
+    t.start()
+    try:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            for _ in range(200):
+                m.observe(rec)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not errors, errors[0]
+    assert len(seen) > 1 and seen == sorted(seen)

@@ -26,18 +26,49 @@ Read from ``Runtime.status()`` at scrape time:
   ``traywire_backend_latency_seconds{backend}`` (smoothed; absent until measured);
 - ``traywire_request_log_records_total{result}`` (written, dropped, failed) and
   ``traywire_request_log_queue`` when a request log is attached.
+
+The request metrics are plain-Python aggregates (`_Counter`, `_Histogram`),
+not prometheus-client's ``Counter``/``Histogram``, whose lock per update and
+bucket walk in Python cost several microseconds per request; `_Recorded`
+renders them at scrape time as prometheus-client metric families (same names,
+types, labels, help, buckets and ``_created`` series), so the text still comes
+from prometheus-client's encoders, classic or OpenMetrics.
+
+Concurrency: `Metrics.observe` is the only writer and runs on the proxy's
+event loop thread, so it takes no lock. A scrape may run on another thread
+(``render`` is plain, synchronous code): it never iterates the live dicts,
+but copies them first with ``dict(d)`` and each histogram cell with
+``list(cell)``. Those copies are single C calls that run no Python code (the
+keys are tuples of ``str``, hashed in C, and are not even rehashed by the
+copy), so under the GIL they cannot interleave with a write (and on a
+free-threaded build each holds the object's own lock), so every copy is a
+consistent snapshot of its dict or cell: a histogram's buckets, count and sum
+always agree. Different series may be one request apart, as with
+prometheus-client's per-child locks. A new label set gets its ``created`` time
+before its value, and the scrape copies values before created times, so every
+copied value has one.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import prometheus_client.metrics
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import reqlog
 from .types import RequestRecord
@@ -134,88 +165,205 @@ class _Live(Collector):
             )
 
 
+class _Counter:
+    """A labelled counter as plain dicts: label tuple -> value, and -> created time."""
+
+    __slots__ = ("created", "doc", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        """The slow path of `Metrics.observe` (first sight of ``key``), and for tests."""
+        values = self.values
+        if key not in values:
+            self.created[key] = time.time()  # before the value: see `family`
+            values[key] = 0.0
+        values[key] += amount
+
+    def family(self) -> CounterMetricFamily:
+        values = dict(self.values)  # GIL-atomic copies (see the module docstring)
+        created = dict(self.created)
+        use_created = _use_created()
+        f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in values.items():
+            f.add_metric(key, value, created=created[key] if use_created else None)
+        return f
+
+
+class _Histogram:
+    """A labelled histogram as plain lists: label tuple -> [bucket counts..., sum].
+
+    A cell holds one count per bucket (not cumulative; the last is ``+Inf``)
+    followed by the sum of the observed values; ``_count`` is the sum of the
+    bucket counts, so a cell copied whole is always self-consistent.
+    """
+
+    __slots__ = ("bounds", "cells", "created", "doc", "labels", "les", "name")
+
+    def __init__(
+        self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.bounds = (*buckets, math.inf)  # as prometheus-client adds +Inf
+        # as prometheus-client spells ``le`` (untyped there)
+        self.les = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        self.cells: dict[tuple[str, ...], list[float]] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def cell(self, key: tuple[str, ...]) -> list[float]:
+        """The slow path of `Metrics.observe` (first sight of ``key``)."""
+        cell = self.cells.get(key)
+        if cell is None:
+            self.created[key] = time.time()  # before the cell: see `family`
+            cell = self.cells[key] = [0.0] * (len(self.bounds) + 1)
+        return cell
+
+    def family(self) -> HistogramMetricFamily:
+        cells = {k: list(c) for k, c in dict(self.cells).items()}  # GIL-atomic copies
+        created = dict(self.created)
+        use_created = _use_created()
+        f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, cell in cells.items():
+            acc = 0.0
+            buckets = []
+            for le, n in zip(self.les, cell[:-1], strict=True):
+                acc += n
+                buckets.append((le, acc))
+            f.add_metric(key, buckets, cell[-1])
+            if use_created:
+                f.add_sample(
+                    f"{self.name}_created", dict(zip(self.labels, key, strict=True)), created[key]
+                )
+        return f
+
+
+def _use_created() -> bool:
+    """prometheus-client's switch for ``_created`` series (env var or
+    ``disable_created_metrics()``), read at scrape time as its own metrics do."""
+    return bool(getattr(prometheus_client.metrics, "_use_created", True))
+
+
+class _Recorded(Collector):
+    """The request counters and histograms, rendered from `Metrics`' aggregates."""
+
+    def __init__(self, metrics: tuple[_Counter | _Histogram, ...]) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            CounterMetricFamily(m.name, m.doc, labels=m.labels)
+            if isinstance(m, _Counter)
+            else HistogramMetricFamily(m.name, m.doc, labels=m.labels)
+            for m in self.metrics
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.metrics:
+            yield m.family()
+
+
 class Metrics:
-    """The metrics of one app: its registry, the request observer and the handler."""
+    """The metrics of one app: its registry, the request observer and the handler.
+
+    `observe` updates plain dicts without locks: it is only ever called on the
+    proxy's event loop thread (runtime observers run there), so there is a
+    single writer. A scrape may run on any thread; it reads through copies
+    (see the module docstring).
+    """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        self.requests = _Counter(
             "traywire_requests",
             "Requests handled, by route, capability, serving backend and model, and outcome",
-            ["route", "capability", "backend", "model", "outcome"],
-            registry=r,
+            ("route", "capability", "backend", "model", "outcome"),
         )
-        self.duration = Histogram(
+        self.duration = _Histogram(
             "traywire_request_duration_seconds",
             "Time from a request's arrival until its response was complete",
-            ["backend"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
+            ("backend",),
+            DURATION_BUCKETS,
         )
-        self.ttfb = Histogram(
+        self.ttfb = _Histogram(
             "traywire_time_to_first_byte_seconds",
             "Time from a request's arrival until the first byte of its answer",
-            ["backend"],
-            buckets=TTFB_BUCKETS,
-            registry=r,
+            ("backend",),
+            TTFB_BUCKETS,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = _Counter(
             "traywire_fallbacks",
             "Failed attempts followed by an attempt on the next backend",
-            ["from_backend", "to_backend"],
-            registry=r,
+            ("from_backend", "to_backend"),
         )
-        self.attempts = Counter(
+        self.attempts = _Counter(
             "traywire_attempts",
             "Attempts by backend, outcome (served, failed, skipped) and error kind",
-            ["backend", "outcome", "kind"],
-            registry=r,
+            ("backend", "outcome", "kind"),
         )
-        self.tokens = Counter(
+        self.tokens = _Counter(
             "traywire_tokens",
             "Tokens the backends reported, prompt (in) and reply (out)",
-            ["backend", "model", "direction"],
-            registry=r,
+            ("backend", "model", "direction"),
         )
-        r.register(_Live(rt))
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: label look-ups take a lock each."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.registry = CollectorRegistry(auto_describe=True)
+        recorded = (self.requests, self.duration, self.ttfb, self.fallbacks, self.attempts)
+        self.registry.register(_Recorded((*recorded, self.tokens)))
+        self.registry.register(_Live(rt))
 
     def observe(self, rec: RequestRecord) -> None:
-        c = self._child
+        """Count one request: the hot path, a few dict updates (no locks, see the class)."""
         backend = rec.served_backend or ""
         model = rec.served_model or ""
-        c(
-            self.requests,
+        counts = self.requests.values
+        key: tuple[str, ...] = (
             rec.route or "",
             rec.capability or "",
             backend,
             model,
             reqlog.outcome_of(rec),
-        ).inc()
-        c(self.duration, backend).observe(rec.total_ms / 1000.0)
+        )
+        if key in counts:
+            counts[key] += 1.0
+        else:
+            self.requests.inc(key)
+        bkey = (backend,)
+        cell = self.duration.cells.get(bkey) or self.duration.cell(bkey)
+        amount = rec.total_ms / 1000.0
+        cell[bisect_left(self.duration.bounds, amount)] += 1.0
+        cell[-1] += amount
         if rec.ttfb_ms is not None:
-            c(self.ttfb, backend).observe(rec.ttfb_ms / 1000.0)
+            cell = self.ttfb.cells.get(bkey) or self.ttfb.cell(bkey)
+            amount = rec.ttfb_ms / 1000.0
+            cell[bisect_left(self.ttfb.bounds, amount)] += 1.0
+            cell[-1] += amount
         pending: str | None = None  # backend of a failed attempt awaiting the next one
+        counts = self.attempts.values
         for a in rec.attempts:
-            c(self.attempts, a.backend, a.outcome, a.kind).inc()
+            key = (a.backend, a.outcome, a.kind)
+            if key in counts:
+                counts[key] += 1.0
+            else:
+                self.attempts.inc(key)
             if a.outcome == "skipped":
                 continue
             if pending is not None:
-                c(self.fallbacks, pending, a.backend).inc()
+                self.fallbacks.inc((pending, a.backend))
             pending = a.backend if a.outcome == "failed" else None
         if rec.served_backend is not None:
-            c(self.tokens, backend, model, "in").inc(max(0, rec.tokens_in))
-            c(self.tokens, backend, model, "out").inc(max(0, rec.tokens_out))
+            counts = self.tokens.values
+            key = (backend, model, "in")
+            if key in counts:
+                counts[key] += max(0, rec.tokens_in)
+            else:
+                self.tokens.inc(key, max(0, rec.tokens_in))
+            key = (backend, model, "out")
+            if key in counts:
+                counts[key] += max(0, rec.tokens_out)
+            else:
+                self.tokens.inc(key, max(0, rec.tokens_out))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for an ``Accept`` header: (body, content type)."""
