@@ -166,9 +166,9 @@ def _users(rt: Runtime, name: str) -> list[str]:
 # --------------------------------------------------------------------------- middleware
 
 
-@web.middleware
 async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The session token, same-origin and JSON-only rules (see the module docstring);
+    called by the proxy's one middleware (`server.guard`) for every request;
     ``no-store`` on everything under /ui; a browser asking for ``/`` goes to /ui."""
     path, method = request.path, request.method
     changes = method not in _SAFE_METHODS
@@ -452,7 +452,6 @@ def setup(app: web.Application, rt: Runtime, *, config_file: str | Path | None =
     app[SESSION] = session
     app[CONFIG_FILE] = None if config_file is None else str(config_file)
     app[_FILES] = _load_files(session)
-    app.middlewares.append(protect)
     r = app.router
     r.add_get("/ui", page)
     r.add_get("/ui/", page_slash)

@@ -106,7 +106,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.content_type != "application/json":
             return replies.error(None, 415, "admin calls take application/json")
     try:
-        return await handler(request)
+        # the dashboard's own rules (session token, no-store), in this one
+        # middleware: every middleware layer costs each request
+        return await dashboard.protect(request, handler)
     except web.HTTPException as exc:
         if exc.status == 405:
             return replies.error(dialect, 405, f"{request.method} is not allowed on {request.path}")
