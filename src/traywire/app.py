@@ -55,8 +55,6 @@ async def run_server(
         await server.rt.close()
         return 1
     print(banner(server.url), flush=True)
-    if server.rt.key_problem:
-        print(f"traywire: warning: {server.rt.key_problem}", file=sys.stderr, flush=True)
     await stop.wait()
     print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
     await server.stop()

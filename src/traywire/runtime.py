@@ -138,6 +138,7 @@ class Runtime:
     def _resolve_keys(self) -> None:
         from . import secrets
 
+        unavailable: list[str] = []
         for b in self.cfg.backends.values():
             if b.key is None or b.name in self.keys:
                 continue
@@ -146,7 +147,9 @@ class Runtime:
             except secrets.SecretsError as exc:
                 self.keys[b.name] = None
                 self.key_problem = str(exc)
-                log.warning("backend %s: key %s unavailable: %s", b.name, b.key, exc)
+                unavailable.append(f"{b.name} ({b.key})")
+        if unavailable:  # said once, whatever the number of backends
+            log.warning("no key for %s: %s", ", ".join(unavailable), self.key_problem)
         self._apply_keys()
 
     def _apply_keys(self) -> None:
