@@ -276,17 +276,6 @@ def test_controller_set_key_opens_the_dashboard_key_form(
     assert tray.notes == []
 
 
-def test_terminal_command_finds_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    if sys.platform in ("darwin", "win32"):
-        pytest.skip("Linux terminal lookup")
-    monkeypatch.setattr(
-        desktop.shutil, "which", lambda n: "/usr/bin/xterm" if n == "xterm" else None
-    )
-    assert desktop.terminal_command(["a", "b"]) == ["/usr/bin/xterm", "-e", "a", "b"]
-    monkeypatch.setattr(desktop.shutil, "which", lambda n: None)
-    assert desktop.terminal_command(["a"]) is None
-
-
 # --------------------------------------------------------------------------- no display
 
 

@@ -17,7 +17,6 @@ import contextlib
 import importlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -255,28 +254,6 @@ def open_path(target: str) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-
-
-def terminal_command(argv: list[str]) -> list[str] | None:
-    """``argv`` run in a new terminal window, or None if no terminal was found."""
-    if sys.platform == "darwin":
-        line = " ".join(_sh_quote(a) for a in argv)
-        return ["osascript", "-e", f'tell application "Terminal" to do script "{line}"']
-    if sys.platform == "win32":
-        return ["cmd", "/c", "start", "traywire", "cmd", "/k", subprocess.list2cmdline(argv)]
-    for term, flag in (
-        ("x-terminal-emulator", "-e"),
-        ("gnome-terminal", "--"),
-        ("konsole", "-e"),
-        ("xfce4-terminal", "-x"),
-        ("kitty", ""),
-        ("alacritty", "-e"),
-        ("xterm", "-e"),
-    ):
-        path = shutil.which(term)
-        if path:
-            return [path, *([flag] if flag else []), *argv]
-    return None
 
 
 def _sh_quote(arg: str) -> str:

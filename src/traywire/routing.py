@@ -66,7 +66,6 @@ class _Step(NamedTuple):
 class _Index(NamedTuple):
     location: Mapping[str, Location]  # model -> location of its backend
     chain_steps: Mapping[str, tuple[_Step, ...]]  # model -> its chain with reasons
-    group_of: Mapping[str, str | None]  # backend -> exclusive group
 
 
 _CACHE: dict[int, tuple[Config, _Index]] = {}
@@ -97,7 +96,6 @@ def _index(cfg: Config) -> _Index:
     index = _Index(
         location=location,
         chain_steps=chains,
-        group_of={n: b.exclusive_group for n, b in cfg.backends.items()},
     )
     if len(_CACHE) > 8:
         _CACHE.clear()

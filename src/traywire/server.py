@@ -462,7 +462,6 @@ class Server:
         self.runner = web.AppRunner(
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace
         )
-        self.started_at = 0.0
 
     async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
         await self.rt.start(probes=probes, resolve_keys=resolve_keys)
@@ -473,7 +472,6 @@ class Server:
             server = site._server
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.started_at = time.monotonic()
 
     @property
     def url(self) -> str:

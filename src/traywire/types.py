@@ -54,7 +54,6 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("ollama", "openai")
 
 Circuit = Literal["closed", "open", "half_open"]
 
-EMPTY: Mapping[str, object] = MappingProxyType({})
 
 
 class RouteRequest(NamedTuple):
