@@ -74,9 +74,24 @@ async def main(port: int, upstream: str) -> None:
     await runner.cleanup()
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The same event loop traywire runs on (uvloop where installed), so the
+    comparison measures the proxies' own work, not their loops'."""
+    if kind == "uvloop":
+        try:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True)
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     a = ap.parse_args()
-    asyncio.run(main(a.port, a.upstream.rstrip("/")))
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(a.loop)) as runner:
+        runner.run(main(a.port, a.upstream.rstrip("/")))

@@ -40,10 +40,10 @@ from aiohttp import web
 from . import replies
 from . import translate as tr
 from .backends import ADAPTERS, Dialect, Ids, Op, Prepared, error_from_status
-from .backends.base import map_client_error
 from .config import Backend, Model
 from .errors import BackendError
 from .runtime import Runtime
+from .transport import Response, TransportError
 from .types import AttemptRecord, Decision, RequestRecord
 
 log = logging.getLogger("traywire")
@@ -69,26 +69,13 @@ def new_ids() -> Ids:
     return Ids(f"{_ID_PREFIX}{next(_ids):012d}", int(now), stamp)
 
 
-def _timeout(backend: Backend, stream: bool) -> aiohttp.ClientTimeout:
-    """One ClientTimeout per backend and mode (made once, not per request).
-
-    Streams are bounded by first_byte, then idle between chunks (enforced by the
-    relay loop): a long answer that keeps flowing is never cut by ``total``."""
-    key = (backend.name, backend.timeouts, stream)
-    t = _TIMEOUTS.get(key)
-    if t is None:
-        tt = backend.timeouts
-        t = aiohttp.ClientTimeout(total=None if stream else tt.total, sock_connect=tt.connect)
-        _TIMEOUTS[key] = t
-    return t
+_JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
-_TIMEOUTS: dict[tuple[str, object, bool], aiohttp.ClientTimeout] = {}
-_JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _post_headers(adapter_headers: dict[str, str]) -> dict[str, str]:
-    return {**_JSON_HEADERS, **adapter_headers} if adapter_headers else _JSON_HEADERS
+def _post_headers(adapter_headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    if not adapter_headers:
+        return _JSON_HEADERS
+    return (*_JSON_HEADERS, *adapter_headers.items())
 
 
 def _usage(data: Any) -> tuple[int, int]:
@@ -346,21 +333,35 @@ async def _unary(
     headers: dict[str, str],
     trace: Trace,
 ) -> web.Response:
-    assert rt.session is not None
+    assert rt.pool is not None
     adapter = ADAPTERS[backend.kind]
+    t = backend.timeouts
     started = time.monotonic()
+    r: Response | None = None
     try:
-        async with rt.session.post(
-            backend.url + prep.path,
-            data=replies.dumps(prep.body),
-            headers=_post_headers(adapter.headers(rt.key_for(backend.name))),
-            timeout=_timeout(backend, False),
-        ) as r:
+        async with asyncio.timeout(t.total):
+            r = await rt.pool.request(
+                "POST",
+                backend.url,
+                prep.path,
+                _post_headers(adapter.headers(rt.key_for(backend.name))),
+                replies.dumps(prep.body),
+                connect_timeout=t.connect,
+            )
             raw = await r.read()
-            status = r.status
-            retry_after = r.headers.get("Retry-After")
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise map_client_error(exc, backend.name) from exc
+    except TransportError as exc:
+        _close(r)
+        raise _transport_error(exc, backend.name) from exc
+    except TimeoutError as exc:
+        _close(r)
+        raise BackendError(
+            "first_byte_timeout", f"no answer from {backend.name} within {t.total:g}s"
+        ) from exc
+    except BaseException:
+        _close(r)
+        raise
+    status = r.status
+    retry_after = r.headers.get("retry-after")
     if status >= 400:
         raise error_from_status(status, _decode(raw), retry_after)
     elapsed = time.monotonic() - started
@@ -400,28 +401,30 @@ async def _stream(
     headers: dict[str, str],
     trace: Trace,
 ) -> web.StreamResponse:
-    assert rt.session is not None
+    assert rt.pool is not None
     t = backend.timeouts
     adapter = ADAPTERS[backend.kind]
     relay = adapter.relay(
         prep, call.dialect, call.op, _reported(rt, d, model), new_ids(), call.body
     )
     started = time.monotonic()
-    r: aiohttp.ClientResponse | None = None
+    r: Response | None = None
     first = b""
     try:
         async with asyncio.timeout(t.first_byte):
-            r = await rt.session.post(
-                backend.url + prep.path,
-                data=replies.dumps(prep.body),
-                headers=_post_headers(adapter.headers(rt.key_for(backend.name))),
-                timeout=_timeout(backend, True),
+            r = await rt.pool.request(
+                "POST",
+                backend.url,
+                prep.path,
+                _post_headers(adapter.headers(rt.key_for(backend.name))),
+                replies.dumps(prep.body),
+                connect_timeout=t.connect,
             )
             if r.status >= 400:
                 raw = await r.read()
-                raise error_from_status(r.status, _decode(raw), r.headers.get("Retry-After"))
+                raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
             while not first:
-                chunk = await r.content.readany()
+                chunk = await r.readany()
                 if not chunk:
                     if relay.complete:
                         break
@@ -445,9 +448,9 @@ async def _stream(
         raise BackendError(
             "first_byte_timeout", f"no data from {backend.name} within {t.first_byte:g}s"
         ) from exc
-    except aiohttp.ClientError as exc:
+    except TransportError as exc:
         _close(r)
-        raise map_client_error(exc, backend.name) from exc
+        raise _transport_error(exc, backend.name) from exc
     except BaseException:
         _close(r)
         raise
@@ -468,7 +471,7 @@ async def _stream(
         async with asyncio.timeout(None) as deadline:
             while True:
                 deadline.reschedule(loop.time() + t.idle)
-                chunk = await r.content.readany()
+                chunk = await r.readany()
                 if not chunk:
                     break
                 out = relay.feed(chunk)
@@ -482,17 +485,12 @@ async def _stream(
         problem, kind = f"invalid stream from {backend.name}: {exc}", "invalid_response"
     except tr.UpstreamError as exc:
         problem, kind = f"{backend.name}: {exc}", "server_error"
-    except (
-        aiohttp.ClientPayloadError,
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientOSError,
-    ) as exc:
-        if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError) and (
-            request.transport is None or request.transport.is_closing()
-        ):
-            _close(r)
-            raise asyncio.CancelledError from exc  # the client went away
-        problem = f"{backend.name} broke off the stream: {type(exc).__name__}"
+    except TransportError as exc:
+        problem = f"{backend.name} broke off the stream: {exc.detail}"
+        kind = exc.kind
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
+        _close(r)  # writing to the client failed: it went away
+        raise asyncio.CancelledError from exc
     except BaseException:
         _close(r)  # client gone (cancelled) or anything else: stop the backend now
         raise
@@ -515,6 +513,10 @@ async def _stream(
     return response
 
 
-def _close(r: aiohttp.ClientResponse | None) -> None:
+def _close(r: Response | None) -> None:
     if r is not None:
         r.close()
+
+
+def _transport_error(exc: TransportError, backend: str) -> BackendError:
+    return BackendError(exc.kind, f"{backend}: {exc.detail}")

@@ -23,6 +23,7 @@ from .config import Backend, Config
 from .health import Health
 from .probe import Prober, ProbeTarget
 from .switch import Switcher, SwitchState
+from .transport import Pool
 from .types import PREFERENCES, LiveState, Preference, RequestRecord
 
 log = logging.getLogger("traywire")
@@ -54,7 +55,10 @@ class Runtime:
         # backend name -> key value (None: referenced but not set)
         self.keys: dict[str, str | None] = dict(keys or {})
         self.key_problem: str | None = None
+        # Probes, listings and switch checks use aiohttp's client; the request
+        # path uses `transport.Pool` (a few µs per request instead of ~70).
         self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
         self.prober: Prober | None = None
         self._rng = random.Random()
         # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
@@ -67,6 +71,7 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
+        self.pool = Pool()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
         # No cookie jar: a backend's cookies are never stored nor sent to another
         # backend (and filtering cookies is work on every request).
@@ -93,6 +98,9 @@ class Runtime:
         if self.prober is not None:
             await self.prober.stop()
             self.prober = None
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
         if self.session is not None:
             await self.session.close()
             self.session = None
