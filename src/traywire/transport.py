@@ -262,11 +262,19 @@ class Pool:
     how many run at once (backends have their own capacity; the router
     watches it)."""
 
-    def __init__(self, *, keepalive_s: float = 30.0, user_agent: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        keepalive_s: float = 30.0,
+        user_agent: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: for https backends; the system's default trust
+        store when None (made on first use)."""
         self.keepalive_s = keepalive_s
         self.user_agent = user_agent or f"traywire/{__version__}"
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self._closed = False
         self.opened = 0  # connections made so far (for tests and /status)
 
