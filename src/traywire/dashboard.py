@@ -445,22 +445,28 @@ async def reload(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- wiring
 
 
+def routes() -> list[tuple[str, str, Handler]]:
+    """The dashboard's endpoints: (method, path, handler); `server` adds them."""
+    return [
+        ("GET", "/ui", page),
+        ("GET", "/ui/", page_slash),
+        ("GET", "/ui/api/meta", meta),
+        ("GET", "/ui/api/requests", requests),
+        ("GET", r"/ui/api/requests/{id:\d{1,18}}", one_request),
+        ("GET", "/ui/api/latency", latency),
+        ("GET", "/ui/api/keys", keys),
+        ("POST", "/ui/api/keys", set_key),
+        ("DELETE", "/ui/api/keys/{name}", delete_key),
+        ("POST", "/ui/api/reload", reload),
+        ("GET", "/ui/{name:[a-z]+\\.[a-z]+}", static),
+    ]
+
+
 def setup(app: web.Application, rt: Runtime, *, config_file: str | Path | None = None) -> None:
-    """Serve the dashboard on ``app`` (call before the app starts)."""
+    """The dashboard's state on ``app`` (call before the app starts); its
+    endpoints are `routes`."""
     session = _random.token_urlsafe(32)
     app[DASH_RUNTIME] = rt
     app[SESSION] = session
     app[CONFIG_FILE] = None if config_file is None else str(config_file)
     app[_FILES] = _load_files(session)
-    r = app.router
-    r.add_get("/ui", page)
-    r.add_get("/ui/", page_slash)
-    r.add_get("/ui/api/meta", meta)
-    r.add_get("/ui/api/requests", requests)
-    r.add_get(r"/ui/api/requests/{id:\d{1,18}}", one_request)
-    r.add_get("/ui/api/latency", latency)
-    r.add_get("/ui/api/keys", keys)
-    r.add_post("/ui/api/keys", set_key)
-    r.add_delete("/ui/api/keys/{name}", delete_key)
-    r.add_post("/ui/api/reload", reload)
-    r.add_get("/ui/{name:[a-z]+\\.[a-z]+}", static)

@@ -142,11 +142,11 @@ class Trace:
         ms = (time.monotonic() - since) * 1000 if since is not None else 0.0
         self.attempts.append(AttemptRecord(model, backend, outcome, error, kind, round(ms, 2)))
 
-    def record(self, call: Call, d: Decision, request: web.Request) -> RequestRecord:
+    def record(self, call: Call, d: Decision, endpoint: str) -> RequestRecord:
         return RequestRecord(
             ts=self.wall,
             dialect=call.dialect,
-            endpoint=request.path,
+            endpoint=endpoint,
             requested=d.requested,
             capability=d.capability,
             strategy=d.strategy,
@@ -181,7 +181,15 @@ async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) ->
         trace.status = trace.status or 499
         raise
     finally:
-        rt.observe(trace.record(call, d, request))
+        # Recorded just after the answer is on its way: aiohttp writes the
+        # response this returns before the loop runs callbacks, and the loop
+        # runs this before it reads anything more (so the next request, e.g.
+        # GET /metrics, sees this one counted).
+        asyncio.get_running_loop().call_soon(_observe, rt, trace, call, d, request.path)
+
+
+def _observe(rt: Runtime, trace: Trace, call: Call, d: Decision, endpoint: str) -> None:
+    rt.observe(trace.record(call, d, endpoint))
 
 
 async def _execute(

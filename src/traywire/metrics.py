@@ -379,11 +379,11 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
 def setup(app: web.Application, rt: Runtime) -> Metrics:
-    """Serve ``GET /metrics`` on ``app`` and count every request ``rt`` observes."""
+    """Count every request ``rt`` observes; ``GET /metrics`` is the returned
+    object's ``handle`` (`server` adds the route)."""
     m = Metrics(rt)
     app[METRICS] = m
     rt.observers.append(m.observe)
-    app.router.add_get("/metrics", m.handle)
 
     async def detach(app: web.Application) -> None:
         if m.observe in rt.observers:
