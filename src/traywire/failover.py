@@ -64,9 +64,7 @@ _ids = itertools.count(1)
 
 def new_ids() -> Ids:
     """Response ids unique to this process (a random prefix and a counter)."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-    return Ids(f"{_ID_PREFIX}{next(_ids):012d}", int(now), stamp)
+    return Ids(_ID_PREFIX, next(_ids), time.time())
 
 
 _JSON_HEADERS = (("Content-Type", "application/json"),)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -16,12 +17,30 @@ Dialect = Literal["openai", "ollama"]
 Op = Literal["chat", "completion", "embed"]
 
 
-class Ids(NamedTuple):
-    """Per-response identifiers, made by the caller (adapters read no clock)."""
+class Ids:
+    """Per-response identifiers, made by the caller (adapters read no clock)
+    from a serial number and a wall-clock time; each is only formatted if an
+    adapter asks for it (a same-dialect answer needs none)."""
 
-    response_id: str
-    created: int  # unix seconds
-    created_at: str  # ISO 8601
+    __slots__ = ("_prefix", "_serial", "_time")
+
+    def __init__(self, prefix: str, serial: int, unix_time: float) -> None:
+        self._prefix = prefix
+        self._serial = serial
+        self._time = unix_time
+
+    @property
+    def response_id(self) -> str:
+        return f"{self._prefix}{self._serial:012d}"
+
+    @property
+    def created(self) -> int:  # unix seconds
+        return int(self._time)
+
+    @property
+    def created_at(self) -> str:  # ISO 8601, microseconds, UTC
+        t = self._time
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 class Prepared(NamedTuple):
