@@ -607,5 +607,3 @@ class RateLimiter:
     @property
     def held(self) -> tuple[Notice, ...]:
         return tuple(self._held.values())
-
-

@@ -55,7 +55,6 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("ollama", "openai")
 Circuit = Literal["closed", "open", "half_open"]
 
 
-
 class RouteRequest(NamedTuple):
     """What the router needs to know about one request, whatever its dialect."""
 
