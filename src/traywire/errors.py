@@ -1,7 +1,8 @@
 """traywire's own error kinds.
 
-Adapters map low-level failures (aiohttp, sockets, HTTP statuses) to these at
-the boundary, so the failover policy only ever sees this small vocabulary.
+The transport (sockets, HTTP framing) and the adapters (HTTP statuses) map
+low-level failures to these at the boundary, so the failover policy only ever
+sees this small vocabulary.
 """
 
 from __future__ import annotations

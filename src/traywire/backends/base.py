@@ -157,23 +157,3 @@ def error_from_status(status: int, data: Any, retry_after: str | None = None) ->
     if status in (400, 401, 403, 422) or 400 <= status < 500:
         return BackendError("client_error", text, status=status, body=data)
     return BackendError("invalid_response", text, status=status, body=data)
-
-
-def map_client_error(exc: BaseException, what: str) -> BackendError:
-    """An aiohttp/socket failure → a traywire error kind (the boundary mapping)."""
-    import asyncio
-
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return BackendError("dns", f"DNS lookup failed for {what}")
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return BackendError("connect_timeout", f"connect timeout to {what}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
-        return BackendError("refused", f"cannot connect to {what}: {reason}")
-    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
-        return BackendError("first_byte_timeout", f"no answer from {what} in time")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return BackendError("refused", f"invalid URL for {what}")
-    return BackendError("reset", f"connection to {what} failed: {type(exc).__name__}: {exc}")
