@@ -198,6 +198,8 @@ class ResponseParser:
             if transfer != "chunked":
                 raise ProtocolError(f"unsupported transfer coding {transfer!r}")
             self._mode = _CHUNKED
+            if "content-length" in headers:
+                self.keep_alive = False  # both framings: chunked wins, then close (RFC 9112 6.3)
         elif "content-length" in headers:
             raw = headers["content-length"]
             if not raw.isdigit():
