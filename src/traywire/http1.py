@@ -110,7 +110,8 @@ class ResponseParser:
             while self._mode < 0:
                 end = data.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(data) > MAX_HEAD:
+                    # the last 3 bytes may begin the blank line that ends the head
+                    if len(data) - 3 > MAX_HEAD:
                         raise ProtocolError(f"response head longer than {MAX_HEAD} bytes")
                     self._buf = data
                     return b""
@@ -154,6 +155,9 @@ class ResponseParser:
     # ------------------------------------------------------------------ head
 
     def _head(self, head: bytes) -> None:
+        crlf = head.count(_CRLF)
+        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+            raise ProtocolError("a bare CR or LF in the response head")
         lines = head.split(_CRLF)
         status_line = lines[0]
         version = status_line[:9]
@@ -170,7 +174,11 @@ class ResponseParser:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip() or b" " in name:
                 raise ProtocolError(f"malformed header line {line[:80]!r}")
-            headers[name.decode("latin-1").lower()] = value.strip(b" \t").decode("latin-1")
+            key = name.decode("latin-1").lower()
+            text = value.strip(b" \t").decode("latin-1")
+            if key == "content-length" and headers.get(key, text) != text:
+                raise ProtocolError("two different Content-Length headers")
+            headers[key] = text
         if 100 <= status < 200:
             if status == 101:
                 raise ProtocolError("the backend switched protocols")
@@ -202,7 +210,7 @@ class ResponseParser:
                 self.keep_alive = False  # both framings: chunked wins, then close (RFC 9112 6.3)
         elif "content-length" in headers:
             raw = headers["content-length"]
-            if not raw.isdigit():
+            if not (raw.isascii() and raw.isdigit()):
                 raise ProtocolError(f"bad Content-Length {raw!r}")
             self._left = int(raw)
             self._mode = _LENGTH
@@ -237,6 +245,8 @@ class ResponseParser:
                     raise ProtocolError("chunk-size line too long")
                 self._buf = rest
                 break
+            if end - pos > MAX_CHUNK_LINE:
+                raise ProtocolError("chunk-size or trailer line too long")
             line = data[pos:end]
             pos = end + 2
             if state == _SIZE:
@@ -269,12 +279,17 @@ class ResponseParser:
                 out += self._decoder.flush()
         except zlib.error as exc:
             raise ProtocolError(f"cannot decode the response body: {exc}") from None
+        if self.done and not self._decoder.eof:
+            raise ProtocolError("the compressed response body is cut short")
         return out
 
     def _flush(self) -> bytes:
         if self._decoder is None:
             return b""
         try:
-            return self._decoder.flush()
+            out = self._decoder.flush()
         except zlib.error as exc:
             raise ProtocolError(f"cannot decode the response body: {exc}") from None
+        if not self._decoder.eof:
+            raise ProtocolError("the compressed response body is cut short")
+        return out

@@ -40,7 +40,6 @@ from . import __version__
 from .http1 import ProtocolError, ResponseParser, encode_request
 
 HIGH_WATER = 1 << 20  # bytes buffered from a backend before reading pauses
-LOW_WATER = 1 << 18
 
 
 class TransportError(Exception):
@@ -107,6 +106,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.got_bytes = False
         self.reused = False
+        self.idle = False  # in the pool, waiting for a request
         self.idle_since = 0.0
         self.key: tuple[str, str, int] = ("", "", 0)
 
@@ -117,6 +117,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self.idle:
+            # nothing was asked: a late "408 Request Timeout" before a close,
+            # or garbage; either way this connection cannot carry a request
+            self.close()
+            return
         if self.error is not None:
             return
         try:
@@ -338,6 +343,7 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
+            conn.idle = False
             if conn.closed or conn.transport is None or conn.transport.is_closing():
                 continue
             if now - conn.idle_since > self.keepalive_s:
@@ -353,6 +359,7 @@ class Pool:
             return
         conn.parser = ResponseParser()
         conn.got_bytes = False
+        conn.idle = True
         conn.idle_since = time.monotonic()
         self._idle.setdefault(conn.key, []).append(conn)
 
