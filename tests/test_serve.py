@@ -3,6 +3,7 @@ configuration's chains, official clients, signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -29,7 +31,9 @@ def dead_url() -> str:
 
 
 class Serve:
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, grace: float = 3
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -43,7 +47,7 @@ class Serve:
                 "--port",
                 str(self.port),
                 "--grace",
-                "3",
+                str(grace),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -228,3 +232,96 @@ def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def wait_for_chat(fake: FakeBackend, timeout: float = 10) -> None:
+    """Until ``fake`` has received a chat request (probes do not count)."""
+    deadline = time.monotonic() + timeout
+    while not any(r.path == "/api/chat" for r in fake.requests):
+        assert time.monotonic() < deadline, "no chat request reached the backend"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "ollama"])
+def test_a_stream_longer_than_the_grace_period_ends_with_an_error_not_a_cut(
+    tmp_path: Path, dialect: str, cloud: FakeBackend, local: FakeBackend, vllm: FakeBackend
+) -> None:
+    local.chunk_delay = 0.5  # about 5 s in all, the grace period is 1 s
+    srv = Serve(overlay(tmp_path, cloud.url, local.url, vllm.url), grace=1)
+    import threading
+
+    lines: list[bytes] = []
+    errors: list[BaseException] = []
+    path = "/v1/chat/completions" if dialect == "openai" else "/api/chat"
+
+    def stream() -> None:
+        try:
+            with httpx.stream(
+                "POST",
+                srv.url + path,
+                json={
+                    "model": "llama3.1:latest",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "stream": True,
+                },
+                timeout=20,
+            ) as r:
+                lines.extend(line.encode() for line in r.iter_lines() if line)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    wait_for_chat(local)
+    time.sleep(0.3)
+    started = time.monotonic()
+    code, _out, err = srv.stop(signal.SIGTERM)
+    t.join(10)
+    assert time.monotonic() - started < 8  # the grace period, not the whole stream
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert not errors, errors  # a complete HTTP response, not a cut connection
+    if dialect == "openai":
+        assert lines[-1] == b"data: [DONE]"
+        last = json.loads(lines[-2].removeprefix(b"data: "))
+        assert "shutting down" in last["error"]["message"]
+    else:
+        last = json.loads(lines[-1])
+        assert "shutting down" in last["error"]
+    assert len(lines) >= 3  # some content came through before the end
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_unanswered_after_the_grace_period_gets_a_503(
+    tmp_path: Path, stream: bool, cloud: FakeBackend, local: FakeBackend, vllm: FakeBackend
+) -> None:
+    local.hang(paths=["/api/chat"])  # the backend never answers
+    srv = Serve(overlay(tmp_path, cloud.url, local.url, vllm.url), grace=1)
+    import threading
+
+    got: list[httpx.Response] = []
+
+    def ask() -> None:
+        got.append(
+            httpx.post(
+                srv.url + "/v1/chat/completions",
+                json={
+                    "model": "llama3.1:latest",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "stream": stream,
+                },
+                timeout=20,
+            )
+        )
+
+    t = threading.Thread(target=ask)
+    t.start()
+    wait_for_chat(local)
+    code, _out, err = srv.stop(signal.SIGTERM)
+    t.join(10)
+    assert code == 0, err
+    assert "Traceback" not in err
+    (r,) = got
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "shutting_down"
+    assert "shutting down" in r.json()["error"]["message"]

@@ -103,6 +103,7 @@ class Trace:
 
     __slots__ = (
         "attempts",
+        "began",
         "client_gone",
         "cut",
         "error",
@@ -127,6 +128,7 @@ class Trace:
         self.error = ""
         self.cut = False
         self.client_gone = False
+        self.began = False  # the answer's head has gone to the client
 
     def add(
         self,
@@ -168,17 +170,30 @@ class Trace:
         )
 
 
+SHUTTING_DOWN = "traywire is shutting down; try again when it is back"
+
+
 async def execute(rt: Runtime, call: Call, d: Decision, request: web.Request) -> web.StreamResponse:
     trace = Trace()
+    task = asyncio.current_task()
+    assert task is not None
+    rt.inflight.add(task)
     try:
         response = await _execute(rt, call, d, request, trace)
         trace.status = response.status
         return response
     except asyncio.CancelledError:
-        trace.client_gone = True
+        if rt.stopping and not trace.began:
+            # the server stops and this request is past the grace period:
+            # answer it (nothing was sent yet) rather than cut the connection
+            task.uncancel()
+            trace.status, trace.error = 503, SHUTTING_DOWN
+            return replies.error(call.dialect, 503, SHUTTING_DOWN, code="shutting_down")
+        trace.client_gone = not rt.stopping
         trace.status = trace.status or 499
         raise
     finally:
+        rt.inflight.discard(task)
         # Recorded just after the answer is on its way: aiohttp writes the
         # response this returns before the loop runs callbacks, and the loop
         # runs this before it reads anything more (so the next request, e.g.
@@ -471,6 +486,7 @@ async def _stream(
     problem: str | None = None
     kind = "reset"
     try:
+        trace.began = True
         await response.prepare(request)
         await response.write(first)
         loop = asyncio.get_running_loop()
@@ -497,6 +513,13 @@ async def _stream(
     except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
         _close(r)  # writing to the client failed: it went away
         raise asyncio.CancelledError from exc
+    except asyncio.CancelledError:
+        if not rt.stopping:
+            _close(r)  # the client went away: stop the backend now
+            raise
+        # past the shutdown grace period: end the stream cleanly, with an error
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        problem, kind = SHUTTING_DOWN, "shutdown"
     except BaseException:
         _close(r)  # client gone (cancelled) or anything else: stop the backend now
         raise
@@ -506,7 +529,8 @@ async def _stream(
             r.release()
         else:
             _close(r)
-            rt.health.failure(backend.name, time.monotonic(), kind)
+            if kind != "shutdown":  # not the backend's fault
+                rt.health.failure(backend.name, time.monotonic(), kind)
             trace.cut, trace.error = True, problem
             log.info("stream from %s cut: %s", backend.name, problem)
             await response.write(relay.error(problem))

@@ -66,6 +66,12 @@ class Runtime:
         # Called with every RequestRecord (request log, metrics). Observers
         # must not block: they run on the proxy's loop, on the request path.
         self.observers: list[Callable[[RequestRecord], None]] = []
+        # The tasks serving inference requests right now (see `failover`), and
+        # whether the proxy is stopping: once the grace period is over, the
+        # server cancels what is left with this set, and each answer ends with
+        # a clean error in its dialect rather than a cut connection.
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.stopping = False
         self._apply_keys()
 
     # ------------------------------------------------------------------ lifecycle

@@ -490,6 +490,7 @@ class Server:
         self.rt = rt
         self.host = host
         self.port = port
+        self.grace = grace
         self.app = make_app(rt, token, config_file=config_file)
         self.runner = web.AppRunner(
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace
@@ -511,4 +512,20 @@ class Server:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
+        """Stop listening; let in-flight requests finish within the grace
+        period; then end the rest with an error in their dialect (a stream: an
+        error event, then its end; an answer not yet begun: 503), and close."""
+        for site in list(self.runner.sites):
+            await site.stop()
+        rt = self.rt
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=self.grace)
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            rt.stopping = True
+            log.info("ending %d request(s) still running after the grace period", len(pending))
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=2.0)
         await self.runner.cleanup()
