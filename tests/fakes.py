@@ -36,6 +36,28 @@ streams by default when ``stream`` is absent). A request for a model the fake
 does not serve gets a 404 in the dialect's shape, unless ``any_model=True``
 (llama.cpp ignores the model name).
 
+Tool calls
+----------
+``fake.tool_call("get_weather", {"city": "Paris"})`` makes the fake answer every
+chat request that offers ``tools`` (and no ``tool_choice: "none"``) with that
+call instead of text; ``fake.tool_calls = [(name, args), ...]`` sets several
+(parallel) calls, ``fake.tool_calls = ()`` goes back to text. Requests without
+``tools`` still get the text reply. The shapes are the real servers':
+
+- OpenAI, non-streamed: ``message.content`` null, ``message.tool_calls`` with
+  ``id``, ``type: "function"``, ``function.name`` and ``function.arguments`` as a
+  JSON string; ``finish_reason: "tool_calls"``.
+- OpenAI, streamed: the first chunk carries ``role``, ``content: null`` and the
+  first call's head (``index``, ``id``, ``type``, ``function.name``, ``arguments:
+  ""``); the arguments string follows in several fragments (chunks with only
+  ``index`` and ``function.arguments``); each further call starts with its own
+  head chunk; then a chunk with ``finish_reason: "tool_calls"`` (and the usage
+  chunk when asked).
+- Ollama (``/api/chat``): ``message.tool_calls`` with ``function.name`` and
+  ``function.arguments`` as a JSON object, ``content: ""``. Streamed: one
+  ``done: false`` line holding every call, then the final ``done: true`` line
+  with ``done_reason: "stop"``.
+
 Telling backends apart
 ----------------------
 Every response carries the headers ``X-Fake-Backend: <name>`` and
@@ -94,6 +116,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 __all__ = [
     "FakeBackend",
     "FakeFactory",
+    "FakeToolCall",
     "Kind",
     "RecordedRequest",
     "fake_factory",
@@ -169,6 +192,25 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FakeToolCall:
+    """One tool call the fake makes (see `FakeBackend.tool_call`).
+
+    ``id``: the call id; by default the OpenAI fake makes one up
+    (``call_<name>_<request index>_<i>``) and the Ollama fake sends none, like
+    Ollama 0.6.
+    """
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as OpenAI servers send them: a JSON string."""
+        return json.dumps(dict(self.arguments))
+
+
 @dataclass
 class _Ctx:
     """Everything a dialect needs to answer one request (a consistent snapshot)."""
@@ -180,6 +222,17 @@ class _Ctx:
     any_model: bool
     api_key: str | None
     embedding_dim: int
+    tool_calls: tuple[FakeToolCall, ...] = ()
+
+    def calls_for_chat(self) -> tuple[FakeToolCall, ...]:
+        """The tool calls to answer this chat request with (none: answer text)."""
+        body = self.rec.json
+        if not self.tool_calls or not isinstance(body, dict):
+            return ()
+        tools = body.get("tools")
+        if not isinstance(tools, list) or not tools or body.get("tool_choice") == "none":
+            return ()
+        return self.tool_calls
 
 
 def _split_reply(text: str) -> tuple[str, ...]:
@@ -192,6 +245,15 @@ def _split_reply(text: str) -> tuple[str, ...]:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _fragments(text: str, parts: int = 4) -> list[str]:
+    """``text`` cut into about ``parts`` consecutive fragments (at least two when it
+    has two characters), the way a server streams tool call arguments."""
+    if len(text) < 2:
+        return [text]
+    size = max(1, -(-len(text) // parts))
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> _Reply:
@@ -378,6 +440,9 @@ class _OpenAIDialect(_Dialect):
         if isinstance(model, _Reply):
             return model
         body = ctx.rec.json
+        calls = ctx.calls_for_chat()
+        if calls:
+            return self._tool_chat(ctx, model, calls)
         pieces, finish = self._limit(ctx)
         usage = self._usage(_count_words(body.get("messages")), len(pieces))
         base = {
@@ -403,6 +468,69 @@ class _OpenAIDialect(_Dialect):
         chunks = [chunk({"role": "assistant", "content": ""}, None)]
         chunks += [chunk({"content": p}, None) for p in pieces]
         chunks.append({**chunk({}, finish), "x_fake": self._echo(ctx)})
+        if include_usage:
+            chunks.append({**base, "choices": [], "usage": usage})
+        return _Reply(events=self._sse(chunks), content_type=self.stream_content_type)
+
+    @staticmethod
+    def _call_id(ctx: _Ctx, call: FakeToolCall, i: int) -> str:
+        return call.id or f"call_{call.name}_{ctx.rec.index}_{i}"
+
+    def _tool_chat(self, ctx: _Ctx, model: str, calls: tuple[FakeToolCall, ...]) -> _Reply:
+        """A chat answered with tool calls (see "Tool calls" in the module docs)."""
+        body = ctx.rec.json
+        fragments = [_fragments(c.arguments_json) for c in calls]
+        usage = self._usage(_count_words(body.get("messages")), sum(len(f) + 1 for f in fragments))
+        base = {
+            "id": f"chatcmpl-{ctx.name}-{ctx.rec.index}",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": f"fp_{ctx.name}",
+        }
+        if not ctx.rec.stream:
+            tool_calls = [
+                {
+                    "id": self._call_id(ctx, c, i),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_json},
+                }
+                for i, c in enumerate(calls)
+            ]
+            message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
+            choice = {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls",
+            }
+            obj = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return _json_reply({**obj, "x_fake": self._echo(ctx)})
+        opts = body.get("stream_options")
+        include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        base = {**base, "object": "chat.completion.chunk"}
+
+        def chunk(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return {**base, "choices": [choice], **extra}
+
+        chunks = []
+        for i, (call, frags) in enumerate(zip(calls, fragments, strict=True)):
+            head = {
+                "index": i,
+                "id": self._call_id(ctx, call, i),
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            first: dict[str, Any] = {"tool_calls": [head]}
+            if i == 0:
+                first = {"role": "assistant", "content": None, **first}
+            chunks.append(chunk(first, None))
+            chunks += [
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": f}}]}, None)
+                for f in frags
+            ]
+        chunks.append({**chunk({}, "tool_calls"), "x_fake": self._echo(ctx)})
         if include_usage:
             chunks.append({**base, "choices": [], "usage": usage})
         return _Reply(events=self._sse(chunks), content_type=self.stream_content_type)
@@ -636,6 +764,9 @@ class _OllamaDialect(_Dialect):
         messages = ctx.rec.json.get("messages")
         if not messages:
             return self._load_or_unload(ctx, model, "message", {"role": "assistant", "content": ""})
+        calls = ctx.calls_for_chat()
+        if calls:
+            return self._tool_chat(ctx, model, calls, _count_words(messages))
         return self._answer(
             ctx,
             model,
@@ -643,6 +774,39 @@ class _OllamaDialect(_Dialect):
             lambda text: {"role": "assistant", "content": text},
             _count_words(messages),
         )
+
+    def _tool_chat(
+        self, ctx: _Ctx, model: str, calls: tuple[FakeToolCall, ...], prompt: int
+    ) -> _Reply:
+        """A chat answered with tool calls (see "Tool calls" in the module docs)."""
+        tool_calls = []
+        for call in calls:
+            entry: dict[str, Any] = {
+                "function": {"name": call.name, "arguments": dict(call.arguments)}
+            }
+            if call.id is not None:
+                entry["id"] = call.id
+            tool_calls.append(entry)
+        message = {"role": "assistant", "content": "", "tool_calls": tool_calls}
+        final_extra: dict[str, Any] = {
+            "done_reason": "stop",
+            **self._stats(prompt, len(calls) * 8),
+            "x_fake": self._echo(ctx),
+        }
+        if not ctx.rec.stream:
+            obj = {"model": model, "created_at": _now_rfc3339(), "message": message, "done": True}
+            return _json_reply({**obj, **final_extra})
+        lines = [
+            {"model": model, "created_at": _now_rfc3339(), "message": message, "done": False},
+            {
+                "model": model,
+                "created_at": _now_rfc3339(),
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                **final_extra,
+            },
+        ]
+        return _Reply(events=self._ndjson(lines), content_type=self.stream_content_type)
 
     def generate(self, ctx: _Ctx) -> _Reply:
         model = self._check_model(ctx)
@@ -774,6 +938,8 @@ class FakeBackend:
             ``/health`` and ``/`` stay public).
         embedding_dim: Length of the (deterministic, unit-length) embeddings.
         host: Address to listen on. The port is always chosen by the OS.
+        tool_calls: Answer chats that offer ``tools`` with these calls (see
+            `tool_call`); default none: always answer with text.
     """
 
     def __init__(
@@ -788,6 +954,7 @@ class FakeBackend:
         api_key: str | None = None,
         embedding_dim: int = 8,
         host: str = "127.0.0.1",
+        tool_calls: Sequence[FakeToolCall | tuple[str, Mapping[str, Any]]] = (),
     ) -> None:
         if kind not in ("openai", "ollama"):
             raise ValueError(f"kind must be 'openai' or 'ollama', not {kind!r}")
@@ -806,6 +973,8 @@ class FakeBackend:
         self._pieces: tuple[str, ...] = ()
         self.reply = reply if reply is not None else f"Hello from {name}! This is a fake reply."
         self._chunk_delay = chunk_delay
+        self._tool_calls: tuple[FakeToolCall, ...] = ()
+        self.tool_calls = tool_calls
         self._fault: _Fault = _OK
         self._remaining: int | None = None
         self._generation = 0
@@ -1135,6 +1304,28 @@ class FakeBackend:
         with self._lock:
             self._pieces = pieces
 
+    def tool_call(
+        self, name: str, arguments: Mapping[str, Any] | None = None, *, call_id: str | None = None
+    ) -> None:
+        """From now on, answer every chat request that offers ``tools`` with this one
+        tool call instead of text (``fake.tool_calls = ()`` goes back to text)."""
+        self.tool_calls = [FakeToolCall(name, dict(arguments or {}), call_id)]
+
+    @property
+    def tool_calls(self) -> tuple[FakeToolCall, ...]:
+        """The tool calls chats with ``tools`` are answered with (settable at any
+        time: `FakeToolCall` objects or ``(name, arguments)`` pairs; empty: text)."""
+        with self._lock:
+            return self._tool_calls
+
+    @tool_calls.setter
+    def tool_calls(self, value: Sequence[FakeToolCall | tuple[str, Mapping[str, Any]]]) -> None:
+        calls = tuple(
+            c if isinstance(c, FakeToolCall) else FakeToolCall(c[0], dict(c[1])) for c in value
+        )
+        with self._lock:
+            self._tool_calls = calls
+
     @property
     def chunk_delay(self) -> float:
         """Seconds between streamed chunks (settable at any time)."""
@@ -1305,6 +1496,7 @@ class FakeBackend:
                 any_model=self.any_model,
                 api_key=self.api_key,
                 embedding_dim=self.embedding_dim,
+                tool_calls=self._tool_calls,
             )
         route = self._dialect.match_route(rec.method, rec.path)
         if isinstance(route, _Reply):
