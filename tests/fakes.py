@@ -55,8 +55,10 @@ call instead of text; ``fake.tool_calls = [(name, args), ...]`` sets several
   chunk when asked).
 - Ollama (``/api/chat``): ``message.tool_calls`` with ``function.name`` and
   ``function.arguments`` as a JSON object, ``content: ""``. Streamed: one
-  ``done: false`` line holding every call, then the final ``done: true`` line
-  with ``done_reason: "stop"``.
+  ``done: false`` line holding every call (with ``fake.split_tool_calls =
+  True``: one line per call, like newer Ollama versions that send each call as
+  soon as it is parsed), then the final ``done: true`` line with
+  ``done_reason: "stop"``.
 
 Telling backends apart
 ----------------------
@@ -223,6 +225,7 @@ class _Ctx:
     api_key: str | None
     embedding_dim: int
     tool_calls: tuple[FakeToolCall, ...] = ()
+    split_tool_calls: bool = False
 
     def calls_for_chat(self) -> tuple[FakeToolCall, ...]:
         """The tool calls to answer this chat request with (none: answer text)."""
@@ -796,16 +799,25 @@ class _OllamaDialect(_Dialect):
         if not ctx.rec.stream:
             obj = {"model": model, "created_at": _now_rfc3339(), "message": message, "done": True}
             return _json_reply({**obj, **final_extra})
-        lines = [
-            {"model": model, "created_at": _now_rfc3339(), "message": message, "done": False},
+        groups = [[c] for c in tool_calls] if ctx.split_tool_calls else [tool_calls]
+        lines: list[dict[str, Any]] = [
+            {
+                "model": model,
+                "created_at": _now_rfc3339(),
+                "message": {**message, "tool_calls": group},
+                "done": False,
+            }
+            for group in groups
+        ]
+        lines.append(
             {
                 "model": model,
                 "created_at": _now_rfc3339(),
                 "message": {"role": "assistant", "content": ""},
                 "done": True,
                 **final_extra,
-            },
-        ]
+            }
+        )
         return _Reply(events=self._ndjson(lines), content_type=self.stream_content_type)
 
     def generate(self, ctx: _Ctx) -> _Reply:
@@ -975,6 +987,7 @@ class FakeBackend:
         self._chunk_delay = chunk_delay
         self._tool_calls: tuple[FakeToolCall, ...] = ()
         self.tool_calls = tool_calls
+        self.split_tool_calls = False
         self._fault: _Fault = _OK
         self._remaining: int | None = None
         self._generation = 0
@@ -1327,6 +1340,19 @@ class FakeBackend:
             self._tool_calls = calls
 
     @property
+    def split_tool_calls(self) -> bool:
+        """Ollama kind, streamed: one line per tool call instead of one line holding
+        them all (settable at any time; no effect on the OpenAI kind, which always
+        streams each call on its own)."""
+        with self._lock:
+            return self._split_tool_calls
+
+    @split_tool_calls.setter
+    def split_tool_calls(self, value: bool) -> None:
+        with self._lock:
+            self._split_tool_calls = value
+
+    @property
     def chunk_delay(self) -> float:
         """Seconds between streamed chunks (settable at any time)."""
         with self._lock:
@@ -1497,6 +1523,7 @@ class FakeBackend:
                 api_key=self.api_key,
                 embedding_dim=self.embedding_dim,
                 tool_calls=self._tool_calls,
+                split_tool_calls=self.split_tool_calls,
             )
         route = self._dialect.match_route(rec.method, rec.path)
         if isinstance(route, _Reply):

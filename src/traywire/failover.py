@@ -389,12 +389,14 @@ async def _unary(
     try:
         data = json.loads(raw)
         trace.tokens_in, trace.tokens_out = _usage(data)
+        reported = _reported(rt, d, model)
+        unchanged = isinstance(data, dict) and data.get("model") == reported
         out = adapter.response(
             prep,
             call.dialect,
             call.op,
             data,
-            _reported(rt, d, model),
+            reported,
             new_ids(),
             call.body,
             int(elapsed * 1e9),
@@ -408,6 +410,10 @@ async def _unary(
     trace.ttfb_ms = round(elapsed * 1000, 2)
     if trace.tokens_in or trace.tokens_out:
         rt.health.add_usage(model.name, now, trace.tokens_in + trace.tokens_out)
+    if unchanged and out is data:
+        # a same-dialect answer that already names the model the client is
+        # told: the backend's own bytes, not a re-encoding of them
+        return web.Response(body=raw, headers=headers, content_type="application/json")
     return replies.json_response(out, headers=headers)
 
 

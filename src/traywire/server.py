@@ -192,7 +192,7 @@ async def _body(request: web.Request, dialect: Dialect) -> dict[str, Any] | web.
         return replies.error(
             dialect, 413, f"request body over the {limit:g} MiB limit", code="request_too_large"
         )
-    if not raw.strip():
+    if not raw or raw.isspace():
         return replies.error(
             dialect, 400, "request body is empty; expected a JSON object", code="invalid_json"
         )
