@@ -962,3 +962,71 @@ async def test_probe_soon_runs_a_round_early(serve: Serve) -> None:
         assert len(calls) == 2
     finally:
         await prober.stop()
+
+
+# --------------------------------------------------------------------------- incremental snapshots
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "begin",
+                "end",
+                "success",
+                "failure",
+                "rate_limited",
+                "trial",
+                "release",
+                "usage",
+                "no_key",
+                "probe_ok",
+                "probe_fail",
+                "snapshot",
+            ]
+        ),
+        st.sampled_from(["a", "b", "c"]),
+        st.floats(min_value=0.0, max_value=40.0),  # seconds since the previous step
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS)
+def test_a_snapshot_updated_in_place_equals_one_built_from_scratch(ops: list[tuple]) -> None:
+    """Snapshots rebuild only what changed since the last one; whatever the
+    sequence of events and times, that must equal a snapshot built afresh."""
+    h = Health(["a", "b", "c"], failure_threshold=2, cooldown_s=10.0, usage_window_s=60.0)
+    now = 1000.0
+    for op, name, dt in ops:
+        now += dt
+        if op == "begin":
+            h.begin(name)
+        elif op == "end":
+            h.end(name)
+        elif op == "success":
+            h.success(name, now, 12.0 + dt)
+        elif op == "failure":
+            h.failure(name, now, "refused")
+        elif op == "rate_limited":
+            h.rate_limited(name, now, dt)
+        elif op == "trial":
+            h.acquire_trial(name, now)
+        elif op == "release":
+            h.release_trial(name)
+        elif op == "usage":
+            h.add_usage(f"m-{name}", now, int(dt * 10) + 1)
+        elif op == "no_key":
+            h.set_no_key(name, dt > 20)
+        elif op == "probe_ok":
+            h.probe_result(name, now, True, 5.0)
+        elif op == "probe_fail":
+            h.probe_result(name, now, False, detail="timeout")
+        got = h.snapshot(now)
+        fresh = Health(["a", "b", "c"])
+        fresh._b, fresh._usage, fresh._expected = h._b, h._usage, h._expected
+        for attr in ("failure_threshold", "cooldown_s", "usage_window_s", "usage_bucket_s"):
+            setattr(fresh, attr, getattr(h, attr))
+        want = fresh.snapshot(now)
+        assert dict(got.backends) == dict(want.backends), (op, name, now)
+        assert dict(got.usage) == dict(want.usage), (op, name, now)

@@ -160,6 +160,11 @@ class Health:
         self._listeners: list[ChangeHook] = []
         self._version = 0
         self._cache: _Cached | None = None
+        # What changed since the cached snapshot: these backends (None: anything,
+        # rebuild all) and the usage totals. A request changes one backend
+        # (in flight, latency), so the snapshot rebuilds one entry, not all.
+        self._dirty: set[str] | None = None
+        self._usage_dirty = True
         if on_change is not None:
             self._listeners.append(on_change)
         self.configure(backends, expected)
@@ -211,12 +216,12 @@ class Health:
 
     def begin(self, backend: str) -> None:
         self._get(backend).in_flight += 1
-        self._changed()
+        self._changed(backend)
 
     def end(self, backend: str) -> None:
         b = self._get(backend)
         b.in_flight = max(0, b.in_flight - 1)
-        self._changed()
+        self._changed(backend)
 
     @contextmanager
     def track(self, backend: str) -> Iterator[None]:
@@ -259,7 +264,7 @@ class Health:
         if state == "open":
             return False
         b.trial_at = now
-        self._changed()
+        self._changed(backend)
         return True
 
     def release_trial(self, backend: str) -> None:
@@ -267,7 +272,7 @@ class Health:
         b = self._get(backend)
         if b.trial_at is not None:
             b.trial_at = None
-            self._changed()
+            self._changed(backend)
 
     # ----------------------------------------------------------------- outcomes
 
@@ -340,7 +345,7 @@ class Health:
         b = self._get(backend)
         if b.no_key != no_key:
             b.no_key = no_key
-            self._changed()
+            self._changed(backend)
 
     def no_key(self, backend: str) -> bool:
         b = self._b.get(backend)
@@ -372,7 +377,8 @@ class Health:
         else:
             buckets.append([idx, tokens])
         self._prune_usage(now)
-        self._changed()
+        self._version += 1
+        self._usage_dirty = True
 
     def usage(self, now: float) -> dict[str, int]:
         """Tokens per public model name within the window ending at ``now``."""
@@ -401,9 +407,10 @@ class Health:
         timeout, usage bucket expiry) has passed.
         """
         c = self._cache
-        if c is None or c.version != self._version or not c.built_at <= now < c.valid_until:
-            c = self._build(now)
-            self._cache = c
+        if c is None or self._dirty is None or not c.built_at <= now < c.valid_until:
+            c = self._cache = self._build(now)
+        elif c.version != self._version:
+            c = self._cache = self._update(c, now)
         return LiveState(
             backends=c.backends,
             active=MappingProxyType(dict(active)),
@@ -449,10 +456,16 @@ class Health:
         b = self._b.get(backend)
         if b is None:
             b = self._b[backend] = _Backend()
+            self._changed()
         return b
 
-    def _changed(self) -> None:
+    def _changed(self, backend: str | None = None) -> None:
+        """Something changed: ``backend``'s state, or (None) anything."""
         self._version += 1
+        if backend is None:
+            self._dirty = None
+        elif self._dirty is not None:
+            self._dirty.add(backend)
 
     def _ewma(self, prev: float | None, sample: float) -> float:
         if prev is None:
@@ -524,7 +537,7 @@ class Health:
 
     def _settle(self, name: str, b: _Backend) -> None:
         """Bump the version and fire the change hooks if the word changed."""
-        self._changed()
+        self._changed(name)
         new = self._word(name, b)
         old = b.word
         if new == old:
@@ -552,30 +565,70 @@ class Health:
         for model in dead:
             del self._usage[model]
 
+    def _state(self, name: str, b: _Backend, now: float) -> tuple[BackendState, float]:
+        """The router's view of one backend, and until when it holds."""
+        until = math.inf
+        if b.open_until is not None and now < b.open_until:
+            until = b.open_until
+        if b.trial_at is not None and self._trial_live(b, now):
+            until = min(until, b.trial_at + self.trial_timeout_s)
+        state = BackendState(
+            in_flight=b.in_flight,
+            circuit=self._circuit(b, now, router_view=True),
+            latency_ms=self._latency(b),
+            no_key=b.no_key,
+            missing_models=self._missing(name, b),
+        )
+        return state, until
+
+    def _usage_state(self, now: float) -> tuple[Mapping[str, int], float]:
+        usage = self.usage(now)
+        until = math.inf
+        for q in self._usage.values():
+            until = min(until, self._usage_expiry(q[0][0]))
+        return MappingProxyType(usage), until
+
     def _build(self, now: float) -> _Cached:
         valid_until = math.inf
         states: dict[str, BackendState] = {}
         for name, b in self._b.items():
-            states[name] = BackendState(
-                in_flight=b.in_flight,
-                circuit=self._circuit(b, now, router_view=True),
-                latency_ms=self._latency(b),
-                no_key=b.no_key,
-                missing_models=self._missing(name, b),
-            )
-            if b.open_until is not None and now < b.open_until:
-                valid_until = min(valid_until, b.open_until)
-            if b.trial_at is not None and self._trial_live(b, now):
-                valid_until = min(valid_until, b.trial_at + self.trial_timeout_s)
-        usage = self.usage(now)
-        for q in self._usage.values():
-            valid_until = min(valid_until, self._usage_expiry(q[0][0]))
+            states[name], until = self._state(name, b, now)
+            valid_until = min(valid_until, until)
+        usage, until = self._usage_state(now)
+        self._dirty, self._usage_dirty = set(), False
         return _Cached(
             version=self._version,
             built_at=now,
+            valid_until=min(valid_until, until),
+            backends=MappingProxyType(states),
+            usage=usage,
+        )
+
+    def _update(self, c: _Cached, now: float) -> _Cached:
+        """``c`` with the changed backends (and usage) brought up to ``now``.
+        A deadline that went away leaves ``valid_until`` early: that only
+        brings the next full rebuild forward."""
+        assert self._dirty is not None
+        valid_until = c.valid_until
+        states = dict(c.backends)
+        for name in self._dirty:
+            b = self._b.get(name)
+            if b is None:
+                states.pop(name, None)
+                continue
+            states[name], until = self._state(name, b, now)
+            valid_until = min(valid_until, until)
+        usage = c.usage
+        if self._usage_dirty:
+            usage, until = self._usage_state(now)
+            valid_until = min(valid_until, until)
+        self._dirty, self._usage_dirty = set(), False
+        return _Cached(
+            version=self._version,
+            built_at=c.built_at,
             valid_until=valid_until,
             backends=MappingProxyType(states),
-            usage=MappingProxyType(usage),
+            usage=usage,
         )
 
 
