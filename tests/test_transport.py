@@ -844,6 +844,32 @@ async def test_non_ascii_digit_content_length_is_invalid_response() -> None:
         await fails("invalid_response", get(pool, srv.url))
 
 
+@bounded()
+async def test_close_delimited_body_ended_by_a_reset_is_an_error_not_the_end() -> None:
+    """A body that runs until the connection closes ends with a clean close;
+    a reset (RST) in the middle of it is a failure, not a short answer."""
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart of it")
+        await asyncio.sleep(0.1)
+        sock = peer.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.writer.transport.abort()
+
+    async with RawServer(handler) as srv, open_pool() as pool:
+        resp = await pool.request("GET", srv.url, "/", [], b"", connect_timeout=CT)
+        assert resp.status == 200
+        await fails("reset", resp.read())
+
+    async def clean(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\n\r\nall of it")
+
+    async with RawServer(clean) as srv, open_pool() as pool:
+        assert await get(pool, srv.url) == (200, b"all of it")
+
+
 # ================================================================ the same on uvloop
 
 

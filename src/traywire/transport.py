@@ -143,14 +143,17 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.error is None and not self.parser.done:
-            try:
-                body = self.parser.feed_eof()
-            except ProtocolError as perr:
-                why = f"{type(exc).__name__}: {exc}" if exc is not None else str(perr)
-                self.error = TransportError("reset", f"connection closed: {why}")
+            if exc is not None:  # reset, not a clean end: no body ends this way
+                why = f"{type(exc).__name__}: {exc}"
+                self.error = TransportError("reset", f"connection lost: {why}")
             else:
-                if body:
-                    self.chunks.append(body)
+                try:
+                    body = self.parser.feed_eof()
+                except ProtocolError as perr:
+                    self.error = TransportError("reset", f"connection closed: {perr}")
+                else:
+                    if body:
+                        self.chunks.append(body)
         self._wake()
 
     # helpers
