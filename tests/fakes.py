@@ -250,13 +250,14 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _fragments(text: str, parts: int = 4) -> list[str]:
-    """``text`` cut into about ``parts`` consecutive fragments (at least two when it
-    has two characters), the way a server streams tool call arguments."""
-    if len(text) < 2:
-        return [text]
-    size = max(1, -(-len(text) // parts))
-    return [text[i : i + size] for i in range(0, len(text), size)]
+def _fragments(text: str, longest: int = 6) -> list[str]:
+    """``text`` cut into token-sized fragments, the way a server streams tool call
+    arguments: word pieces keeping their leading whitespace, longer ones cut every
+    ``longest`` characters (which can fall inside a JSON ``\\u`` escape)."""
+    out: list[str] = []
+    for piece in _split_reply(text) or (text,):
+        out += [piece[i : i + longest] for i in range(0, len(piece), longest)]
+    return out
 
 
 def _json_reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> _Reply:

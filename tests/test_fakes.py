@@ -15,7 +15,14 @@ import httpx
 import ollama
 import openai
 import pytest
-from fakes import FakeBackend, FakeFactory, fake_factory, ollama_fake, openai_fake
+from fakes import (
+    FakeBackend,
+    FakeFactory,
+    FakeToolCall,
+    fake_factory,
+    ollama_fake,
+    openai_fake,
+)
 from openai.types.chat import ChatCompletionMessageParam
 
 __all__ = ["fake_factory", "ollama_fake", "openai_fake"]  # fixtures used below
@@ -662,3 +669,162 @@ def test_bad_arguments() -> None:
         FakeBackend("openai", models=[])
     with pytest.raises(ValueError):
         FakeBackend("openai").status(500, times=0)
+
+
+# --------------------------------------------------------------------- tool calls
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+ARGS = {"city": "São Paulo", "days": [1, 2], "units": {"temp": "C"}}
+
+
+def test_tool_calls_default_off_and_need_tools(
+    openai_fake: FakeBackend, ollama_fake: FakeBackend
+) -> None:
+    assert openai_fake.tool_calls == () and ollama_fake.split_tool_calls is False
+    reply = oa(openai_fake).chat.completions.create(
+        model="fake-model",
+        messages=USER,
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content == openai_fake.reply  # no call configured: text
+    openai_fake.tool_call("get_weather", ARGS)
+    assert openai_fake.tool_calls == (FakeToolCall("get_weather", ARGS),)
+    for kwargs in ({}, {"tools": []}, {"tools": TOOLS, "tool_choice": "none"}):
+        reply = oa(openai_fake).chat.completions.create(
+            model="fake-model",
+            messages=USER,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        assert reply.choices[0].message.content == openai_fake.reply, kwargs
+        assert reply.choices[0].message.tool_calls is None
+    openai_fake.tool_calls = ()
+    reply = oa(openai_fake).chat.completions.create(
+        model="fake-model",
+        messages=USER,
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    assert reply.choices[0].message.content == openai_fake.reply
+
+
+def test_openai_tool_call_plain(openai_fake: FakeBackend) -> None:
+    openai_fake.tool_call("get_weather", ARGS)
+    reply = oa(openai_fake).chat.completions.create(
+        model="fake-model",
+        messages=USER,
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function"
+    assert call.id == f"call_get_weather_{openai_fake.requests[-1].index}_0"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == ARGS
+
+
+def test_openai_tool_call_stream(openai_fake: FakeBackend) -> None:
+    openai_fake.tool_calls = [
+        ("get_weather", ARGS),
+        FakeToolCall("get_time", {"tz": "UTC"}, id="call_fixed"),
+    ]
+    body = {"model": "fake-model", "messages": USER, "tools": TOOLS, "stream": True}
+    with httpx.stream("POST", openai_fake.url + "/v1/chat/completions", json=body) as resp:
+        raw = resp.read().decode()
+    events = [e[len("data: ") :] for e in raw.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    choices = [json.loads(e)["choices"][0] for e in events[:-1]]
+    deltas = [c["delta"] for c in choices]
+    # first chunk: the role and the first call's head, with an empty arguments string
+    index = openai_fake.requests[-1].index
+    assert deltas[0] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": f"call_get_weather_{index}_0",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
+        ],
+    }
+    # then the arguments in several fragments, only index and arguments
+    second = next(i for i, d in enumerate(deltas) if d["tool_calls"][0]["index"] == 1)
+    fragments = [d["tool_calls"][0] for d in deltas[1:second]]
+    assert len(fragments) > 3
+    assert all(set(f) == {"index", "function"} and f["index"] == 0 for f in fragments)
+    assert json.loads("".join(f["function"]["arguments"] for f in fragments)) == ARGS
+    assert deltas[second]["tool_calls"][0]["id"] == "call_fixed"
+    assert [c["finish_reason"] for c in choices] == [None] * (len(choices) - 1) + ["tool_calls"]
+    assert deltas[-1] == {}
+
+    # the SDK's accumulator rebuilds both calls
+    with oa(openai_fake).chat.completions.stream(
+        model="fake-model",
+        messages=USER,
+        tools=TOOLS,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    ) as stream:
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", ARGS),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert final.usage is not None and final.usage.completion_tokens > 0
+
+
+def test_ollama_tool_call_plain_and_stream(ollama_fake: FakeBackend) -> None:
+    ollama_fake.tool_call("get_weather", ARGS)
+    client = ol(ollama_fake)
+    reply = client.chat(model="fake-model", messages=USER, tools=TOOLS)
+    assert reply.done and reply.done_reason == "stop"
+    assert reply.message.content == ""
+    assert reply.message.tool_calls is not None
+    (call,) = reply.message.tool_calls
+    assert call.function.name == "get_weather" and call.function.arguments == ARGS
+
+    parts = list(client.chat(model="fake-model", messages=USER, tools=TOOLS, stream=True))
+    assert [p.done for p in parts] == [False, True]
+    assert parts[0].message.tool_calls is not None
+    assert [(c.function.name, c.function.arguments) for c in parts[0].message.tool_calls] == [
+        ("get_weather", ARGS)
+    ]
+    assert not parts[1].message.tool_calls and parts[1].done_reason == "stop"
+
+    # generate has no tools: text as ever
+    assert client.generate(model="fake-model", prompt="hi").response == ollama_fake.reply
+
+
+def test_ollama_tool_calls_split_and_ids(ollama_fake: FakeBackend) -> None:
+    ollama_fake.tool_calls = [
+        FakeToolCall("get_weather", ARGS, id="call_a"),
+        ("get_time", {"tz": "UTC"}),
+    ]
+    body = {"model": "fake-model", "messages": USER, "tools": TOOLS}
+    text = httpx.post(ollama_fake.url + "/api/chat", json=body).text
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert [x["done"] for x in lines] == [False, True]
+    assert lines[0]["message"]["tool_calls"] == [
+        {"id": "call_a", "function": {"name": "get_weather", "arguments": ARGS}},
+        {"function": {"name": "get_time", "arguments": {"tz": "UTC"}}},
+    ]
+    ollama_fake.split_tool_calls = True
+    text = httpx.post(ollama_fake.url + "/api/chat", json=body).text
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert [x["done"] for x in lines] == [False, False, True]
+    assert [x["message"]["tool_calls"][0]["function"]["name"] for x in lines[:2]] == [
+        "get_weather",
+        "get_time",
+    ]

@@ -70,10 +70,18 @@ def new_ids() -> Ids:
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
-def _post_headers(adapter_headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    if not adapter_headers:
-        return _JSON_HEADERS
-    return (*_JSON_HEADERS, *adapter_headers.items())
+async def _send(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
+    """POST the prepared request to ``backend`` (its key, if any, goes only there)."""
+    assert rt.pool is not None
+    auth = ADAPTERS[backend.kind].headers(rt.key_for(backend.name))
+    return await rt.pool.request(
+        "POST",
+        backend.url,
+        prep.path,
+        (*_JSON_HEADERS, *auth.items()) if auth else _JSON_HEADERS,
+        replies.dumps(prep.body),
+        connect_timeout=backend.timeouts.connect,
+    )
 
 
 def _usage(data: Any) -> tuple[int, int]:
@@ -354,21 +362,13 @@ async def _unary(
     headers: dict[str, str],
     trace: Trace,
 ) -> web.Response:
-    assert rt.pool is not None
     adapter = ADAPTERS[backend.kind]
     t = backend.timeouts
     started = time.monotonic()
     r: Response | None = None
     try:
         async with asyncio.timeout(t.total):
-            r = await rt.pool.request(
-                "POST",
-                backend.url,
-                prep.path,
-                _post_headers(adapter.headers(rt.key_for(backend.name))),
-                replies.dumps(prep.body),
-                connect_timeout=t.connect,
-            )
+            r = await _send(rt, backend, prep)
             raw = await r.read()
     except TransportError as exc:
         _close(r)
@@ -428,7 +428,6 @@ async def _stream(
     headers: dict[str, str],
     trace: Trace,
 ) -> web.StreamResponse:
-    assert rt.pool is not None
     t = backend.timeouts
     adapter = ADAPTERS[backend.kind]
     relay = adapter.relay(
@@ -439,14 +438,7 @@ async def _stream(
     first = b""
     try:
         async with asyncio.timeout(t.first_byte):
-            r = await rt.pool.request(
-                "POST",
-                backend.url,
-                prep.path,
-                _post_headers(adapter.headers(rt.key_for(backend.name))),
-                replies.dumps(prep.body),
-                connect_timeout=t.connect,
-            )
+            r = await _send(rt, backend, prep)
             if r.status >= 400:
                 raw = await r.read()
                 raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
