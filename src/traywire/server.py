@@ -511,16 +511,18 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop listening; let in-flight requests finish within the grace
-        period; then end the rest with an error in their dialect (a stream: an
-        error event, then its end; an answer not yet begun: 503), and close."""
+        period (``grace``, or the one given at construction); then end the
+        rest with an error in their dialect (a stream: an error event, then its
+        end; an answer not yet begun: 503), and close."""
+        grace = self.grace if grace is None else grace
         for site in list(self.runner.sites):
             await site.stop()
         rt = self.rt
         pending = {t for t in rt.inflight if not t.done()}
         if pending:
-            await asyncio.wait(pending, timeout=self.grace)
+            await asyncio.wait(pending, timeout=grace)
         pending = {t for t in rt.inflight if not t.done()}
         if pending:
             rt.stopping = True

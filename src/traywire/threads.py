@@ -169,10 +169,9 @@ class Proxy:
                 self._persist(self._capture_now())
                 server = self._server
                 wait = self.grace if grace is None else grace
-                runner = server.runner
-                if hasattr(runner, "_shutdown_timeout"):
-                    runner._shutdown_timeout = wait
-                asyncio.run_coroutine_threadsafe(server.stop(), self.loop).result(wait + 30)
+                asyncio.run_coroutine_threadsafe(server.stop(grace=wait), self.loop).result(
+                    wait + 30
+                )
         except Exception:
             log.exception("stopping the proxy failed")
         finally:
