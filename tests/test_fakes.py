@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import ollama
@@ -23,7 +24,7 @@ from fakes import (
     ollama_fake,
     openai_fake,
 )
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 __all__ = ["fake_factory", "ollama_fake", "openai_fake"]  # fixtures used below
 
@@ -673,7 +674,7 @@ def test_bad_arguments() -> None:
 
 # --------------------------------------------------------------------- tool calls
 
-TOOLS = [
+TOOLS: list[ChatCompletionFunctionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -688,28 +689,25 @@ ARGS = {"city": "São Paulo", "days": [1, 2], "units": {"temp": "C"}}
 def test_tool_calls_default_off_and_need_tools(
     openai_fake: FakeBackend, ollama_fake: FakeBackend
 ) -> None:
-    assert openai_fake.tool_calls == () and ollama_fake.split_tool_calls is False
+    assert not openai_fake.tool_calls and not ollama_fake.split_tool_calls
     reply = oa(openai_fake).chat.completions.create(
         model="fake-model",
         messages=USER,
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
     )
     assert reply.choices[0].message.content == openai_fake.reply  # no call configured: text
     openai_fake.tool_call("get_weather", ARGS)
     assert openai_fake.tool_calls == (FakeToolCall("get_weather", ARGS),)
-    for kwargs in ({}, {"tools": []}, {"tools": TOOLS, "tool_choice": "none"}):
-        reply = oa(openai_fake).chat.completions.create(
-            model="fake-model",
-            messages=USER,
-            **kwargs,  # type: ignore[arg-type]
-        )
+    cases: list[dict[str, Any]] = [{}, {"tools": []}, {"tools": TOOLS, "tool_choice": "none"}]
+    for kwargs in cases:
+        reply = oa(openai_fake).chat.completions.create(model="fake-model", messages=USER, **kwargs)
         assert reply.choices[0].message.content == openai_fake.reply, kwargs
         assert reply.choices[0].message.tool_calls is None
     openai_fake.tool_calls = ()
     reply = oa(openai_fake).chat.completions.create(
         model="fake-model",
         messages=USER,
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
     )
     assert reply.choices[0].message.content == openai_fake.reply
 
@@ -719,7 +717,7 @@ def test_openai_tool_call_plain(openai_fake: FakeBackend) -> None:
     reply = oa(openai_fake).chat.completions.create(
         model="fake-model",
         messages=USER,
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -772,7 +770,7 @@ def test_openai_tool_call_stream(openai_fake: FakeBackend) -> None:
     with oa(openai_fake).chat.completions.stream(
         model="fake-model",
         messages=USER,
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
         stream_options={"include_usage": True},
     ) as stream:
         final = stream.get_final_completion()

@@ -31,9 +31,7 @@ def dead_url() -> str:
 
 
 class Serve:
-    def __init__(
-        self, config: Path, env: dict[str, str] | None = None, grace: float = 3
-    ) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, grace: float = 3) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
