@@ -470,6 +470,18 @@ def test_the_writer_process_writes(logs: Any) -> None:
     assert lg.stats()["writer_pid"] == pid
 
 
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no process priorities here")
+def test_the_writer_process_yields_the_cpu(logs: Any) -> None:
+    """It runs at a lower priority than the proxy (10 niceness steps, capped at 19)."""
+    lg = logs()
+    lg.observe(make_record(requested="here"))
+    assert lg.flush()
+    pid = lg.writer_pid
+    assert pid is not None
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + 10)
+
+
 def test_flush_waits_for_the_writer_process(logs: Any) -> None:
     lg = settled(logs())
     with write_locked(lg.path):
