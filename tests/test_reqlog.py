@@ -222,6 +222,57 @@ def _stream_body(model_name: str = "one") -> dict[str, Any]:
     return {"model": model_name, "messages": USER, "stream": True}
 
 
+def _post(p: ProxyThread, path: str, body: bytes) -> tuple[int, Any]:
+    host, port = p.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_requests_refused_before_routing_are_logged_too(logged: Logged) -> None:
+    """A bad body or an unknown model never reaches a backend, but the user
+    sees it in the log (and the dashboard) with the reason it was refused."""
+    p = logged.p
+    assert _post(p, "/v1/chat/completions", b"{not json")[0] == 400
+    status, err = _post(
+        p, "/api/chat", json.dumps({"model": "nope", "messages": USER, "stream": True}).encode()
+    )
+    assert status == 404 and "unknown model 'nope'" in err["error"]
+    assert _post(p, "/v1/chat/completions", json.dumps({"model": "one"}).encode())[0] == 400
+    rows = wait_count(logged.log, 3)
+    missing, unknown, bad_json = rows  # newest first
+    assert (bad_json["status"], bad_json["dialect"], bad_json["requested"]) == (400, "openai", "")
+    assert bad_json["error"].startswith("invalid JSON")
+    assert (unknown["status"], unknown["dialect"], unknown["endpoint"]) == (
+        404,
+        "ollama",
+        "/api/chat",
+    )
+    assert (unknown["requested"], unknown["stream"]) == ("nope", True)
+    assert "unknown model 'nope'" in unknown["error"]
+    assert missing["requested"] == "one" and "messages" in missing["error"]
+    for r in rows:
+        assert r["outcome"] == "client_error"
+        assert r["plan"] == [] and r["attempts"] == [] and r["served_backend"] is None
+        assert r["capability"] is None and r["ttfb_ms"] is None and r["total_ms"] >= 0
+    assert not any(q.path == "/api/chat" for q in logged.fo.requests)  # nothing forwarded
+    assert not any(q.path.endswith("/chat/completions") for q in logged.fv.requests)
+    metrics = http.client.HTTPConnection("127.0.0.1", p.server.port, timeout=10)
+    metrics.request("GET", "/metrics")
+    text = metrics.getresponse().read().decode()
+    metrics.close()
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("traywire_requests_total{") and 'outcome="client_error"' in line
+    ]
+    assert counted and counted[0].endswith(" 3.0"), counted
+
+
 def test_served_first_try(logged: Logged) -> None:
     resp = logged.oc.chat.completions.create(model="one", messages=USER)
     [r] = wait_count(logged.log, 1)

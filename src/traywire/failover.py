@@ -213,6 +213,47 @@ def _observe(rt: Runtime, trace: Trace, call: Call, d: Decision, endpoint: str) 
     rt.observe(trace.record(call, d, endpoint))
 
 
+def record_rejection(
+    rt: Runtime,
+    dialect: Dialect,
+    endpoint: str,
+    body: Mapping[str, Any] | None,
+    response: web.Response,
+    error: str,
+    started: tuple[float, float],
+) -> web.Response:
+    """Count and log a request refused before any routing (bad JSON, a missing
+    field, an unknown model, a body too large), then return ``response``.
+    ``started``: (wall clock, monotonic) at arrival."""
+    model = body.get("model") if body is not None else None
+    stream = body.get("stream") if body is not None else None
+    rec = RequestRecord(
+        ts=started[0],
+        dialect=dialect,
+        endpoint=endpoint,
+        requested=model if isinstance(model, str) else "",
+        capability=None,
+        strategy=None,
+        route=None,
+        preference=rt.preference or rt.cfg.preference,
+        prompt_tokens=0,
+        stream=stream is True,
+        plan=(),
+        skipped=(),
+        attempts=(),
+        served_model=None,
+        served_backend=None,
+        status=response.status,
+        ttfb_ms=None,
+        total_ms=round((time.monotonic() - started[1]) * 1000, 2),
+        tokens_in=0,
+        tokens_out=0,
+        error=error,
+    )
+    asyncio.get_running_loop().call_soon(rt.observe, rec)
+    return response
+
+
 async def _execute(
     rt: Runtime, call: Call, d: Decision, request: web.Request, trace: Trace
 ) -> web.StreamResponse:

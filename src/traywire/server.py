@@ -184,26 +184,30 @@ def _same_origin(origin: str, request: web.Request) -> bool:
 # --------------------------------------------------------------------------- inference
 
 
-async def _body(request: web.Request, dialect: Dialect) -> dict[str, Any] | web.Response:
+class _Refused(Exception):
+    """A request refused before routing: its status, message and error code."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[RUNTIME].cfg.server.max_body_mb
-        return replies.error(
-            dialect, 413, f"request body over the {limit:g} MiB limit", code="request_too_large"
-        )
+        raise _Refused(
+            413, f"request body over the {limit:g} MiB limit", "request_too_large"
+        ) from None
     if not raw or raw.isspace():
-        return replies.error(
-            dialect, 400, "request body is empty; expected a JSON object", code="invalid_json"
-        )
+        raise _Refused(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        return replies.error(dialect, 400, f"invalid JSON: {exc}", code="invalid_json")
+        raise _Refused(400, f"invalid JSON: {exc}", "invalid_json") from None
     if not isinstance(body, dict):
-        return replies.error(
-            dialect, 400, "request body: expected a JSON object", code="invalid_json"
-        )
+        raise _Refused(400, "request body: expected a JSON object", "invalid_json")
     return body
 
 
@@ -221,19 +225,28 @@ _ENDPOINT = {"chat": "chat", "completion": "completion", "embed": "embedding"}
 def inference(dialect: Dialect, op: Op) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
-        body = await _body(request, dialect)
-        if isinstance(body, web.Response):
-            return body
+        started = (time.time(), time.monotonic())
+        body: dict[str, Any] | None = None
         try:
-            body = _VALIDATORS[(dialect, op)](body)
-        except validate.BadRequest as exc:
-            return replies.error(dialect, 400, exc.message, param=exc.param, code="invalid_request")
+            body = await _body(request)
+            try:
+                body = _VALIDATORS[(dialect, op)](body)
+            except validate.BadRequest as exc:
+                raise _Refused(400, exc.message, "invalid_request", exc.param) from None
+            try:
+                decision = routing.decide(
+                    inbound.from_body(body, _ENDPOINT[op]), rt.cfg, rt.snapshot()
+                )
+            except UnknownModelError as exc:
+                raise _Refused(404, str(exc), "model_not_found", "model") from None
+        except _Refused as r:
+            # answered here, but logged and counted like any other request
+            response = replies.error(dialect, r.status, r.message, param=r.param, code=r.code)
+            return failover.record_rejection(
+                rt, dialect, request.path, body, response, r.message, started
+            )
         default_stream = dialect == "ollama" and op != "embed"
         stream = bool(body.get("stream", default_stream)) and op != "embed"
-        try:
-            decision = routing.decide(inbound.from_body(body, _ENDPOINT[op]), rt.cfg, rt.snapshot())
-        except UnknownModelError as exc:
-            return replies.error(dialect, 404, str(exc), param="model", code="model_not_found")
         return await failover.execute(
             rt, failover.Call(dialect, op, body, stream), decision, request
         )
