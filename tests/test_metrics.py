@@ -338,7 +338,7 @@ class Reference:
         )
         self.attempts = Counter(
             "traywire_attempts",
-            "Attempts by backend, outcome (served, failed, skipped) and error kind",
+            "Attempts by backend, outcome (served, failed, skipped, cancelled) and error kind",
             ["backend", "outcome", "kind"],
             registry=r,
         )

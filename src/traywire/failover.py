@@ -326,6 +326,11 @@ async def _execute(
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
             log.info("attempt %s on %s failed (%s): %s", model.name, backend.name, exc.kind, exc)
+        except asyncio.CancelledError:
+            rt.health.release_trial(backend.name)
+            why = "traywire stopped" if rt.stopping else "the client went away"
+            trace.add(att.model, att.backend, "cancelled", why, since=now)
+            raise
         except BaseException:
             rt.health.release_trial(backend.name)
             raise

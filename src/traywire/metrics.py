@@ -300,7 +300,7 @@ class Metrics:
         )
         self.attempts = _Counter(
             "traywire_attempts",
-            "Attempts by backend, outcome (served, failed, skipped) and error kind",
+            "Attempts by backend, outcome (served, failed, skipped, cancelled) and error kind",
             ("backend", "outcome", "kind"),
         )
         self.tokens = _Counter(

@@ -150,7 +150,8 @@ class AttemptRecord(NamedTuple):
 
     model: str
     backend: str
-    # "served", "failed" or "skipped"
+    # "served", "failed", "skipped" or "cancelled" (the client went away, or
+    # traywire stopped, while it was under way)
     outcome: str
     error: str = ""
     kind: str = ""  # traywire error kind, for failures
