@@ -2918,3 +2918,27 @@ def test_ollama_client_reads_translated_generate_and_embed() -> None:
     emb = client.embed(model="emb", input="x")
     assert [list(v) for v in emb.embeddings] == [[0.5, 0.25]]
     assert emb.prompt_eval_count == 1
+
+
+# --------------------------------------------------------------------------- SSE pass-through
+
+
+def test_sse_passthrough_keeps_the_backends_events_and_renames_the_model() -> None:
+    from traywire.relay import SSEPassthrough
+
+    relay = SSEPassthrough("asked-for")
+    same = '{"id": "x",  "model": "asked-for", "choices": [{"delta": {"content": "hi"}}]}'
+    other = '{"id":"y","model":"upstream-name","choices":[{"delta":{"content":"yo"}}]}'
+    cut = b"data: " + other.encode()
+    out = relay.feed(b"data: " + same.encode() + b"\n\n" + cut[:20])
+    # nothing to change: the event goes out as the backend wrote it, spacing and all
+    assert out == b"data: " + same.encode() + b"\n\n"
+    out = relay.feed(cut[20:] + b"\n\n")
+    assert json.loads(out.removeprefix(b"data: ")) == {
+        **json.loads(other),
+        "model": "asked-for",
+    }
+    # an event split over several data lines is joined into one line
+    out = relay.feed(b'data: {"id": "z",\ndata: "model": "asked-for", "choices": []}\n\n')
+    assert out.count(b"\n") == 2 and json.loads(out.removeprefix(b"data: "))["id"] == "z"
+    assert relay.feed(b"data: [DONE]\n\n") == b"" and relay.complete

@@ -84,7 +84,8 @@ class SSEPassthrough(_ToOpenAI):
             obj = _event(payload)
             if obj.get("error") is not None:
                 raise tr.UpstreamError(tr.upstream_error_message(obj))
-            if "model" in obj:
+            named = obj.get("model", self.model) == self.model  # (or no model at all)
+            if not named:
                 obj["model"] = self.model
             usage = obj.get("usage")
             if isinstance(usage, dict):
@@ -93,7 +94,9 @@ class SSEPassthrough(_ToOpenAI):
             for choice in obj.get("choices") or ():
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     self.finished_choice = True
-            out.append(b"data: " + _dumps(obj).encode() + b"\n\n")
+            # the backend's own event where nothing changes, else re-encoded
+            text = payload if named and "\n" not in payload else _dumps(obj)
+            out.append(b"data: " + text.encode() + b"\n\n")
         self.complete = self.saw_done or self.finished_choice
         return b"".join(out)
 
