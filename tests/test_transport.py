@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import uvloop
 from aiohttp import web
 
 from traywire.transport import Pool, TransportError, origin_of
@@ -896,5 +895,6 @@ def _uvloop_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("case", "args"), _uvloop_cases())
 def test_on_uvloop(case: Callable[..., Coroutine[Any, Any, None]], args: dict[str, Any]) -> None:
+    uvloop = pytest.importorskip("uvloop")  # not on Windows, where traywire runs without it
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(case(**args))
