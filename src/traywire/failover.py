@@ -215,9 +215,8 @@ def _observe(rt: Runtime, trace: Trace, call: Call, d: Decision, endpoint: str) 
 
 def record_rejection(
     rt: Runtime,
-    dialect: Dialect,
+    call: Call,
     endpoint: str,
-    body: Mapping[str, Any] | None,
     response: web.Response,
     error: str,
     started: tuple[float, float],
@@ -225,32 +224,21 @@ def record_rejection(
     """Count and log a request refused before any routing (bad JSON, a missing
     field, an unknown model, a body too large), then return ``response``.
     ``started``: (wall clock, monotonic) at arrival."""
-    model = body.get("model") if body is not None else None
-    stream = body.get("stream") if body is not None else None
-    rec = RequestRecord(
-        ts=started[0],
-        dialect=dialect,
-        endpoint=endpoint,
+    model = call.body.get("model")
+    d = Decision(
         requested=model if isinstance(model, str) else "",
         capability=None,
-        strategy=None,
-        route=None,
-        preference=rt.preference or rt.cfg.preference,
         prompt_tokens=0,
-        stream=stream is True,
+        route=None,
+        strategy=None,
+        preference=rt.preference or rt.cfg.preference,
         plan=(),
         skipped=(),
-        attempts=(),
-        served_model=None,
-        served_backend=None,
-        status=response.status,
-        ttfb_ms=None,
-        total_ms=round((time.monotonic() - started[1]) * 1000, 2),
-        tokens_in=0,
-        tokens_out=0,
-        error=error,
     )
-    asyncio.get_running_loop().call_soon(rt.observe, rec)
+    trace = Trace()
+    trace.wall, trace.started = started
+    trace.status, trace.error = response.status, error
+    asyncio.get_running_loop().call_soon(_observe, rt, trace, call, d, endpoint)
     return response
 
 
@@ -326,13 +314,11 @@ async def _execute(
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
             log.info("attempt %s on %s failed (%s): %s", model.name, backend.name, exc.kind, exc)
-        except asyncio.CancelledError:
+        except BaseException as exc:
             rt.health.release_trial(backend.name)
-            why = "traywire stopped" if rt.stopping else "the client went away"
-            trace.add(att.model, att.backend, "cancelled", why, since=now)
-            raise
-        except BaseException:
-            rt.health.release_trial(backend.name)
+            if isinstance(exc, asyncio.CancelledError):
+                why = "traywire stopped" if rt.stopping else "the client went away"
+                trace.add(att.model, att.backend, "cancelled", why, since=now)
             raise
         finally:
             rt.health.end(backend.name)

@@ -242,9 +242,10 @@ def inference(dialect: Dialect, op: Op) -> Handler:
         except _Refused as r:
             # answered here, but logged and counted like any other request
             response = replies.error(dialect, r.status, r.message, param=r.param, code=r.code)
-            return failover.record_rejection(
-                rt, dialect, request.path, body, response, r.message, started
+            call = failover.Call(
+                dialect, op, body or {}, body is not None and body.get("stream") is True
             )
+            return failover.record_rejection(rt, call, request.path, response, r.message, started)
         default_stream = dialect == "ollama" and op != "embed"
         stream = bool(body.get("stream", default_stream)) and op != "embed"
         return await failover.execute(
