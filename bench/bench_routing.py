@@ -13,7 +13,8 @@ import statistics
 import time
 from types import MappingProxyType
 
-from traywire import config, request, routing
+from traywire import config
+from traywire.core import request, routing
 from traywire.types import BackendState, LiveState
 
 CFG = config.load(user_file=False)

@@ -8,7 +8,7 @@ whole answer, with:
 
 - aiohttp: one ``aiohttp.ClientSession`` set up as traywire set up its own
   before (pooled connector, no cookie jar, per-request timeout);
-- transport: ``traywire.transport.Pool``, as the request path uses it now;
+- transport: ``traywire.proxy.transport.Pool``, as the request path uses it now;
 
 interleaved in rounds. Reported per request: this process's CPU time
 (``time.process_time``; the backend's is not counted) and the wall-clock
@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from bench_proxy import free_port  # noqa: E402
 
 from traywire.app import new_event_loop  # noqa: E402
-from traywire.transport import Pool  # noqa: E402
+from traywire.proxy.transport import Pool  # noqa: E402
 
 BODY = json.dumps(
     {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate the app icon files in assets/ from one source: traywire's own
-icon drawing (`traywire.icon.draw_icon`, the "healthy" tile).
+icon drawing (`traywire.desktop.icon.draw_icon`, the "healthy" tile).
 
     .venv/bin/python scripts/make-icons.py           # (re)write assets/
     .venv/bin/python scripts/make-icons.py --check   # exit 1 if assets/ is stale
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import IcnsImagePlugin, IcoImagePlugin, Image, ImageChops
 
-from traywire.icon import IconState, draw_icon
+from traywire.desktop.icon import IconState, draw_icon
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ICON_STATE: IconState = "healthy"
@@ -154,7 +154,7 @@ def check(assets: Path = ASSETS) -> list[str]:
             diff = max_difference(found[size], draw(size))
             if diff > TOLERANCE:
                 problems.append(
-                    f"{path}: the {size} px image differs from traywire.icon's drawing "
+                    f"{path}: the {size} px image differs from traywire.desktop.icon's drawing "
                     f"(by up to {diff}/255 per channel)"
                 )
     return problems

@@ -10,8 +10,8 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from traywire import config
-from traywire.runtime import Runtime
-from traywire.server import Server
+from traywire.proxy.runtime import Runtime
+from traywire.proxy.server import Server
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Tests for traywire.autostart: generated entries parsed back, and enable/disable."""
+"""Tests for traywire.desktop.autostart: generated entries parsed back, and enable/disable."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from traywire import autostart
-from traywire.autostart import (
+from traywire.desktop import autostart
+from traywire.desktop.autostart import (
     LAUNCH_AGENT_LABEL,
     WINDOWS_RUN_KEY,
     WINDOWS_RUN_KEY_DISPLAY,
@@ -238,7 +238,9 @@ def test_location(tmp_path: Path) -> None:
 
 def test_default_command_of_the_deb_is_its_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/opt/traywire/venv/bin/python3")
-    monkeypatch.setattr("traywire.autostart.os.path.exists", lambda p: p == "/usr/bin/traywire")
+    monkeypatch.setattr(
+        "traywire.desktop.autostart.os.path.exists", lambda p: p == "/usr/bin/traywire"
+    )
     assert default_command("linux") == ["/usr/bin/traywire"]
 
 

@@ -21,7 +21,7 @@ from helpers_config import line_of, write
 import traywire
 from traywire import config
 from traywire.cli import main
-from traywire.tokens import count_text
+from traywire.core.tokens import count_text
 
 PLAN_KEYS = {"model", "backend", "upstream_model", "reason"}
 
@@ -764,7 +764,7 @@ def test_route_follows_what_the_tray_saved(capsys: pytest.CaptureFixture[str]) -
     """The tray's routing and vLLM menus change what `traywire route` shows."""
     from types import MappingProxyType
 
-    from traywire import statefile
+    from traywire.desktop import statefile
 
     path = statefile.default_path()
     statefile.save(

@@ -1,5 +1,5 @@
 """Tests for the configuration schema (`traywire.config`) and the principle
-checks (`traywire.principles`).
+checks (`traywire.core.principles`).
 
 Every test keeps off the user's real config dir: layers are tmp files loaded
 with ``user_file=False`` or an explicit Path, and XDG_CONFIG_HOME / HOME point
@@ -18,7 +18,8 @@ from helpers_config import assert_located, layer_error, load_layer, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traywire import config, principles
+from traywire import config
+from traywire.core import principles
 from traywire.errors import ConfigError
 from traywire.types import STRATEGIES
 

@@ -27,9 +27,9 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import dashboard, reqlog
-from traywire.runtime import Runtime
-from traywire.server import Server
+from traywire.observe import dashboard, reqlog
+from traywire.proxy.runtime import Runtime
+from traywire.proxy.server import Server
 
 __all__ = ["clients", "fakes", "proxies"]
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from dashboard_helpers import KEY_NAME, Dash, start_dash
 from proxy_fixtures import USER, clients, fakes, proxies, status_of, wait_until
 
-from traywire import reqlog
+from traywire.observe import reqlog
 
 __all__ = ["clients", "fakes", "proxies"]
 

@@ -567,7 +567,7 @@ def test_install_run_upgrade_remove_purge(
         assert home.snapshot() == before
 
 
-COLOURS = {"healthy": (28, 142, 66)}  # traywire.icon's tile colour
+COLOURS = {"healthy": (28, 142, 66)}  # traywire.desktop.icon's tile colour
 
 
 def colour_pixels(png: Path, rgb: tuple[int, int, int]) -> int:

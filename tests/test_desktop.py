@@ -18,9 +18,9 @@ from app_process import App, free_port, write_config
 from fakes import FakeBackend
 from xsession import need_gi, need_tools, wait, xsession
 
-from traywire import desktop
-from traywire.desktop import Controller, TrayProblem, diagnose
-from traywire.tray import Command
+from traywire.desktop import run as desktop
+from traywire.desktop.run import Controller, TrayProblem, diagnose
+from traywire.desktop.tray import Command
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DRIVER = str(Path(__file__).parent / "tray_driver.py")
@@ -168,7 +168,7 @@ class FakeProxy:
 
 class FakeTray:
     def __init__(self) -> None:
-        from traywire.tray import Snapshot, freeze
+        from traywire.desktop.tray import Snapshot, freeze
 
         self.snapshot = Snapshot(running=True, status=freeze({"active": {"vllm": "vllm_a"}}))
         self.notes: list[str] = []
@@ -251,7 +251,7 @@ def test_controller_open_config_creates_the_user_file(
 
 
 def test_controller_toggles_start_at_login(_isolated_dirs: Path) -> None:
-    from traywire import autostart
+    from traywire.desktop import autostart
 
     c, _proxy, tray = controller()
     kicked: list[bool] = []
@@ -394,7 +394,7 @@ class Driven:
         raise AssertionError(f"tray never got there; last: {last}\n{self.app.stderr}")
 
 
-# Tile colours of traywire.icon (R, G, B).
+# Tile colours of traywire.desktop.icon (R, G, B).
 COLOURS = {
     "healthy": (28, 142, 66),
     "degraded": (240, 168, 24),

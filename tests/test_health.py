@@ -1,4 +1,5 @@
-"""Tests for the live-state tracker (`traywire.health`) and the probes (`traywire.probe`).
+"""Tests for the live-state tracker (`traywire.proxy.health`) and the probes
+(`traywire.proxy.probe`).
 
 The tracker is driven with a fake `now`; the probes talk to real aiohttp servers
 on loopback ports.
@@ -20,8 +21,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traywire.health import Health, HealthWord
-from traywire.probe import Prober, ProbeResult, ProbeTarget, probe
+from traywire.proxy.health import Health, HealthWord
+from traywire.proxy.probe import Prober, ProbeResult, ProbeTarget, probe
 from traywire.types import BackendState, LiveState
 
 Changes = list[tuple[str, HealthWord, HealthWord]]

@@ -1,4 +1,4 @@
-"""Tests for `traywire.http1`: request encoding and the client-side response parser.
+"""Tests for `traywire.proxy.http1`: request encoding and the client-side response parser.
 
 Pure data in, data out: no sockets. Every malformed case is fed whole and one
 byte at a time: the verdict must not depend on how the bytes arrive.
@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traywire.http1 import MAX_CHUNK_LINE, MAX_HEAD, ProtocolError, ResponseParser, encode_request
+from traywire.proxy.http1 import (
+    MAX_CHUNK_LINE,
+    MAX_HEAD,
+    ProtocolError,
+    ResponseParser,
+    encode_request,
+)
 
 
 def parse(

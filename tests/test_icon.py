@@ -1,4 +1,4 @@
-"""Tests for traywire.icon: sizes, distinctness, contrast on light and dark panels."""
+"""Tests for traywire.desktop.icon: sizes, distinctness, contrast on light and dark panels."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-import traywire.icon
-from traywire.icon import ICON_STATES, IconState, draw_icon
+import traywire.desktop.icon
+from traywire.desktop.icon import ICON_STATES, IconState, draw_icon
 
 SIZES = (16, 22, 24, 32, 48, 64)
 WHITE = (255, 255, 255)
@@ -189,11 +189,11 @@ def test_icon_sheet_artifact() -> None:
 
 def test_import_touches_no_display() -> None:
     code = (
-        "import sys, traywire.icon; "
+        "import sys, traywire.desktop.icon; "
         "bad = [m for m in ('tkinter', 'Xlib', 'pystray', 'gi') if m in sys.modules]; "
         "assert not bad, bad"
     )
-    src = str(Path(traywire.icon.__file__).resolve().parents[1])
+    src = str(Path(traywire.desktop.icon.__file__).resolve().parents[2])
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = subprocess.run(
         [sys.executable, "-c", code],

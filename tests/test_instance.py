@@ -14,7 +14,7 @@ import pytest
 from app_process import App, free_port, write_config
 from fakes import FakeBackend
 
-from traywire import instance
+from traywire.desktop import instance
 
 
 def test_second_lock_in_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_running_url_waits_for_a_starting_instance(tmp_path: Path) -> None:
 
 def test_the_lock_is_held_against_other_processes_and_dies_with_them(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from traywire import instance; "
+        "import sys, time; from pathlib import Path; from traywire.desktop import instance; "
         "lock = instance.acquire(Path(sys.argv[1])); lock.publish('http://x'); "
         "print('locked', flush=True); time.sleep(60)"
     )

@@ -33,8 +33,8 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import metrics, reqlog
-from traywire.runtime import Runtime
+from traywire.observe import metrics, reqlog
+from traywire.proxy.runtime import Runtime
 from traywire.types import Attempt, AttemptRecord, RequestRecord
 
 __all__ = ["clients", "fakes", "proxies"]

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from traywire import autostart, config
+from traywire import config
+from traywire.desktop import autostart
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"

@@ -30,9 +30,9 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import dashboard
-from traywire.runtime import Runtime
-from traywire.server import Server
+from traywire.observe import dashboard
+from traywire.proxy.runtime import Runtime
+from traywire.proxy.server import Server
 
 __all__ = ["clients", "fakes", "proxies"]
 

@@ -107,7 +107,7 @@ def test_ollama_client_gets_the_real_answer_through_failover(proxy: ProxyThread)
 
 
 def test_probe_sees_the_real_server_up(proxy: ProxyThread, real_server: RealServer) -> None:  # noqa: F811
-    from traywire.probe import probe
+    from traywire.proxy.probe import probe
 
     async def go() -> object:
         assert proxy.rt.session is not None

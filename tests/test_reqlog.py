@@ -44,11 +44,12 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire import config, reqlog, reqlog_writer
+from traywire import config
 from traywire.config import Config
 from traywire.errors import ConfigError
-from traywire.health import Health
-from traywire.reqlog import RequestLog
+from traywire.observe import reqlog, reqlog_writer
+from traywire.observe.reqlog import RequestLog
+from traywire.proxy.health import Health
 from traywire.types import Attempt, AttemptRecord, RequestRecord, Skip
 
 __all__ = ["clients", "fakes", "proxies"]
@@ -563,7 +564,7 @@ def test_the_writer_process_exits_when_the_log_closes(logs: Any) -> None:
 _PARENT = """
 import sys, time
 sys.path[:0] = [sys.argv[1]]
-from traywire.reqlog import RequestLog
+from traywire.observe.reqlog import RequestLog
 from traywire.types import RequestRecord
 lg = RequestLog(sys.argv[2])
 rec = RequestRecord(
@@ -584,7 +585,7 @@ while True:
 
 @posix_only
 def test_the_writer_process_dies_with_a_killed_parent(tmp_path: Path) -> None:
-    src = str(Path(reqlog.__file__).resolve().parent.parent)
+    src = str(Path(reqlog.__file__).resolve().parents[2])
     path = tmp_path / "requests.sqlite3"
     parent = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_PARENT), src, str(path)],

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traywire import config, routing
+from traywire import config
+from traywire.core import routing
 from traywire.errors import UnknownModelError
 from traywire.types import BackendState, Decision, LiveState, RouteRequest
 

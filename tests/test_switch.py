@@ -26,7 +26,8 @@ import pytest
 from fakes import FakeBackend
 from harness import ProxyThread
 
-from traywire import config, routing
+from traywire import config
+from traywire.core import routing
 from traywire.errors import ConfigError
 from traywire.types import RouteRequest
 

@@ -17,10 +17,11 @@ import yaml
 from fakes import FakeBackend
 from harness import config_for
 
-from traywire import config, statefile
+from traywire import config
+from traywire.desktop import statefile
+from traywire.desktop.tray import Snapshot, icon_state
 from traywire.errors import ConfigError
 from traywire.threads import Poller, Proxy
-from traywire.tray import Snapshot, icon_state
 
 
 def backends(**fakes: FakeBackend) -> dict[str, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Tests of traywire.translate and traywire.validate.
+"""Tests of traywire.proxy.dialects and traywire.proxy.validate.
 
 Every mapping is checked field by field in both directions; produced bodies
 are also fed through the official ``openai`` and ``ollama`` packages (their
@@ -25,7 +25,7 @@ from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from traywire.errors import TraywireError
-from traywire.translate import (
+from traywire.proxy.dialects import (
     SSE_DONE,
     NDJSONParser,
     OllamaToOpenAIStream,
@@ -58,7 +58,7 @@ from traywire.translate import (
     sse_event,
     upstream_error_message,
 )
-from traywire.validate import (
+from traywire.proxy.validate import (
     BadRequest,
     validate_ollama_chat,
     validate_ollama_embed,
@@ -2924,7 +2924,7 @@ def test_ollama_client_reads_translated_generate_and_embed() -> None:
 
 
 def test_sse_passthrough_keeps_the_backends_events_and_renames_the_model() -> None:
-    from traywire.relay import SSEPassthrough
+    from traywire.proxy.relay import SSEPassthrough
 
     relay = SSEPassthrough("asked-for")
     same = '{"id": "x",  "model": "asked-for", "choices": [{"delta": {"content": "hi"}}]}'

@@ -1,4 +1,4 @@
-"""Tests for `traywire.transport`: the keep-alive connection pool.
+"""Tests for `traywire.proxy.transport`: the keep-alive connection pool.
 
 Every test talks to a real server on 127.0.0.1: mostly tiny asyncio servers
 that read requests and write raw bytes (`RawServer`), so the wire is exactly
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from traywire.transport import Pool, TransportError, origin_of
+from traywire.proxy.transport import Pool, TransportError, origin_of
 
 CT = 5.0  # connect timeout towards servers that are up
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])

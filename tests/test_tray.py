@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from harness import config_for
 
-from traywire import tray, trayicon
-from traywire.tray import (
+from traywire.desktop import tray, trayicon
+from traywire.desktop.tray import (
     SEPARATOR,
     Command,
     Item,
@@ -895,7 +895,7 @@ def test_copy_falls_back_to_clipboard_tools(
 def test_importing_tray_does_not_import_pystray() -> None:
     import subprocess
 
-    code = "import sys, traywire.tray, traywire.threads, traywire.desktop, traywire.cli; "
+    code = "import sys, traywire.desktop.tray, traywire.threads, traywire.desktop.run, traywire.cli; "
     code += "print('pystray' in sys.modules, 'gi' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

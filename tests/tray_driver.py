@@ -25,7 +25,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from traywire import cli, trayicon
+from traywire import cli
+from traywire.desktop import trayicon
 
 _original_run = trayicon.Tray.run
 

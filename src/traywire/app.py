@@ -17,8 +17,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from . import config, secrets
-from .runtime import Runtime
-from .server import Server
+from .proxy.runtime import Runtime
+from .proxy.server import Server
 
 log = logging.getLogger("traywire")
 

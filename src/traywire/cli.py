@@ -11,7 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
 
-from . import __version__, config, principles, request, routing
+from . import __version__, config
+from .core import principles, request, routing
 from .errors import ConfigError, UnknownModelError
 from .types import PREFERENCES, BackendState, Decision, LiveState
 
@@ -23,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         "Without a COMMAND it runs the proxy with its tray icon (see `traywire app -h`).",
     )
     p.add_argument("--version", action="version", version=f"traywire {__version__}")
-    from .desktop import add_arguments as app_arguments
+    from .desktop.run import add_arguments as app_arguments
 
     # Without a command, traywire runs the app (proxy + tray): its options.
     app_arguments(p, dest_prefix="app_")
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(args)
         if args.command in ("app", None):
-            from .desktop import app_args, run_app
+            from .desktop.run import app_args, run_app
 
             return run_app(app_args(args, "" if args.command else "app_"))
     except ConfigError as exc:
@@ -229,7 +230,7 @@ def saved_state(cfg: config.Config) -> LiveState:
     """What the tray last chose (preference, active vLLM member), from the state
     file, so `route` shows what the running app does. Members the config no
     longer has are ignored."""
-    from . import statefile
+    from .desktop import statefile
 
     saved = statefile.load(statefile.default_path())
     active = {

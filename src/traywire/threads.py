@@ -27,10 +27,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import autostart, config, statefile
-from .runtime import Runtime
-from .server import Server
-from .tray import Snapshot, Topology, freeze, not_running, topology
+from . import config
+from .desktop import autostart, statefile
+from .desktop.tray import Snapshot, Topology, freeze, not_running, topology
+from .proxy.runtime import Runtime
+from .proxy.server import Server
 
 __all__ = ["Poller", "Proxy"]
 

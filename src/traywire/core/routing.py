@@ -1,0 +1,466 @@
+"""The routing core: (request, config, live state) → an ordered plan of attempts.
+
+Pure: no I/O, no clock, no randomness of its own (a uniform draw comes in
+with the live state). The proxy executes the plan; it never decides.
+
+How a plan is made:
+
+1. Resolve the name the client asked for: a model (then its chain), a route
+   (its strategy picks the first model), or ``auto`` (classify the last user
+   turn, then route as that capability). ``name`` without a tag also matches
+   ``name:latest``. Anything else raises UnknownModelError with the names the
+   user can ask for.
+2. Expand: each chosen model is followed by its fallback chain, then the
+   route's other candidates follow, each with its own chain; repeats dropped.
+3. Leave out, with a reason: disabled backends, cloud backends under
+   local_only (and local ones under cloud_only), inactive members of an
+   exclusive group, cloud backends with no key, and models whose window
+   cannot hold the prompt plus the reply (max_tokens, or REPLY_RESERVE).
+4. prefer_local / prefer_cloud: among the models that have the request's
+   capability, those in the preferred location move ahead (stable); models
+   without it stay behind them, so a code request never reaches a general
+   model before the code models are exhausted. A model asked for by name
+   stays first.
+5. Health: attempts on a backend whose circuit is open, or whose probe says
+   the model is not served, move to the end ("tried last"). If every attempt
+   is in that state, the order stays and the reasons say so.
+6. Saturation: an attempt whose backend is at or above the saturation share of
+   its capacity lets the next healthy, unsaturated attempt in the overflow
+   direction (cloud, or local first under prefer_local/local_only) go ahead
+   of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from ..config import Band, Candidate, Config, Model, Route
+from ..errors import UnknownModelError
+from ..types import (
+    Attempt,
+    BackendState,
+    Capability,
+    Decision,
+    LiveState,
+    Location,
+    Preference,
+    RouteRequest,
+    Skip,
+    Strategy,
+)
+from .classify import classify
+from .tokens import estimate
+
+# Reply budget assumed when the client sets none, for the context-window check.
+REPLY_RESERVE = 256
+
+_IDLE = BackendState()
+
+
+class _Step(NamedTuple):
+    model: Model
+    reason: str
+
+
+class _Index(NamedTuple):
+    location: Mapping[str, Location]  # model -> location of its backend
+    chain_steps: Mapping[str, tuple[_Step, ...]]  # model -> its chain with reasons
+
+
+_CACHE: dict[int, tuple[Config, _Index]] = {}
+
+
+def _index(cfg: Config) -> _Index:
+    hit = _CACHE.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    location = {n: cfg.backends[m.backend].location for n, m in cfg.models.items()}
+    chains: dict[str, tuple[_Step, ...]] = {}
+    for name, model in cfg.models.items():
+        steps = []
+        for i, other in enumerate(cfg.fallbacks.get(name, ()), 1):
+            fb = cfg.models[other]
+            change = fb.params_b / model.params_b - 1
+            same = model.primary_capability in fb.capabilities
+            steps.append(
+                _Step(
+                    fb,
+                    (
+                        f"fallback {i} of {name}'s chain ({change:+.0%} params"
+                        f"{', same capability' if same else ''})"
+                    ),
+                )
+            )
+        chains[name] = tuple(steps)
+    index = _Index(
+        location=location,
+        chain_steps=chains,
+    )
+    if len(_CACHE) > 8:
+        _CACHE.clear()
+    _CACHE[id(cfg)] = (cfg, index)
+    return index
+
+
+def resolve_name(name: str, cfg: Config) -> str:
+    """The configured name a client's model name refers to, or UnknownModelError."""
+    if name in cfg.models or name in cfg.routes or (name == "auto" and cfg.routes):
+        return name
+    if ":" not in name and f"{name}:latest" in cfg.models:
+        return f"{name}:latest"
+    raise UnknownModelError(name, cfg.names())
+
+
+_NO_STATE = LiveState()
+
+
+def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> Decision:
+    idx = _index(cfg)
+    name = resolve_name(request.model, cfg)
+    tokens = estimate(request)
+    need = tokens + (request.max_tokens if request.max_tokens else REPLY_RESERVE)
+    pref: Preference = state.preference or cfg.preference
+
+    capability: Capability | None
+    route: Route | None = None
+    strategy: Strategy | None = None
+    note = ""
+    if name in cfg.models:
+        model = cfg.models[name]
+        capability = model.primary_capability
+        steps = [_Step(model, "requested by name"), *idx.chain_steps[name]]
+    else:
+        if name == "auto":
+            cls = classify(request.last_user or request.prompt, cfg.auto.default)
+            capability = cls.capability
+            route_name = capability if capability in cfg.routes else cfg.auto.default
+            route = cfg.routes[route_name]
+            lead = f"auto → {cls.reason} → route {route_name}"
+        else:
+            route = cfg.routes[name]
+            capability = _route_capability(route, cfg)
+            lead = f"route {name}"
+        strategy = route.strategy
+        ordered, why = _order(route, cfg, state, tokens, need)
+        steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
+
+    plan, skipped = _filter(steps, cfg, state, pref, need, idx)
+    if not plan:
+        note = _empty_note(pref, skipped, name)
+    else:
+        if pref in ("prefer_local", "prefer_cloud") and capability is not None:
+            plan = _prefer(plan, pref, capability, idx, keep_first=name in cfg.models)
+        plan = _health(plan, cfg, state)
+        plan = _saturation(plan, cfg, state, pref, idx)
+
+    attempts = tuple(
+        Attempt(s.model.name, s.model.backend, s.model.upstream, s.reason) for s in plan
+    )
+    return Decision(
+        requested=request.model,
+        capability=capability,
+        prompt_tokens=tokens,
+        route=route.name if route else None,
+        strategy=strategy,
+        preference=pref,
+        plan=attempts,
+        skipped=tuple(skipped),
+        note=note,
+    )
+
+
+def _route_capability(route: Route, cfg: Config) -> Capability:
+    if route.name in ("code", "reasoning", "analytical", "creative", "chat"):
+        return route.name  # type: ignore[return-value]
+    return cfg.models[route.candidates[0].model].primary_capability
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def _load(cfg: Config, state: LiveState, model: str) -> float:
+    backend = cfg.models[model].backend
+    return state.backends.get(backend, _IDLE).in_flight / cfg.backends[backend].capacity
+
+
+def _order(
+    route: Route, cfg: Config, state: LiveState, tokens: int, need: int
+) -> tuple[list[Candidate], str]:
+    """The route's candidates, chosen one first, and why."""
+    cands = list(route.candidates)
+    why = ""
+    if route.bands:
+        measure = tokens if route.measure == "prompt_tokens" else need
+        band = _band(route.bands, measure)
+        bound = f"≤{band.upto}" if band.upto is not None else "unbounded"
+        what = "prompt tokens" if route.measure == "prompt_tokens" else "tokens (prompt+reply)"
+        why = f"{measure} {what} → band {band.label} ({bound}); "
+        first = _by_strategy(list(band.candidates), route, cfg, state, need)
+        rest_strategy = route.strategy if route.strategy != "complexity_based" else "direct"
+        names = {c.model for c in first}
+        rest = _by_strategy(
+            [c for c in cands if c.model not in names], route, cfg, state, need, rest_strategy
+        )
+        ordered = first + rest
+    else:
+        ordered = _by_strategy(cands, route, cfg, state, need)
+    head = ordered[0].model
+    return ordered, why + _explain(route.strategy, head, cfg, state, need, route)
+
+
+def _by_strategy(
+    cands: list[Candidate],
+    route: Route,
+    cfg: Config,
+    state: LiveState,
+    need: int,
+    strategy: Strategy | None = None,
+) -> list[Candidate]:
+    s = strategy or route.strategy
+    if len(cands) < 2 or s == "direct":
+        return cands
+    pos = {c.model: i for i, c in enumerate(cands)}
+    if s in ("weighted", "complexity_based"):
+        total = sum(c.weight for c in cands)
+        if total <= 0:
+            return cands
+        point = state.random * total
+        for i, c in enumerate(cands):
+            point -= c.weight
+            if point < 0:
+                return [c, *cands[:i], *cands[i + 1 :]]
+        return cands
+    if s == "least_loaded":
+        return sorted(cands, key=lambda c: (_load(cfg, state, c.model), pos[c.model]))
+    if s == "fastest_response":
+
+        def latency(c: Candidate) -> tuple[bool, float, int]:
+            lat = state.backends.get(cfg.models[c.model].backend, _IDLE).latency_ms
+            return (lat is None, lat or 0.0, pos[c.model])
+
+        return sorted(cands, key=latency)
+    if s == "usage_based":
+
+        def used(c: Candidate) -> tuple[float, int]:
+            u = state.usage.get(c.model, 0)
+            share = u / c.weight if c.weight > 0 else float("inf")
+            return (share, pos[c.model])
+
+        return sorted(cands, key=used)
+    if s == "most_capacity":
+        return sorted(
+            cands,
+            key=lambda c: (-cfg.models[c.model].context, _load(cfg, state, c.model), pos[c.model]),
+        )
+    if s == "context_based":
+        room = 1.0 - route.headroom
+        for i, c in enumerate(cands):
+            if need <= cfg.models[c.model].context * room:
+                return [c, *cands[:i], *cands[i + 1 :]]
+        return cands
+    return cands
+
+
+def _band(bands: Sequence[Band], measure: int) -> Band:
+    for band in bands:
+        if band.upto is None or measure <= band.upto:
+            return band
+    return bands[-1]
+
+
+def _explain(
+    strategy: Strategy, head: str, cfg: Config, state: LiveState, need: int, route: Route
+) -> str:
+    m = cfg.models[head]
+    b = state.backends.get(m.backend, _IDLE)
+    if strategy == "least_loaded":
+        return f"{head} least loaded ({b.in_flight}/{cfg.backends[m.backend].capacity} in flight)"
+    if strategy == "fastest_response":
+        lat = "unmeasured" if b.latency_ms is None else f"{b.latency_ms:.0f} ms"
+        return f"{head} fastest ({lat})"
+    if strategy == "usage_based":
+        return f"{head} least used ({state.usage.get(head, 0)} tokens in window)"
+    if strategy == "most_capacity":
+        return f"{head} has the largest window ({m.context} tokens)"
+    if strategy == "context_based":
+        room = int(m.context * (1.0 - route.headroom))
+        return f"{head} is the first whose window holds {need} tokens with headroom ({room})"
+    if strategy in ("weighted", "complexity_based"):
+        return f"{head} chosen by weight"
+    return f"{head} first"
+
+
+def _expand(ordered: list[Candidate], lead: str, idx: _Index, cfg: Config) -> list[_Step]:
+    steps: list[_Step] = []
+    seen: set[str] = set()
+    for i, cand in enumerate(ordered):
+        if cand.model in seen:
+            continue
+        model = cfg.models[cand.model]
+        steps.append(_Step(model, lead if i == 0 else f"route candidate {i + 1}"))
+        seen.add(cand.model)
+        for step in idx.chain_steps[cand.model]:
+            if step.model.name not in seen:
+                seen.add(step.model.name)
+                steps.append(step)
+    return steps
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _filter(
+    steps: list[_Step],
+    cfg: Config,
+    state: LiveState,
+    pref: Preference,
+    need: int,
+    idx: _Index,
+) -> tuple[list[_Step], list[Skip]]:
+    keep: list[_Step] = []
+    skipped: list[Skip] = []
+    for step in steps:
+        m = step.model
+        backend = cfg.backends[m.backend]
+        why = ""
+        if not backend.enabled:
+            why = f"backend {backend.name} is disabled"
+        elif pref == "local_only" and backend.location == "cloud":
+            why = f"local_only: cloud backend {backend.name} is never planned"
+        elif pref == "cloud_only" and backend.location == "local":
+            why = f"cloud_only: local backend {backend.name} is not planned"
+        elif (
+            backend.exclusive_group is not None
+            and (active := _active(cfg, state, backend.exclusive_group)) != backend.name
+        ):
+            why = (
+                f"{backend.name} is not the active member of exclusive group "
+                f"{backend.exclusive_group} (active: {active or 'none'})"
+            )
+        elif state.backends.get(backend.name, _IDLE).no_key:
+            why = f"no key for {backend.name} ({backend.key}); set it with: traywire keys set NAME"
+        elif need > m.context:
+            why = f"window too small: needs {need} tokens, {m.name} holds {m.context}"
+        if why:
+            skipped.append(Skip(m.name, m.backend, why))
+        else:
+            keep.append(step)
+    return keep, skipped
+
+
+def _active(cfg: Config, state: LiveState, group: str) -> str:
+    # "" (not None): the group has no active member (a switch is running or failed).
+    active = state.active.get(group)
+    return cfg.groups[group].active if active is None else active
+
+
+def _empty_note(pref: Preference, skipped: list[Skip], name: str) -> str:
+    if pref == "local_only":
+        return (
+            f"local_only: no local model can serve {name!r}; nothing was planned on a cloud backend"
+        )
+    if pref == "cloud_only":
+        return f"cloud_only: no cloud model can serve {name!r}"
+    reasons = sorted({s.reason.split(":")[0] for s in skipped})
+    return f"no model can serve {name!r}: " + "; ".join(reasons)
+
+
+def _prefer(
+    plan: list[_Step], pref: Preference, cap: Capability, idx: _Index, keep_first: bool
+) -> list[_Step]:
+    want: Location = "local" if pref == "prefer_local" else "cloud"
+    head = plan[:1] if keep_first else []
+    body = plan[1:] if keep_first else plan
+    capable = [s for s in body if cap in s.model.capabilities]
+    others = [s for s in body if cap not in s.model.capabilities]
+    preferred = [s for s in capable if idx.location[s.model.name] == want]
+    rest = [s for s in capable if idx.location[s.model.name] != want]
+    moved = [
+        s if i == capable.index(s) else _Step(s.model, f"{s.reason}; moved ahead: {pref}")
+        for i, s in enumerate(preferred)
+    ]
+    return head + moved + rest + others
+
+
+def _health(plan: list[_Step], cfg: Config, state: LiveState) -> list[_Step]:
+    if not state.backends:
+        return plan
+    good: list[_Step] = []
+    bad: list[_Step] = []
+    for s in plan:
+        b = state.backends.get(s.model.backend, _IDLE)
+        if b.circuit == "open":
+            bad.append(_Step(s.model, f"{s.reason}; circuit open on {s.model.backend}"))
+        elif s.model.upstream in b.missing_models:
+            bad.append(
+                _Step(
+                    s.model,
+                    f"{s.reason}; {s.model.backend} does not list {s.model.upstream} (probe)",
+                )
+            )
+        else:
+            good.append(s)
+    if not bad:
+        return plan
+    if not good:
+        return [
+            _Step(s.model, f"{s.reason}; every candidate is down, trying in order anyway")
+            for s in bad
+        ]
+    return good + [_Step(s.model, f"{s.reason} — tried last") for s in bad]
+
+
+def _saturation(
+    plan: list[_Step], cfg: Config, state: LiveState, pref: Preference, idx: _Index
+) -> list[_Step]:
+    if not state.backends or len(plan) < 2:
+        return plan
+
+    def saturated(s: _Step) -> bool:
+        b = state.backends.get(s.model.backend, _IDLE)
+        return b.in_flight / cfg.backends[s.model.backend].capacity >= cfg.saturation
+
+    def ok(s: _Step) -> bool:
+        b = state.backends.get(s.model.backend, _IDLE)
+        return b.circuit != "open" and s.model.upstream not in b.missing_models and not saturated(s)
+
+    order: tuple[Location, ...] = (
+        ("local", "cloud") if pref in ("prefer_local", "local_only") else ("cloud", "local")
+    )
+    plan = list(plan)
+    done: set[str] = set()
+    i = 0
+    while i < len(plan):
+        s = plan[i]
+        if s.model.name not in done and saturated(s):
+            done.add(s.model.name)
+            target = None
+            for where in order:
+                target = next(
+                    (
+                        j
+                        for j in range(i + 1, len(plan))
+                        if idx.location[plan[j].model.name] == where and ok(plan[j])
+                    ),
+                    None,
+                )
+                if target is not None:
+                    break
+            if target is not None:
+                b = state.backends.get(s.model.backend, _IDLE)
+                cap = cfg.backends[s.model.backend].capacity
+                t = plan.pop(target)
+                plan.insert(
+                    i,
+                    _Step(
+                        t.model,
+                        (
+                            f"{t.reason}; overflow: {s.model.backend} saturated "
+                            f"({b.in_flight}/{cap} in flight ≥ {cfg.saturation:.0%})"
+                        ),
+                    ),
+                )
+                continue
+        i += 1
+    return plan

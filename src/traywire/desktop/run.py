@@ -1,0 +1,582 @@
+"""``traywire`` with no command: the proxy plus the tray icon.
+
+The proxy runs on its own thread (`threads.Proxy`); the tray owns the main
+thread. Where no tray can be shown (no display, pystray cannot load, no tray
+host, no notification service) this says so once, with what is missing and
+how to fix it, and keeps serving as a plain proxy until Ctrl-C / SIGTERM;
+``--no-tray`` does that on purpose. One app per user (`instance`): a second
+one prints where the first runs and exits 0. Quit (menu, Ctrl-C, SIGTERM)
+stops the proxy cleanly - in-flight requests get the grace period - then the
+icon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import webbrowser
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from .. import config
+
+if TYPE_CHECKING:  # the proxy and tray modules load only when the app runs
+    from ..threads import Proxy
+    from .tray import Command
+    from .trayicon import Tray
+
+__all__ = ["TrayProblem", "diagnose", "run_app"]
+
+log = logging.getLogger("traywire")
+
+_SNI_WATCHER = "org.kde.StatusNotifierWatcher"
+_NOTIFICATIONS = "org.freedesktop.Notifications"
+
+
+# --------------------------------------------------------------------------- can a tray show?
+
+
+class TrayProblem(NamedTuple):
+    what: str  # what is missing
+    fix: str  # how to fix it
+
+    def message(self, url: str) -> str:
+        return (
+            f"traywire: no tray icon: {self.what}.\n"
+            f"  Fix: {self.fix}.\n"
+            f"  Serving as a plain proxy at {url} until Ctrl-C "
+            "(`traywire serve` or `traywire --no-tray` do this on purpose)."
+        )
+
+
+class Probes(Protocol):
+    """What `diagnose` asks the system (a fake in tests)."""
+
+    def load_backend(self) -> str: ...  # pystray's backend name; raises if it cannot load
+
+    def session_bus(self) -> str | None: ...  # None, or why there is no session bus
+
+    def has_notifications(self) -> bool: ...
+
+    def has_sni_host(self) -> bool: ...  # a StatusNotifierItem host (KDE, GNOME + extension)
+
+    def has_xembed_tray(self) -> bool: ...  # an X11 system tray (trayer, stalonetray, panels)
+
+
+def _tray_host_fix(env: Mapping[str, str]) -> str:
+    desktop = env.get("XDG_CURRENT_DESKTOP", "").lower()
+    if "gnome" in desktop or "ubuntu" in desktop:
+        return (
+            "GNOME shows tray icons only with the AppIndicator extension: install it "
+            "(Debian/Ubuntu: gnome-shell-extension-appindicator; Fedora: "
+            "gnome-shell-extension-appindicator) and enable it "
+            "(gnome-extensions enable appindicatorsupport@rgcjonas.gmail.com), then log in again"
+        )
+    return (
+        "run a system tray: your panel's tray/StatusNotifier applet, or a standalone one "
+        "such as trayer or stalonetray"
+    )
+
+
+def diagnose(probes: Probes, env: Mapping[str, str], platform: str) -> TrayProblem | None:
+    """Why no tray icon can be shown here, or None if it can."""
+    linux = platform not in ("darwin", "win32", "cygwin")
+    if linux and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        return TrayProblem(
+            "no graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set)",
+            "start traywire from your desktop session (or enable Start at login there)",
+        )
+    try:
+        backend = probes.load_backend()
+    except Exception as exc:
+        what = f"pystray cannot load a tray backend ({type(exc).__name__}: {exc})"
+        fix = "check PYSTRAY_BACKEND and the display"
+        if linux:
+            fix = (
+                "install PyGObject with GTK 3 and AppIndicator (Debian/Ubuntu: python3-gi "
+                "gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1; in a virtualenv: "
+                "pip install PyGObject), and check DISPLAY"
+            )
+        return TrayProblem(what, fix)
+    if backend == "dummy":
+        return TrayProblem(
+            "PYSTRAY_BACKEND=dummy selects pystray's backend that shows nothing",
+            "unset PYSTRAY_BACKEND",
+        )
+    if backend in ("appindicator", "gtk"):
+        why = probes.session_bus()
+        if why is not None:
+            return TrayProblem(
+                f"no D-Bus session bus ({why})",
+                "start traywire inside your desktop session, or under dbus-run-session",
+            )
+        if not probes.has_notifications():
+            return TrayProblem(
+                f"no notification service ({_NOTIFICATIONS}) on the session bus",
+                "run a notification daemon (your desktop's, or e.g. dunst or mako)",
+            )
+    if backend == "appindicator":
+        if not (probes.has_sni_host() or probes.has_xembed_tray()):
+            return TrayProblem(
+                "no tray host: no StatusNotifier host and no X11 system tray", _tray_host_fix(env)
+            )
+    elif backend in ("gtk", "xorg") and not probes.has_xembed_tray():
+        return TrayProblem(
+            f"no X11 system tray (pystray's {backend} backend needs one)", _tray_host_fix(env)
+        )
+    return None
+
+
+class SystemProbes:
+    """`Probes` on the real system: pystray, D-Bus through Gio, X11 through python-xlib."""
+
+    def __init__(self, env: Mapping[str, str], timeout_ms: int = 3000) -> None:
+        self.env = env
+        self.timeout_ms = timeout_ms
+        self._bus: Any = None
+
+    def load_backend(self) -> str:
+        import pystray
+
+        return str(pystray.Icon.__module__).rsplit(".", 1)[-1].lstrip("_")
+
+    def _gio(self) -> tuple[Any, Any]:
+        return (
+            importlib.import_module("gi.repository.Gio"),
+            importlib.import_module("gi.repository.GLib"),
+        )
+
+    def session_bus(self) -> str | None:
+        try:
+            gio, _ = self._gio()
+            self._bus = gio.bus_get_sync(gio.BusType.SESSION, None)
+        except Exception as exc:
+            return str(getattr(exc, "message", None) or exc)
+        return None
+
+    def _call(self, method: str, args: tuple[Any, ...], sig: str | None) -> Any:
+        gio, glib = self._gio()
+        params = glib.Variant(sig, args) if sig else None
+        reply = self._bus.call_sync(
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            method,
+            params,
+            None,
+            gio.DBusCallFlags.NONE,
+            self.timeout_ms,
+            None,
+        )
+        return reply.unpack()
+
+    def _has_owner(self, name: str) -> bool:
+        return bool(self._call("NameHasOwner", (name,), "(s)")[0])
+
+    def has_notifications(self) -> bool:
+        if self._bus is None and self.session_bus() is not None:
+            return False
+        try:
+            if self._has_owner(_NOTIFICATIONS):
+                return True
+            # Not running: D-Bus activation may start one (as pystray would).
+            self._call("StartServiceByName", (_NOTIFICATIONS, 0), "(su)")
+            return self._has_owner(_NOTIFICATIONS)
+        except Exception as exc:
+            log.debug("notification service check: %s", exc)
+            return False
+
+    def has_sni_host(self) -> bool:
+        if self._bus is None and self.session_bus() is not None:
+            return False
+        try:
+            if not self._has_owner(_SNI_WATCHER):
+                return False
+            gio, glib = self._gio()
+            reply = self._bus.call_sync(
+                _SNI_WATCHER,
+                "/StatusNotifierWatcher",
+                "org.freedesktop.DBus.Properties",
+                "Get",
+                glib.Variant("(ss)", (_SNI_WATCHER, "IsStatusNotifierHostRegistered")),
+                None,
+                gio.DBusCallFlags.NONE,
+                self.timeout_ms,
+                None,
+            )
+            return bool(reply.unpack()[0])
+        except Exception as exc:
+            log.debug("StatusNotifier host check: %s", exc)
+            return False
+
+    def has_xembed_tray(self) -> bool:
+        if not self.env.get("DISPLAY"):
+            return False
+        try:
+            xdisplay = importlib.import_module("Xlib.display")
+            d = xdisplay.Display(self.env["DISPLAY"])
+            try:
+                atom = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
+                owner = d.get_selection_owner(atom)
+                return bool(owner) and getattr(owner, "id", owner) != 0
+            finally:
+                d.close()
+        except Exception as exc:
+            log.debug("X11 system tray check: %s", exc)
+            return False
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def open_path(target: str) -> None:
+    """Open a file or URL with the desktop's default application."""
+    if target.startswith(("http://", "https://")):
+        webbrowser.open(target)
+        return
+    if sys.platform == "win32":
+        os.startfile(target)  # type: ignore[attr-defined]
+        return
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    subprocess.Popen(
+        [opener, target],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _sh_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg).replace("\\", "\\\\").replace('"', '\\"')
+
+
+class Controller:
+    """Carries out tray commands. `handle` runs on the UI thread and never
+    blocks: proxy commands go to the loop, results come back as notifications."""
+
+    def __init__(self, proxy: Proxy, config_file: str | None, grace: float) -> None:
+        self.proxy = proxy
+        self.config_file = config_file
+        self.grace = grace
+        self.tray: Tray | None = None
+        self.kick: Callable[[], None] = lambda: None
+        self._quitting = threading.Event()
+        self.stopper: threading.Thread | None = None
+
+    def notify(self, text: str) -> None:
+        """From any thread."""
+        tray = self.tray
+        if tray is None:
+            print(f"traywire: {text}", file=sys.stderr, flush=True)
+            return
+        tray.call_on_main(lambda: tray.notify(text))
+
+    def _report(self, fut: Future[Any], ok: str | None, failed: str) -> None:
+        def done(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                self.notify(f"{failed}: {exc}")
+            elif ok is not None:
+                self.notify(ok.format(result=f.result()))
+
+        fut.add_done_callback(done)
+
+    def handle(self, cmd: Command) -> None:
+        name, args = cmd
+        if name == "copy":
+            self.copy(args[0])
+        elif name == "set_preference":
+            self._report(self.proxy.set_preference(args[0]), None, "Could not change routing")
+        elif name == "set_active":
+            if self._is_active(args[0], args[1]):
+                return  # clicking the checked member must not restart its server
+            self._report(
+                self.proxy.set_active(args[0], args[1]), None, f"Could not switch {args[0]}"
+            )
+        elif name == "open_dashboard":
+            open_path(self.proxy.url + "/ui")
+        elif name == "set_key":
+            self.set_key(args[0])
+        elif name == "open_config":
+            self.open_config()
+        elif name == "reload":
+            self.reload()
+        elif name == "toggle_autostart":
+            self.toggle_autostart()
+        elif name == "quit":
+            self.quit()
+        else:
+            log.warning("unknown tray command %s", name)
+
+    def _is_active(self, group: str, member: str) -> bool:
+        tray = self.tray
+        if tray is None:
+            return False
+        active = tray.snapshot.status.get("active")
+        return isinstance(active, Mapping) and active.get(group) == member
+
+    def copy(self, text: str) -> None:
+        ok = self.tray.copy(text) if self.tray is not None else False
+        if not ok:
+            self.notify(f"No clipboard available; the address is {text}")
+
+    def set_key(self, name: str) -> None:
+        """The dashboard's key form (the proxy uses a key as soon as it is saved)."""
+        open_path(self.proxy.url + "/ui#keys")
+
+    def config_path(self) -> Path:
+        return Path(self.config_file) if self.config_file else config.user_config_path()
+
+    def open_config(self) -> None:
+        path = self.config_path()
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(config.default_config_text(), encoding="utf-8")
+            open_path(str(path))
+        except OSError as exc:
+            self.notify(f"Cannot open {path}: {exc}")
+
+    def reload(self) -> None:
+        fut = self.proxy.reload_config()
+
+        def done(f: Future[str]) -> None:
+            exc = f.exception()
+            if exc is None:
+                self.proxy.set_note("")
+                self.notify(f.result())
+            else:
+                self.proxy.set_note("config not reloaded")
+                self.notify(f"Config not reloaded: {exc}")
+
+        fut.add_done_callback(done)
+
+    def toggle_autostart(self) -> None:
+        from . import autostart
+
+        try:
+            if autostart.is_enabled():
+                autostart.disable()
+                self.notify("traywire will no longer start at login")
+            else:
+                where = autostart.enable()
+                self.notify(f"traywire will start at login ({where})")
+        except (OSError, ValueError) as exc:
+            self.notify(f"Start at login: {exc}")
+        self.kick()
+
+    def quit(self) -> None:
+        """Stop the proxy (draining) on a worker thread, then the tray. Idempotent."""
+        if self._quitting.is_set():
+            return
+        self._quitting.set()
+        print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
+        tray = self.tray
+        self.stopper = self.proxy.stop_in_background(
+            self.grace, then=tray.stop if tray is not None else None
+        )
+
+    @property
+    def quitting(self) -> bool:
+        return self._quitting.is_set()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def add_arguments(p: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    """The options of ``traywire`` / ``traywire app`` (stored as ``dest_prefix + name``)."""
+    d = dest_prefix
+    p.add_argument(
+        "--config", dest=d + "config", metavar="FILE", help="config file layered over the others"
+    )
+    p.add_argument(
+        "--host",
+        dest=d + "host",
+        metavar="HOST",
+        help="listen address (default: server.host, 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        dest=d + "port",
+        metavar="PORT",
+        type=int,
+        help=f"listen port (default: server.port, {config.DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--no-tray",
+        dest=d + "no_tray",
+        action="store_true",
+        help="serve without a tray icon (as `traywire serve` does)",
+    )
+    p.add_argument(
+        "--grace",
+        dest=d + "grace",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="seconds in-flight requests get to finish on quit",
+    )
+    p.add_argument(
+        "--log-level",
+        dest=d + "log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+    )
+
+
+def app_args(args: argparse.Namespace, dest_prefix: str = "") -> argparse.Namespace:
+    """The app's options out of a namespace filled by `add_arguments`."""
+    names = ("config", "host", "port", "no_tray", "grace", "log_level")
+    return argparse.Namespace(**{n: getattr(args, dest_prefix + n) for n in names})
+
+
+def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
+    """``traywire`` / ``traywire app``. Returns the exit code."""
+    from .. import app
+    from ..threads import Proxy
+    from . import instance, statefile
+
+    logging.basicConfig(
+        level=str(getattr(args, "log_level", "info")).upper(),
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    cfg = config.load(args.config)
+    host = args.host or cfg.server.host
+    port = cfg.server.port if args.port is None else args.port
+    token = app.resolve_token(cfg)
+    directory = statefile.state_dir()
+    lock = instance.acquire(directory)
+    if lock is None:
+        url = instance.running_url(directory)
+        if url:
+            print(f"traywire is already running at {url}", flush=True)
+        else:
+            print("traywire is already running (it has not said where yet)", flush=True)
+        return 0
+    try:
+        proxy = Proxy(
+            cfg,
+            host=host,
+            port=port,
+            token=token,
+            grace=args.grace,
+            config_file=args.config,
+            state_path=statefile.default_path(),
+        )
+        try:
+            proxy.start()
+        except OSError as exc:
+            print(
+                f"traywire: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+            )
+            return 1
+        except ValueError as exc:
+            print(f"traywire: {exc}", file=sys.stderr)
+            return 2
+        lock.publish(proxy.url)
+        print(app.banner(proxy.url), flush=True)
+        _warn_keyring(proxy)
+        if args.no_tray:
+            print(
+                f"traywire: --no-tray: serving at {proxy.url} without a tray icon until Ctrl-C.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return _headless(proxy, args.grace)
+        problem = diagnose(probes or SystemProbes(os.environ), os.environ, sys.platform)
+        if problem is not None:
+            print(problem.message(proxy.url), file=sys.stderr, flush=True)
+            return _headless(proxy, args.grace)
+        return _with_tray(proxy, args)
+    finally:
+        lock.release()
+
+
+def _warn_keyring(proxy: Proxy) -> None:
+    try:
+        problem = proxy.snapshot().status.get("keyring")
+    except Exception:
+        return
+    if problem:
+        print(f"traywire: warning: {problem}", file=sys.stderr, flush=True)
+
+
+def _install_signals(handler: Callable[[], None]) -> None:
+    """SIGINT/SIGTERM call ``handler`` (main thread only)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread / not supported
+            signal.signal(sig, lambda *_: handler())
+
+
+def _headless(proxy: Proxy, grace: float) -> int:
+    from ..threads import Poller
+
+    stop = threading.Event()
+    _install_signals(stop.set)
+    # The poll keeps the state file up to date (changes made through /admin).
+    poller = Poller(proxy.snapshot, lambda _s: None, interval=2.0).start()
+    try:
+        while not stop.wait(0.5):
+            pass
+        print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
+    finally:
+        poller.stop()
+        proxy.stop(grace)
+    return 0
+
+
+def _with_tray(proxy: Proxy, args: argparse.Namespace) -> int:
+    from ..threads import Poller
+    from .trayicon import Tray
+
+    controller = Controller(proxy, args.config, args.grace)
+    try:
+        tray = Tray(controller.handle, proxy.snapshot())
+    except Exception as exc:
+        problem = TrayProblem(
+            f"the tray icon could not be created ({type(exc).__name__}: {exc})",
+            "check the desktop's tray support",
+        )
+        print(problem.message(proxy.url), file=sys.stderr, flush=True)
+        return _headless(proxy, args.grace)
+    controller.tray = tray
+    poller = Poller(proxy.snapshot, tray.post)
+    controller.kick = poller.kick
+    proxy.add_listener(poller.kick)
+    _install_signals(controller.quit)
+
+    def on_ready() -> None:  # pystray's setup thread
+        poller.start()
+        # pystray's GTK loop resets SIGINT to the default (die at once): take it back.
+        tray.call_on_main(lambda: _install_signals(controller.quit))
+
+    try:
+        tray.run(on_ready)
+    except Exception as exc:
+        poller.stop()
+        if not controller.quitting:
+            problem = TrayProblem(
+                f"the tray stopped with an error ({type(exc).__name__}: {exc})",
+                "check the desktop's tray and notification services",
+            )
+            print(problem.message(proxy.url), file=sys.stderr, flush=True)
+            return _headless(proxy, args.grace)
+        log.warning("the tray ended with an error: %s", exc)
+    poller.stop()
+    if controller.stopper is not None:
+        controller.stopper.join()
+    proxy.stop(args.grace)
+    return 0

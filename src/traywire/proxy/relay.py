@@ -1,0 +1,183 @@
+"""Stream relays: backend wire bytes in, client wire bytes out.
+
+One relay per streaming request. ``feed(bytes)`` returns the bytes to write to
+the client now (possibly empty: nothing is buffered beyond an incomplete
+line or event); ``finish()`` the closing bytes once upstream ended cleanly;
+``error(message)`` the explicit error ending in the client's dialect when it
+did not. ``complete`` tells whether upstream sent its own end (Ollama's
+``done: true``, OpenAI's ``data: [DONE]`` or a finish reason), so a stream cut
+short is never closed as if it were whole. ``tokens`` counts prompt + reply
+tokens from the usage the backend reported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from . import dialects as tr
+
+Dialect = Literal["openai", "ollama"]
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _event(payload: str) -> dict[str, Any]:
+    """One SSE data payload as a JSON object, or StreamParseError."""
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise tr.StreamParseError(f"invalid JSON in SSE event: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise tr.StreamParseError("SSE event is not a JSON object")
+    return obj
+
+
+class Relay:
+    complete: bool = False
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    def feed(self, data: bytes) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        return b""
+
+    def error(self, message: str) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _ToOpenAI(Relay):
+    def error(self, message: str) -> bytes:
+        return tr.openai_sse_error(message, error_type="api_error")
+
+    def finish(self) -> bytes:
+        return tr.SSE_DONE
+
+
+class _ToOllama(Relay):
+    def error(self, message: str) -> bytes:
+        return tr.ollama_ndjson_error(message)
+
+
+class SSEPassthrough(_ToOpenAI):
+    """OpenAI backend → OpenAI client: events kept, ``model`` set to the client's name."""
+
+    def __init__(self, model: str) -> None:
+        self.parser = tr.SSEParser()
+        self.model = model
+        self.finished_choice = False
+        self.saw_done = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for payload in self.parser.feed(data):
+            if payload == "[DONE]":
+                self.saw_done = True
+                continue
+            obj = _event(payload)
+            if obj.get("error") is not None:
+                raise tr.UpstreamError(tr.upstream_error_message(obj))
+            named = obj.get("model", self.model) == self.model  # (or no model at all)
+            if not named:
+                obj["model"] = self.model
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
+            for choice in obj.get("choices") or ():
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    self.finished_choice = True
+            # the backend's own event where nothing changes, else re-encoded
+            text = payload if named and "\n" not in payload else _dumps(obj)
+            out.append(b"data: " + text.encode() + b"\n\n")
+        self.complete = self.saw_done or self.finished_choice
+        return b"".join(out)
+
+
+class NDJSONPassthrough(_ToOllama):
+    """Ollama backend → Ollama client: lines kept, ``model`` set to the client's name."""
+
+    def __init__(self, model: str) -> None:
+        self.parser = tr.NDJSONParser()
+        self.model = model
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for obj in self.parser.feed(data):
+            if obj.get("error") is not None:
+                raise tr.UpstreamError(tr.upstream_error_message(obj))
+            if "model" in obj:
+                obj["model"] = self.model
+            if obj.get("done") is True:
+                self.complete = True
+                self.tokens_in = int(obj.get("prompt_eval_count") or 0)
+                self.tokens_out = int(obj.get("eval_count") or 0)
+            out.append(_dumps(obj).encode() + b"\n")
+        return b"".join(out)
+
+
+class OllamaToOpenAI(_ToOpenAI):
+    """Ollama backend (NDJSON) → OpenAI client (SSE)."""
+
+    def __init__(
+        self,
+        kind: Literal["chat", "completion"],
+        model: str,
+        response_id: str,
+        created: int,
+        include_usage: bool,
+    ) -> None:
+        self.parser = tr.NDJSONParser()
+        self.conv = tr.OllamaToOpenAIStream(
+            kind,
+            model=model,
+            response_id=response_id,
+            created=created,
+            include_usage=include_usage,
+        )
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for obj in self.parser.feed(data):
+            if obj.get("done") is True:
+                self.tokens_in = int(obj.get("prompt_eval_count") or 0)
+                self.tokens_out = int(obj.get("eval_count") or 0)
+            for chunk in self.conv.feed(obj):
+                out.append(tr.sse_event(chunk))
+        self.complete = self.conv.done
+        return b"".join(out)
+
+
+class OpenAIToOllama(_ToOllama):
+    """OpenAI backend (SSE) → Ollama client (NDJSON)."""
+
+    def __init__(self, kind: Literal["chat", "generate"], model: str, created_at: str) -> None:
+        self.parser = tr.SSEParser()
+        self.conv = tr.OpenAIToOllamaStream(kind, model=model, created_at=created_at)
+        self.saw_done = False
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for payload in self.parser.feed(data):
+            if payload == "[DONE]":
+                self.saw_done = True
+                out.extend(tr.ndjson_line(x) for x in self.conv.finish())
+                continue
+            obj = _event(payload)
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
+            out.extend(tr.ndjson_line(x) for x in self.conv.feed(obj))
+        self.complete = self.conv.done or self.saw_done
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        return b"".join(tr.ndjson_line(x) for x in self.conv.finish())

@@ -1,0 +1,52 @@
+"""Answers in the caller's protocol: OpenAI error JSON on /v1, Ollama's
+``{"error": ...}`` on /api, plain JSON elsewhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from . import dialects as tr
+from .backends.base import Dialect
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON as UTF-8 bytes (one shared encoder: no per-call setup)."""
+    return _ENCODER.encode(obj).encode()
+
+
+def json_response(
+    obj: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error(
+    dialect: Dialect | None,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any]
+    if dialect == "openai":
+        body = tr.openai_error_body(
+            message, error_type=tr.openai_error_type(status), param=param, code=code
+        )
+        if extra:
+            body["error"].update(extra)
+    else:
+        body = tr.ollama_error_body(message)
+        if extra:
+            body.update(extra)
+    return json_response(body, status=status, headers=headers)

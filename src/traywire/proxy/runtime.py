@@ -1,0 +1,276 @@
+"""What the proxy holds while it runs: config, health, keys, preference, active
+vLLM members, the pooled HTTP client session and the prober.
+
+Everything here lives on the proxy's event-loop thread. Other threads (the
+tray) read immutable snapshots (`status()`) and change things only through
+the admin API or `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from .. import __version__
+from ..config import Backend, Config
+from ..types import PREFERENCES, LiveState, Preference, RequestRecord
+from .health import Health
+from .probe import Prober, ProbeTarget
+from .switch import Switcher, SwitchState
+from .transport import Pool
+
+log = logging.getLogger("traywire")
+
+
+def expected_models(cfg: Config) -> dict[str, list[str]]:
+    """Upstream ids each backend is expected to list (skipped for single-model servers)."""
+    out: dict[str, list[str]] = {name: [] for name in cfg.backends}
+    for m in cfg.models.values():
+        if not cfg.backends[m.backend].single_model:
+            out[m.backend].append(m.upstream)
+    return out
+
+
+class Runtime:
+    def __init__(self, cfg: Config, *, keys: Mapping[str, str | None] | None = None) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        h = cfg.health
+        self.health = Health(
+            cfg.backends,
+            expected=expected_models(cfg),
+            failure_threshold=h.failure_threshold,
+            cooldown_s=h.cooldown,
+            usage_window_s=h.usage_window,
+        )
+        self.preference: Preference | None = None
+        self.active: dict[str, str] = {}
+        # backend name -> key value (None: referenced but not set)
+        self.keys: dict[str, str | None] = dict(keys or {})
+        self.key_problem: str | None = None
+        # Probes, listings and switch checks use aiohttp's client; the request
+        # path uses `transport.Pool` (a few µs per request instead of ~70).
+        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
+        self.prober: Prober | None = None
+        self._rng = random.Random()
+        # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
+        self.switcher = Switcher(self)
+        # Called with every RequestRecord (request log, metrics). Observers
+        # must not block: they run on the proxy's loop, on the request path.
+        self.observers: list[Callable[[RequestRecord], None]] = []
+        # The tasks serving inference requests right now (see `failover`), and
+        # whether the proxy is stopping: once the grace period is over, the
+        # server cancels what is left with this set, and each answer ends with
+        # a clean error in its dialect rather than a cut connection.
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+        self._apply_keys()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
+        self.pool = Pool()
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        # No cookie jar: a backend's cookies are never stored nor sent to another
+        # backend (and filtering cookies is work on every request).
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        if resolve_keys:
+            await asyncio.to_thread(self._resolve_keys)
+        if probes:
+            self.prober = Prober(
+                self.health,
+                self._probe_targets(),
+                interval_s=self.cfg.health.probe_interval,
+                timeout_s=min(5.0, self.cfg.health.probe_interval * 0.8),
+                session=self.session,
+            )
+            self.prober.start()
+
+    async def close(self) -> None:
+        await self.switcher.close()  # also stops the servers it started
+        if self.prober is not None:
+            await self.prober.stop()
+            self.prober = None
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def reload(self, cfg: Config, *, resolve_keys: bool = True) -> None:
+        """Apply a new config while running (on the loop): backends keep their
+        health, new ones start unknown; keys are read again; probes restart.
+        Server settings (host, port, token) need a restart to change."""
+        for group in self.cfg.groups:
+            self.switcher.ensure_idle(group)
+        self.cfg = cfg
+        self.health.configure(cfg.backends, expected_models(cfg))
+        for group in list(self.active):
+            g = cfg.groups.get(group)
+            if g is None or (self.active[group] and self.active[group] not in g.members):
+                del self.active[group]
+        if resolve_keys:
+            self.keys = {}
+            self.key_problem = None
+            await asyncio.to_thread(self._resolve_keys)
+        else:
+            self._apply_keys()
+        if self.prober is not None:
+            await self.prober.stop()
+            self.prober = Prober(
+                self.health,
+                self._probe_targets(),
+                interval_s=cfg.health.probe_interval,
+                timeout_s=min(5.0, cfg.health.probe_interval * 0.8),
+                session=self.session,
+            )
+            self.prober.start()
+
+    def _probe_targets(self) -> list[ProbeTarget]:
+        return [
+            ProbeTarget(b.name, b.kind, b.url, self.auth_headers(b))
+            for b in self.cfg.backends.values()
+            if b.enabled
+        ]
+
+    # ------------------------------------------------------------------ keys
+
+    def _resolve_keys(self) -> None:
+        from .. import secrets
+
+        unavailable: list[str] = []
+        for b in self.cfg.backends.values():
+            if b.key is None or b.name in self.keys:
+                continue
+            try:
+                self.keys[b.name] = secrets.resolve(b.key)
+            except secrets.SecretsError as exc:
+                self.keys[b.name] = None
+                self.key_problem = str(exc)
+                unavailable.append(f"{b.name} ({b.key})")
+        if unavailable:  # said once, whatever the number of backends
+            log.warning("no key for %s: %s", ", ".join(unavailable), self.key_problem)
+        self._apply_keys()
+
+    def _apply_keys(self) -> None:
+        for b in self.cfg.backends.values():
+            missing = b.key is not None and b.name in self.keys and not self.keys[b.name]
+            self.health.set_no_key(b.name, missing)
+
+    def auth_headers(self, backend: Backend) -> dict[str, str]:
+        key = self.keys.get(backend.name)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def key_for(self, backend: str) -> str | None:
+        return self.keys.get(backend)
+
+    async def refresh_keys(self) -> None:
+        """Read every key again (one was set or deleted) and swap them in at
+        once, so no request sees a half-read set; probes use them next round."""
+        from .. import secrets
+
+        refs = {b.name: b.key for b in self.cfg.backends.values() if b.key is not None}
+
+        def read() -> tuple[dict[str, str | None], str | None]:
+            keys: dict[str, str | None] = {}
+            problem = None
+            for name, ref in refs.items():
+                try:
+                    keys[name] = secrets.resolve(ref)
+                except secrets.SecretsError as exc:
+                    keys[name], problem = None, str(exc)
+            return keys, problem
+
+        self.keys, self.key_problem = await asyncio.to_thread(read)
+        self._apply_keys()
+        if self.prober is not None:
+            self.prober.set_targets(self._probe_targets())
+            self.prober.probe_soon()
+
+    # ------------------------------------------------------------------ state
+
+    def observe(self, record: RequestRecord) -> None:
+        for fn in self.observers:
+            try:
+                fn(record)
+            except Exception:
+                log.exception("request observer failed")
+
+    def snapshot(self) -> LiveState:
+        return self.health.snapshot(
+            time.monotonic(),
+            active=MappingProxyType(dict(self.active)),
+            preference=self.preference,
+            random=self._rng.random(),
+        )
+
+    def set_preference(self, value: str) -> None:
+        if value not in PREFERENCES:
+            raise ValueError(f"preference must be one of: {', '.join(PREFERENCES)}")
+        self.preference = value
+
+    def set_active(self, group: str, member: str) -> None:
+        g = self.cfg.groups.get(group)
+        if g is None:
+            raise ValueError(f"no exclusive group {group!r}; groups: {', '.join(self.cfg.groups)}")
+        if member not in g.members:
+            raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
+        self.switcher.ensure_idle(group)
+        self.active[group] = member
+
+    async def switch(self, group: str, member: str) -> SwitchState:
+        """Switch ``group`` to ``member``: drain, stop, start, wait until ready.
+
+        Returns the finished switch (phase "done" or "failed"; a failure is
+        reported there, not raised). Raises ValueError for a bad group or
+        member or a group without a ``switch`` section, and `SwitchBusy` while
+        the group is already switching. Cancelling the caller does not cancel
+        the switch.
+        """
+        return await asyncio.shield(self.switcher.begin(group, member))
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        health = self.health.status(now)
+        backends = {}
+        for name, b in self.cfg.backends.items():
+            entry: dict[str, Any] = {
+                "kind": b.kind,
+                "url": b.url,
+                "location": b.location,
+                "capacity": b.capacity,
+                "enabled": b.enabled,
+                "exclusive_group": b.exclusive_group,
+                "key": b.key,  # the reference, never the value
+            }
+            entry.update(health.get(name, {}))
+            backends[name] = entry
+        return {
+            "version": __version__,
+            "uptime_s": round(now - self.started, 1),
+            "preference": self.preference or self.cfg.preference,
+            "preference_source": "runtime" if self.preference else "config",
+            "active": {
+                g: self.active.get(g, grp.active) or None for g, grp in self.cfg.groups.items()
+            },
+            # group -> its running or last switch; member -> server traywire runs for it
+            "switching": self.switcher.status(now),
+            "managed_servers": self.switcher.servers(),
+            "saturation": self.cfg.saturation,
+            "backends": backends,
+            "keyring": self.key_problem,
+        }

@@ -1,0 +1,550 @@
+"""The aiohttp application: OpenAI and Ollama endpoints on one port, plus
+traywire's own status and admin calls. It validates, asks the router, and hands
+the plan to :mod:`traywire.failover`; it never decides routes itself."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from .. import __version__
+from ..core import request as inbound
+from ..core import routing
+from ..errors import UnknownModelError
+from ..observe import dashboard, metrics, reqlog
+from . import failover, replies, validate
+from .backends import Dialect, Op
+from .runtime import Runtime
+
+log = logging.getLogger("traywire")
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
+# What /api/version reports: an Ollama version recent enough that Ollama
+# clients enable their features (tools, embed), plus traywire's own.
+OLLAMA_COMPAT_VERSION = "0.12.6"
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def dialect_of(path: str) -> Dialect | None:
+    if path.startswith("/v1/") or path == "/v1":
+        return "openai"
+    if path.startswith("/api/") or path == "/api":
+        return "ollama"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Host check (DNS rebinding), token, origin check on admin calls, no tracebacks.
+
+    Wrapped around each route's handler by `guarded` rather than installed as
+    an aiohttp middleware: the middleware machinery costs every request about
+    8 µs of CPU (see README, "Benchmarks")."""
+    dialect = dialect_of(request.path)
+    token = request.app[TOKEN]
+    if token is not None:
+        given = request.headers.get("Authorization", "")
+        given = (
+            given[7:]
+            if given.lower().startswith("bearer ")
+            else request.headers.get("X-Traywire-Token", "")
+        )
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return replies.error(
+                dialect,
+                401,
+                "missing or wrong token (Authorization: Bearer ...)",
+                code="invalid_api_key",
+            )
+    else:
+        host = _host_name(request.headers.get("Host", ""))
+        if host not in _LOOPBACK_NAMES:
+            return replies.error(
+                dialect,
+                403,
+                f"Host {request.host!r} is not this proxy's own",
+                code="forbidden_host",
+            )
+    origin = request.headers.get("Origin")
+    # A web page the user visits must not spend their models or quota: only
+    # pages served from this machine may call in.
+    if (
+        origin is not None
+        and request.method not in ("GET", "HEAD", "OPTIONS")
+        and not _local_origin(origin)
+    ):
+        return replies.error(
+            dialect,
+            403,
+            f"requests from origin {origin!r} are refused",
+            code="forbidden_origin",
+        )
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.path.startswith("/admin/"):
+        origin = request.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, request):
+            return replies.error(None, 403, "cross-origin admin call refused", code="forbidden")
+        if request.content_type != "application/json":
+            return replies.error(None, 415, "admin calls take application/json")
+    try:
+        # the dashboard's own rules (session token, no-store), in this one
+        # middleware: every middleware layer costs each request
+        return await dashboard.protect(request, handler)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            return replies.error(dialect, 405, f"{request.method} is not allowed on {request.path}")
+        if exc.status == 404:
+            return replies.error(
+                dialect, 404, f"no such endpoint: {request.path}", code="unknown_url"
+            )
+        if exc.status == 413:
+            return replies.error(dialect, 413, "request body too large")
+        return replies.error(dialect, exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return replies.error(
+            dialect, 500, "internal error in traywire (see its log)", code="internal_error"
+        )
+
+
+def guarded(handler: Handler) -> Handler:
+    async def guarded_handler(request: web.Request) -> web.StreamResponse:
+        return await guard(request, handler)
+
+    return guarded_handler
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """No route takes this request: 405 if the path has routes for other methods, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+_HOSTS: dict[str, str] = {}
+
+
+def _host_name(host: str) -> str:
+    """The host name in a Host header (cached: clients send the same few)."""
+    name = _HOSTS.get(host)
+    if name is None:
+        try:
+            name = (URL(f"http://{host}").host or "").strip("[]").lower()
+        except ValueError:
+            name = ""
+        if len(_HOSTS) < 64:
+            _HOSTS[host] = name
+    return name
+
+
+def _local_origin(origin: str) -> bool:
+    try:
+        return origin != "null" and is_loopback(URL(origin).host or "")
+    except ValueError:
+        return False
+
+
+def _same_origin(origin: str, request: web.Request) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin)
+    host = parts.hostname or ""
+    return is_loopback(host) and str(parts.port or "") == str(request.url.port or "")
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class _Refused(Exception):
+    """A request refused before routing: its status, message and error code."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[RUNTIME].cfg.server.max_body_mb
+        raise _Refused(
+            413, f"request body over the {limit:g} MiB limit", "request_too_large"
+        ) from None
+    if not raw or raw.isspace():
+        raise _Refused(400, "request body is empty; expected a JSON object", "invalid_json")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _Refused(400, f"invalid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise _Refused(400, "request body: expected a JSON object", "invalid_json")
+    return body
+
+
+_VALIDATORS: dict[tuple[Dialect, Op], Callable[[object], dict[str, Any]]] = {
+    ("openai", "chat"): validate.validate_openai_chat,
+    ("openai", "completion"): validate.validate_openai_completion,
+    ("openai", "embed"): validate.validate_openai_embeddings,
+    ("ollama", "chat"): validate.validate_ollama_chat,
+    ("ollama", "completion"): validate.validate_ollama_generate,
+    ("ollama", "embed"): validate.validate_ollama_embed,
+}
+_ENDPOINT = {"chat": "chat", "completion": "completion", "embed": "embedding"}
+
+
+def inference(dialect: Dialect, op: Op) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        rt = request.app[RUNTIME]
+        started = (time.time(), time.monotonic())
+        body: dict[str, Any] | None = None
+        try:
+            body = await _body(request)
+            try:
+                body = _VALIDATORS[(dialect, op)](body)
+            except validate.BadRequest as exc:
+                raise _Refused(400, exc.message, "invalid_request", exc.param) from None
+            try:
+                decision = routing.decide(
+                    inbound.from_body(body, _ENDPOINT[op]), rt.cfg, rt.snapshot()
+                )
+            except UnknownModelError as exc:
+                raise _Refused(404, str(exc), "model_not_found", "model") from None
+        except _Refused as r:
+            # answered here, but logged and counted like any other request
+            response = replies.error(dialect, r.status, r.message, param=r.param, code=r.code)
+            call = failover.Call(
+                dialect, op, body or {}, body is not None and body.get("stream") is True
+            )
+            return failover.record_rejection(rt, call, request.path, response, r.message, started)
+        default_stream = dialect == "ollama" and op != "embed"
+        stream = bool(body.get("stream", default_stream)) and op != "embed"
+        return await failover.execute(
+            rt, failover.Call(dialect, op, body, stream), decision, request
+        )
+
+    return handle
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def _served_by(rt: Runtime, name: str) -> list[str]:
+    cfg = rt.cfg
+    if name in cfg.models:
+        return [cfg.models[name].backend]
+    route = cfg.routes.get(name)
+    if route is None:
+        return sorted({m.backend for m in cfg.models.values()})
+    return sorted({cfg.models[c.model].backend for c in route.candidates})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    data = []
+    for name in rt.cfg.names():
+        kind = "model" if name in rt.cfg.models else "alias"
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "traywire",
+                "traywire": {"kind": kind, "backends": _served_by(rt, name)},
+            }
+        )
+    return replies.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    name = request.match_info["model"]
+    if name not in rt.cfg.names():
+        return replies.error("openai", 404, f"unknown model {name!r}", code="model_not_found")
+    return replies.json_response(
+        {"id": name, "object": "model", "created": 0, "owned_by": "traywire"}
+    )
+
+
+async def tags(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    models = []
+    for name in rt.cfg.names():
+        m = rt.cfg.models.get(name)
+        details = {
+            "format": "",
+            "family": "",
+            "families": None,
+            "parameter_size": f"{m.params_b:g}B" if m else "",
+            "quantization_level": "",
+            "parent_model": "",
+        }
+        models.append(
+            {
+                "name": name,
+                "model": name,
+                "modified_at": "1970-01-01T00:00:00Z",
+                "size": 0,
+                "digest": "",
+                "details": details,
+            }
+        )
+    return replies.json_response({"models": models})
+
+
+async def version(request: web.Request) -> web.Response:
+    return replies.json_response({"version": OLLAMA_COMPAT_VERSION, "traywire": __version__})
+
+
+async def ps(request: web.Request) -> web.Response:
+    """What is loaded where, from the Ollama backends (they say; others do not)."""
+    rt = request.app[RUNTIME]
+    assert rt.session is not None
+
+    async def one(name: str) -> list[dict[str, Any]]:
+        b = rt.cfg.backends[name]
+        try:
+            async with rt.session.get(  # type: ignore[union-attr]
+                b.url + "/api/ps",
+                headers=rt.auth_headers(b),
+                timeout=aiohttp.ClientTimeout(total=2),
+            ) as r:
+                if r.status != 200:
+                    return []
+                data = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return []
+        out = []
+        for m in data.get("models") or []:
+            if isinstance(m, dict):
+                m["traywire_backend"] = name
+                out.append(m)
+        return out
+
+    names = [
+        n
+        for n, b in rt.cfg.backends.items()
+        if b.kind == "ollama" and b.enabled and b.location == "local"
+    ]
+    results = await asyncio.gather(*(one(n) for n in names))
+    return replies.json_response({"models": [m for r in results for m in r]})
+
+
+# --------------------------------------------------------------------------- traywire's own
+
+
+async def health(request: web.Request) -> web.Response:
+    return replies.json_response({"status": "ok", "version": __version__})
+
+
+async def status(request: web.Request) -> web.Response:
+    return replies.json_response(request.app[RUNTIME].status())
+
+
+async def _admin_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return replies.error(None, 400, "invalid JSON")
+    if not isinstance(body, dict):
+        return replies.error(None, 400, "expected a JSON object")
+    return body
+
+
+async def set_preference(request: web.Request) -> web.Response:
+    body = await _admin_body(request)
+    if isinstance(body, web.Response):
+        return body
+    rt = request.app[RUNTIME]
+    try:
+        rt.set_preference(body.get("preference"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        return replies.error(None, 400, str(exc))
+    return replies.json_response({"preference": rt.preference})
+
+
+async def set_active(request: web.Request) -> web.Response:
+    body = await _admin_body(request)
+    if isinstance(body, web.Response):
+        return body
+    rt = request.app[RUNTIME]
+    group, member = body.get("group"), body.get("member")
+    if not isinstance(group, str) or not isinstance(member, str):
+        return replies.error(None, 400, 'expected {"group": ..., "member": ...}')
+    try:
+        rt.set_active(group, member)
+    except ValueError as exc:
+        return replies.error(None, 400, str(exc))
+    return replies.json_response({"active": {group: member}})
+
+
+async def start_switch(request: web.Request) -> web.Response:
+    """Start switching a group's server to a member; 202 at once, progress in /status."""
+    from .switch import SwitchBusy
+
+    body = await _admin_body(request)
+    if isinstance(body, web.Response):
+        return body
+    rt = request.app[RUNTIME]
+    group, member = body.get("group"), body.get("member")
+    if not isinstance(group, str) or not isinstance(member, str):
+        return replies.error(None, 400, 'expected {"group": ..., "member": ...}')
+    try:
+        rt.switcher.begin(group, member)
+    except SwitchBusy as exc:
+        return replies.error(None, 409, str(exc))
+    except ValueError as exc:
+        return replies.error(None, 400, str(exc))
+    state = rt.switcher.status(time.monotonic())[group]
+    return replies.json_response({"switching": {group: state}}, status=202)
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="traywire is running\n")
+
+
+# --------------------------------------------------------------------------- app
+
+
+def make_app(
+    rt: Runtime, token: str | None = None, *, config_file: str | Path | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=int(rt.cfg.server.max_body_mb * 1024 * 1024))
+    app[RUNTIME] = rt
+    app[TOKEN] = token
+    m = metrics.setup(app, rt)  # counts every request
+    reqlog.setup(app, rt)  # the request log (config log:), opened at startup
+    dashboard.setup(app, rt, config_file=config_file)  # the session token
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/v1/chat/completions", inference("openai", "chat")),
+        ("POST", "/v1/completions", inference("openai", "completion")),
+        ("POST", "/v1/embeddings", inference("openai", "embed")),
+        ("GET", "/v1/models", list_models),
+        ("GET", "/v1/models/{model:.+}", get_model),
+        ("POST", "/api/chat", inference("ollama", "chat")),
+        ("POST", "/api/generate", inference("ollama", "completion")),
+        ("POST", "/api/embed", inference("ollama", "embed")),
+        ("GET", "/api/tags", tags),
+        ("GET", "/api/version", version),
+        ("GET", "/api/ps", ps),
+        ("GET", "/health", health),
+        ("GET", "/status", status),
+        ("GET", "/metrics", m.handle),
+        ("POST", "/admin/preference", set_preference),
+        ("POST", "/admin/active", set_active),
+        ("POST", "/admin/switch", start_switch),
+        ("GET", "/", root),
+        *dashboard.routes(),
+    ]
+    r = app.router
+    for method, path, handler in routes:
+        if method == "GET":
+            r.add_get(path, guarded(handler))  # and HEAD
+        else:
+            r.add_route(method, path, guarded(handler))
+    # last: whatever no route above takes gets its 404/405 from the guard, in
+    # the caller's dialect
+    r.add_route("*", "/{tail:.*}", guarded(unmatched))
+
+    async def lifecycle(app: web.Application) -> Any:
+        yield
+        await app[RUNTIME].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+class Server:
+    """A running proxy: start() binds, stop() drains in-flight requests then closes."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        grace: float = 10.0,
+        config_file: str | Path | None = None,
+    ) -> None:
+        if not is_loopback(host) and not token:
+            raise ValueError(
+                f"refusing to listen on {host}: a non-loopback listener needs a token "
+                "(set server.token to keyring:NAME or env:VAR)"
+            )
+        self.rt = rt
+        self.host = host
+        self.port = port
+        self.grace = grace
+        self.app = make_app(rt, token, config_file=config_file)
+        self.runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace
+        )
+
+    async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
+        await self.rt.start(probes=probes, resolve_keys=resolve_keys)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop listening; let in-flight requests finish within the grace
+        period (``grace``, or the one given at construction); then end the
+        rest with an error in their dialect (a stream: an error event, then its
+        end; an answer not yet begun: 503), and close."""
+        grace = self.grace if grace is None else grace
+        for site in list(self.runner.sites):
+            await site.stop()
+        rt = self.rt
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            rt.stopping = True
+            log.info("ending %d request(s) still running after the grace period", len(pending))
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=2.0)
+        await self.runner.cleanup()

@@ -1,0 +1,568 @@
+"""Switching the active member of an exclusive group: stop one vLLM, start another.
+
+vLLM holds one model on the GPU, so a group's members never serve at once.
+A switch of group G to member M runs on the proxy's event loop, as a task the
+`Switcher` (owned by the `Runtime`) keeps, one per group at a time:
+
+1. ``draining``: G gets no active member at once (``""`` in ``Runtime.active``;
+   the router then skips every member of G and requests go down their
+   fallback chains). Requests already in flight on G's members may finish, for
+   up to ``drain_timeout`` seconds; after that the switch goes on anyway.
+2. ``stopping``: the old member's server is stopped. ``commands`` mode runs the
+   ``stop`` command (for every member when G had no active member, identical
+   commands once); without a ``stop`` command the ``start`` command is trusted
+   to replace what runs. ``managed`` mode stops the servers traywire started
+   for G: SIGTERM to the server's process group, SIGKILL after ``stop_timeout``.
+3. ``starting``: ``commands`` mode runs ``start``; ``managed`` mode runs M's
+   ``serve`` argv as a child in its own process group, output to
+   ``<log dir>/<member>.log``.
+4. ``waiting``: until M's ``/v1/models`` lists every upstream id the config
+   routes to M (any answer will do for ``single_model`` backends), within
+   ``ready_timeout``; a managed server that exits meanwhile fails at once.
+5. ``done``: M is the active member; its health is set from that probe (so a
+   circuit opened while it was down closes at once).
+
+``failed``: the error (and the command's stderr / the server log's tail) is
+kept for ``/status``. A member that was being started is stopped again (the
+GPU is freed). Then, if the old member still answers with its models (e.g. its
+stop command failed), it is the active member again; otherwise G keeps no
+active member, requests keep going down the chains, until a later switch
+succeeds or ``/admin/active`` names a member.
+
+While a group switches, another switch of it and ``/admin/active`` for it are
+refused (`SwitchBusy`). Switching to the member that is already active
+restarts it; in managed mode that is also how its first server is started
+(traywire starts nothing on its own at launch, and stops only servers it
+started).
+
+Commands are argv lists (never a shell) with placeholders ``{group}``,
+``{member}`` (the member the command acts on: the old one for ``stop``, the new
+one for ``start``), ``{member_alias}`` and ``{port}`` (of that member's URL).
+They run in their own session with stdin from /dev/null and output to files
+(so a server the command leaves running in the background cannot hold up the
+switch), and are killed with their process group after ``command_timeout``.
+
+Managed servers are stopped on switch and on `close` (the proxy's shutdown);
+an ``atexit`` hook kills any still running if the process exits without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..config import ExclusiveGroup, SwitchMode, SwitchSettings
+from .probe import ProbeResult, probe
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["NO_MEMBER", "Phase", "SwitchBusy", "SwitchError", "SwitchState", "Switcher"]
+
+log = logging.getLogger("traywire")
+
+# The value of Runtime.active[group] while the group has no active member.
+NO_MEMBER = ""
+
+Phase = Literal["draining", "stopping", "starting", "waiting", "done", "failed"]
+_FINISHED: tuple[Phase, ...] = ("done", "failed")
+
+# Seconds a timed-out command gets between SIGTERM and SIGKILL.
+_KILL_GRACE = 5.0
+# How much of a command's output or a server log is kept for the report.
+_TAIL_CHARS = 2000
+
+
+class SwitchBusy(ValueError):
+    """A switch of this group is already running (HTTP 409)."""
+
+
+class SwitchError(Exception):
+    """Why a switch failed, with the output that explains it."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@dataclass
+class SwitchState:
+    """One switch of one group, as `/status` shows it (the last one stays visible)."""
+
+    group: str
+    to: str
+    previous: str | None
+    mode: SwitchMode
+    started: float
+    phase: Phase = "draining"
+    phase_started: float = 0.0
+    ended: float | None = None
+    failed_in: Phase | None = None
+    error: str | None = None
+    output: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.phase not in _FINISHED
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        end = self.ended if self.ended is not None else now
+        return {
+            "from": self.previous,
+            "to": self.to,
+            "mode": self.mode,
+            "phase": self.phase,
+            "failed_in": self.failed_in,
+            "error": self.error,
+            "output": self.output,
+            "notes": list(self.notes),
+            "elapsed_s": round(end - self.started, 1),
+            "phase_s": round(end - self.phase_started, 1),
+        }
+
+
+@dataclass
+class _Child:
+    member: str
+    group: str
+    proc: asyncio.subprocess.Process
+    log: Path
+    stop_timeout: float
+
+
+class Switcher:
+    """Runs the switches of a `Runtime`'s exclusive groups and owns managed servers."""
+
+    def __init__(
+        self, rt: Runtime, *, log_dir: Path | None = None, poll_interval: float = 0.5
+    ) -> None:
+        self.rt = rt
+        self._log_dir = log_dir
+        # Seconds between readiness probes.
+        self.poll_interval = poll_interval
+        self._states: dict[str, SwitchState] = {}
+        self._tasks: dict[str, asyncio.Task[SwitchState]] = {}
+        self._children: dict[str, _Child] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._atexit = False
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def log_dir(self) -> Path:
+        if self._log_dir is None:
+            import platformdirs
+
+            from ..config import APP_NAME
+
+            self._log_dir = platformdirs.user_log_path(APP_NAME, appauthor=False) / "servers"
+        return self._log_dir
+
+    def busy(self, group: str) -> bool:
+        task = self._tasks.get(group)
+        return task is not None and not task.done()
+
+    def ensure_idle(self, group: str) -> None:
+        """Raise `SwitchBusy` if ``group`` is switching."""
+        if self.busy(group):
+            st = self._states[group]
+            raise SwitchBusy(
+                f"exclusive group {group!r} is switching to {st.to!r} (phase: {st.phase}); "
+                "wait until it is done or failed (see /status)"
+            )
+
+    def state(self, group: str) -> SwitchState | None:
+        return self._states.get(group)
+
+    def status(self, now: float) -> dict[str, dict[str, Any]]:
+        """Group -> its running or last switch."""
+        return {g: st.as_dict(now) for g, st in self._states.items()}
+
+    def servers(self) -> dict[str, dict[str, Any]]:
+        """Member -> the server traywire runs for it (managed mode)."""
+        return {
+            m: {
+                "group": c.group,
+                "pid": c.proc.pid,
+                "running": c.proc.returncode is None,
+                "exit_code": c.proc.returncode,
+                "log": str(c.log),
+            }
+            for m, c in self._children.items()
+        }
+
+    # ------------------------------------------------------------------ switching
+
+    def begin(self, group: str, member: str) -> asyncio.Task[SwitchState]:
+        """Start switching ``group`` to ``member``; call on the proxy's loop.
+
+        Raises ValueError (an unknown group or member, a group without a
+        ``switch`` section) or `SwitchBusy`. From the moment it returns, the
+        router sees the group without an active member.
+        """
+        loop = asyncio.get_running_loop()
+        g = self.rt.cfg.groups.get(group)
+        if g is None:
+            known = ", ".join(self.rt.cfg.groups) or "none"
+            raise ValueError(f"no exclusive group {group!r}; groups: {known}")
+        if member not in g.members:
+            raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
+        if g.switch is None:
+            raise ValueError(
+                f"exclusive group {group!r} has no 'switch' section in the config, so traywire "
+                "cannot stop or start its servers; /admin/active changes which member is "
+                "routed to"
+            )
+        if self._closed:
+            raise ValueError("traywire is shutting down")
+        self.ensure_idle(group)
+        now = loop.time()
+        previous = self.rt.active.get(group, g.active) or None
+        st = SwitchState(group, member, previous, g.switch.mode, started=now, phase_started=now)
+        self._states[group] = st
+        self.rt.active[group] = NO_MEMBER
+        log.info("switching %s from %s to %s (%s)", group, previous, member, g.switch.mode)
+        task = loop.create_task(self._run(g, g.switch, st), name=f"traywire-switch-{group}")
+        self._tasks[group] = task
+        return task
+
+    async def _run(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> SwitchState:
+        try:
+            await self._drain(g, sw, st)
+            self._phase(st, "stopping")
+            await self._stop_old(g, sw, st)
+            self._phase(st, "starting")
+            await self._start(g, sw, st)
+            self._phase(st, "waiting")
+            await self._wait_ready(sw, st)
+        except SwitchError as exc:
+            await self._fail(g, sw, st, exc)
+        except asyncio.CancelledError:
+            st.failed_in, st.error = st.phase, "cancelled: traywire is shutting down"
+            self._phase(st, "failed")
+            raise
+        except Exception as exc:  # a bug must not leave the group switching forever
+            log.exception("switch of %s failed unexpectedly", g.name)
+            await self._fail(g, sw, st, SwitchError(f"internal error: {exc!r}"))
+        else:
+            self.rt.active[g.name] = st.to
+            self._phase(st, "done")
+            log.info("switched %s to %s", g.name, st.to)
+        return st
+
+    def _phase(self, st: SwitchState, phase: Phase) -> None:
+        now = asyncio.get_running_loop().time()
+        st.phase, st.phase_started = phase, now
+        if phase in _FINISHED:
+            st.ended = now
+
+    # -- 1. drain
+
+    async def _drain(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + sw.drain_timeout
+        while True:
+            snap = self.rt.health.snapshot(loop.time())
+            n = sum(snap.backends[m].in_flight for m in g.members if m in snap.backends)
+            if n == 0:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                st.notes.append(
+                    f"drain timed out after {sw.drain_timeout:g} s with {n} request(s) "
+                    "in flight; stopped anyway"
+                )
+                return
+            await asyncio.sleep(min(0.05, left))
+
+    # -- 2. stop
+
+    async def _stop_old(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
+        if sw.mode == "managed":
+            if st.previous is not None and st.previous not in self._children:
+                ok, _, _ = await self._check(st.previous, timeout=2.0)
+                if ok:
+                    st.notes.append(
+                        f"{st.previous} answers but its server was not started by traywire, "
+                        "so it was not stopped"
+                    )
+            for child in [c for c in self._children.values() if c.group == g.name]:
+                await self._stop_child(child)
+            return
+        if not sw.stop:
+            st.notes.append("no stop command: the start command replaces the running server")
+            return
+        done: set[tuple[str, ...]] = set()
+        for m in [st.previous] if st.previous else g.members:
+            argv = self._fill(sw.stop, g, sw, m)
+            if argv not in done:
+                done.add(argv)
+                await self._command("stop", argv, sw)
+
+    # -- 3. start
+
+    async def _start(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
+        if sw.mode == "commands":
+            await self._command("start", self._fill(sw.start, g, sw, st.to), sw)
+            return
+        argv = sw.serve[st.to]
+        path = self.log_dir / f"{st.to}.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=sw.cwd,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise SwitchError(
+                f"cannot start {st.to}'s server {_show(argv)}: {exc.strerror or exc}"
+            ) from None
+        self._children[st.to] = _Child(st.to, g.name, proc, path, sw.stop_timeout)
+        if not self._atexit:
+            atexit.register(self._kill_now)
+            self._atexit = True
+        st.notes.append(f"started {st.to}'s server: pid {proc.pid}, log {path}")
+
+    # -- 4. wait
+
+    async def _wait_ready(self, sw: SwitchSettings, st: SwitchState) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + sw.ready_timeout
+        child = self._children.get(st.to) if sw.mode == "managed" else None
+        last = "no answer yet"
+        while True:
+            if child is not None and child.proc.returncode is not None:
+                raise SwitchError(
+                    f"{st.to}'s server exited ({_exit(child.proc.returncode)}) before it was ready",
+                    _tail_file(child.log),
+                )
+            left = deadline - loop.time()
+            if left <= 0:
+                raise SwitchError(
+                    f"{st.to} was not ready within {sw.ready_timeout:g} s: {last}",
+                    _tail_file(child.log) if child is not None else "",
+                )
+            ok, last, result = await self._check(st.to, timeout=min(5.0, max(left, 0.2)))
+            if ok:
+                self.rt.health.probe_result(
+                    st.to, loop.time(), True, result.latency_ms, result.models, result.detail
+                )
+                return
+            await asyncio.sleep(max(0.0, min(self.poll_interval, deadline - loop.time())))
+
+    async def _check(self, member: str, timeout: float) -> tuple[bool, str, ProbeResult]:
+        """Does ``member`` answer and list every upstream id the config routes to it?"""
+        cfg = self.rt.cfg
+        b = cfg.backends[member]
+        r = await probe(self._http(), b.kind, b.url, self.rt.auth_headers(b), timeout)
+        if not r.ok:
+            return False, f"last probe: {r.detail}", r
+        want = (
+            set()
+            if b.single_model
+            else {m.upstream for m in cfg.models.values() if m.backend == member}
+        )
+        if not want:
+            return True, "ok", r
+        if r.models is None:
+            return False, "it answers but lists no models", r
+        missing = want - r.models
+        if missing:
+            listed = ", ".join(sorted(r.models)) or "no models"
+            return False, f"it lists {listed}, not {', '.join(sorted(missing))}", r
+        return True, "ok", r
+
+    # -- failure
+
+    async def _fail(
+        self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState, exc: SwitchError
+    ) -> None:
+        st.failed_in, st.error, st.output = st.phase, str(exc), exc.output or None
+        log.warning("switch of %s to %s failed (%s): %s", g.name, st.to, st.phase, exc)
+        if st.phase in ("starting", "waiting"):
+            try:
+                await self._stop_new(g, sw, st)
+            except SwitchError as again:
+                st.notes.append(f"stopping {st.to} after the failure failed too: {again}")
+        restored = False
+        if st.previous is not None:
+            ok, _, _ = await self._check(st.previous, timeout=3.0)
+            if ok:
+                self.rt.active[g.name] = st.previous
+                restored = True
+                st.notes.append(f"{st.previous} still answers: it is the active member again")
+        if not restored:
+            st.notes.append(
+                f"group {g.name} has no active member: requests go down the fallback chains "
+                "until a switch succeeds or /admin/active names a member"
+            )
+        self._phase(st, "failed")
+
+    async def _stop_new(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
+        if sw.mode == "managed":
+            child = self._children.get(st.to)
+            if child is not None:
+                await self._stop_child(child)
+        elif sw.stop:
+            await self._command("stop", self._fill(sw.stop, g, sw, st.to), sw)
+
+    # ------------------------------------------------------------------ processes
+
+    def _fill(
+        self, argv: tuple[str, ...], g: ExclusiveGroup, sw: SwitchSettings, member: str
+    ) -> tuple[str, ...]:
+        url = urlsplit(self.rt.cfg.backends[member].url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        values = {"group": g.name, "member": member, "member_alias": sw.alias(member)}
+        return tuple(a.format(port=port, **values) for a in argv)
+
+    async def _command(self, what: str, argv: tuple[str, ...], sw: SwitchSettings) -> None:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=sw.cwd,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise SwitchError(
+                    f"{what} command {_show(argv)} could not run: {exc.strerror or exc}"
+                ) from None
+            try:
+                async with asyncio.timeout(sw.command_timeout):
+                    rc = await proc.wait()
+            except TimeoutError:
+                await _terminate(proc, _KILL_GRACE)
+                raise SwitchError(
+                    f"{what} command {_show(argv)} did not finish within {sw.command_timeout:g} s",
+                    _output(out, err),
+                ) from None
+            except asyncio.CancelledError:
+                await _terminate(proc, _KILL_GRACE)
+                raise
+            if rc != 0:
+                output = _output(out, err)
+                lines = [ln for ln in (_tail(err) or _tail(out)).splitlines() if ln.strip()]
+                why = f": {lines[-1].strip()}" if lines else ""
+                raise SwitchError(f"{what} command {_show(argv)} failed ({_exit(rc)}){why}", output)
+
+    async def _stop_child(self, child: _Child) -> None:
+        try:
+            await _terminate(child.proc, child.stop_timeout)
+        finally:
+            if self._children.get(child.member) is child and child.proc.returncode is not None:
+                del self._children[child.member]
+
+    def _kill_now(self) -> None:
+        """SIGKILL every managed server at once (atexit, or an interrupted close)."""
+        for child in self._children.values():
+            if child.proc.returncode is None:
+                _signal_group(child.proc, signal.SIGKILL)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self.rt.session is not None and not self.rt.session.closed:
+            return self.rt.session
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        """Cancel running switches and stop every managed server (SIGTERM, then SIGKILL)."""
+        self._closed = True
+        try:
+            tasks = [t for t in self._tasks.values() if not t.done()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(self._stop_child(c) for c in list(self._children.values())))
+        finally:
+            self._kill_now()
+            if self._atexit:
+                atexit.unregister(self._kill_now)
+                self._atexit = False
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Signal a process started with start_new_session (its group is its pid)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if sys.platform == "win32":
+            if proc.returncode is None:
+                proc.send_signal(sig)
+        else:
+            os.killpg(proc.pid, sig)
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` s; wait for the exit.
+
+    Whatever is left of the group once the leader is gone (workers it did not
+    take down) is killed too, so nothing outlives it.
+    """
+    if proc.returncode is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            log.warning("pid %s ignored SIGTERM for %g s: killing it", proc.pid, grace)
+    _signal_group(proc, signal.SIGKILL)
+    await proc.wait()
+
+
+def _show(argv: tuple[str, ...]) -> str:
+    text = shlex.join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+def _tail(f: IO[bytes]) -> str:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - _TAIL_CHARS))
+    return f.read().decode("utf-8", "replace")
+
+
+def _output(out: IO[bytes], err: IO[bytes]) -> str:
+    parts = [(name, _tail(f).strip()) for name, f in (("stderr", err), ("stdout", out))]
+    return "\n".join(f"{name}:\n{text}" for name, text in parts if text)
+
+
+def _tail_file(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return _tail(f).strip()
+    except OSError:
+        return ""
