@@ -895,7 +895,8 @@ def test_copy_falls_back_to_clipboard_tools(
 def test_importing_tray_does_not_import_pystray() -> None:
     import subprocess
 
-    code = "import sys, traywire.desktop.tray, traywire.threads, traywire.desktop.run, traywire.cli; "
+    code = "import sys, traywire.desktop.tray, traywire.threads, traywire.desktop.run, "
+    code += "traywire.cli; "
     code += "print('pystray' in sys.modules, 'gi' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
