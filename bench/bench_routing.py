@@ -52,10 +52,13 @@ def main() -> None:
     print(f"{'case':40} {'decide µs':>10} {'parse+decide µs':>16}")
     for label, model, text in CASES:
         body = {"model": model, "messages": [{"role": "user", "content": text}]}
-        r = request.from_body(body)
+        r = request.parse("openai", "chat", body).route
         batch = 2000 if len(text) < 1000 else 100
         decide = timeit(lambda r=r: routing.decide(r, CFG, STATE), batch)
-        full = timeit(lambda b=body: routing.decide(request.from_body(b), CFG, STATE), batch)
+        full = timeit(
+            lambda b=body: routing.decide(request.parse("openai", "chat", b).route, CFG, STATE),
+            batch,
+        )
         print(f"{label:40} {decide:10.1f} {full:16.1f}")
 
 

@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from traywire import config
+from traywire.clock import SYSTEM, Clock
 from traywire.proxy.runtime import Runtime
 from traywire.proxy.server import Server
 
@@ -35,11 +36,12 @@ class ProxyThread:
         token: str | None = None,
         host: str = "127.0.0.1",
         grace: float = 5.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.rt = Runtime(cfg, keys=keys or {})
+        self.rt = Runtime(cfg, keys=keys or {}, clock=clock)
         self.server = Server(self.rt, host, 0, token=token, grace=grace)
         self.probes = probes
 

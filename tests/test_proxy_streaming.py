@@ -3,10 +3,9 @@ explicit error in the client's dialect, and a client going away stops the backen
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
-import time
+import threading
 from typing import Any
 
 import ollama
@@ -15,6 +14,7 @@ import pytest
 from fakes import FakeBackend
 from harness import ProxyThread
 from proxy_fixtures import (
+    FAST_TIMEOUTS,
     USER,
     clients,
     fakes,
@@ -35,14 +35,20 @@ __all__ = ["clients", "fakes", "proxies"]
 PIECES = ["Alpha", " beta", " gamma", " delta", " epsilon", " zeta"]
 
 
-def _setup(fakes: Any, proxies: Any, kind: str, **fake_kw: Any) -> tuple[FakeBackend, ProxyThread]:
+def _setup(
+    fakes: Any,
+    proxies: Any,
+    kind: str,
+    timeouts: dict[str, float] | None = None,
+    **fake_kw: Any,
+) -> tuple[FakeBackend, ProxyThread]:
     """One backend of ``kind`` serving model "m" (no fallback: a failure must show)."""
     if kind == "ollama":
         f = fakes("ollama", name="oll", models=["m1"], **fake_kw)
-        cfg = make_config({"a": ollama_backend(f)}, {"m": model("a", "m1")})
+        cfg = make_config({"a": ollama_backend(f)}, {"m": model("a", "m1")}, timeouts=timeouts)
     else:
         f = fakes("openai", name="vl", models=["M2"], **fake_kw)
-        cfg = make_config({"a": openai_backend(f)}, {"m": model("a", "M2")})
+        cfg = make_config({"a": openai_backend(f)}, {"m": model("a", "M2")}, timeouts=timeouts)
     return f, proxies(cfg)
 
 
@@ -57,25 +63,34 @@ def _path(dialect: str) -> str:
 def test_chunks_are_forwarded_as_they_arrive(
     fakes: Any, proxies: Any, clients: Any, dialect: str, kind: str
 ) -> None:
-    _, p = _setup(fakes, proxies, kind, reply=PIECES, chunk_delay=0.2)
-    arrivals: list[tuple[float, str]] = []
-    t0 = time.monotonic()
-    if dialect == "openai":
-        for c in clients.openai(p).chat.completions.create(model="m", messages=USER, stream=True):
-            if c.choices and c.choices[0].delta.content:
-                arrivals.append((time.monotonic() - t0, c.choices[0].delta.content))
-    else:
-        for part in clients.ollama(p).chat(model="m", messages=USER, stream=True):
-            if part.message.content:
-                arrivals.append((time.monotonic() - t0, part.message.content))
-    assert [t for _, t in arrivals] == PIECES
-    first, last = arrivals[0][0], arrivals[-1][0]
-    # the fake sends the last piece at least 5 x 0.2 s after the first
-    assert first < 0.8, arrivals
-    assert last - first > 0.7, arrivals
-    # and each piece came on its own, spread over time, not in one burst at the end
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
-    assert sum(g > 0.1 for g in gaps) >= 4, arrivals
+    """The backend sends three events and then holds the rest until told: the
+    client must already have the first pieces (nothing waits for the end)."""
+    f, p = _setup(fakes, proxies, kind, reply=PIECES, timeouts={**FAST_TIMEOUTS, "idle": 60})
+    f.stall_after(3)  # then silent until a control is called
+    got: list[str] = []
+
+    def consume() -> None:
+        if dialect == "openai":
+            stream = clients.openai(p).chat.completions.create(
+                model="m", messages=USER, stream=True
+            )
+            for c in stream:
+                if c.choices and c.choices[0].delta.content:
+                    got.append(c.choices[0].delta.content)
+        else:
+            for part in clients.ollama(p).chat(model="m", messages=USER, stream=True):
+                if part.message.content:
+                    got.append(part.message.content)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert wait_until(lambda: len(got) >= 1, 10), "nothing reached the client"
+    held = list(got)
+    assert held == PIECES[: len(held)] and len(held) < len(PIECES)
+    assert f.requests[-1].outcome is None  # the backend is still holding the rest
+    f.ok()  # the rest
+    t.join(10)
+    assert got == PIECES
 
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
@@ -165,12 +180,9 @@ def test_idle_stall_ends_stream_with_error(
     fakes: Any, proxies: Any, dialect: str, kind: str
 ) -> None:
     f, p = _setup(fakes, proxies, kind, reply=PIECES)
-    f.stall_after(3, 8)
-    t0 = time.monotonic()
+    f.stall_after(3)  # silent until the test ends; idle is 1 s
     r = raw(p, "POST", _path(dialect), {"model": "m", "messages": USER, "stream": True})
-    took = time.monotonic() - t0
     assert r.status == 200
-    assert took < 3.5, took  # idle is 1 s, the stall 8 s
     if dialect == "openai":
         payloads = sse_payloads(r.body)
         assert payloads[-1] == "[DONE]"
@@ -212,10 +224,8 @@ def test_client_disconnect_closes_upstream_at_once(
     s, first = _open_stream(p, _path(dialect), {"model": "m", "messages": USER, "stream": True})
     assert first.startswith(b"HTTP/1.1 200")
     assert wait_until(lambda: status_of(p)["backends"]["a"]["in_flight"] == 1, 2)
-    s.close()
-    t0 = time.monotonic()
+    s.close()  # the backend would go on for 6 s more
     assert f.wait_for_disconnect(3), "the backend kept generating for a client that left"
-    assert time.monotonic() - t0 < 1.0
     assert f.requests[-1].outcome == "disconnected"
     assert wait_until(lambda: status_of(p)["backends"]["a"]["in_flight"] == 0, 2)
     # the proxy is fine afterwards
@@ -237,10 +247,8 @@ def test_client_gone_before_first_byte_closes_upstream(
         + data
     )
     assert f.wait_for_requests(1, 3)
-    s.close()
-    t0 = time.monotonic()
+    s.close()  # the backend hangs: only the proxy can end this request
     assert f.wait_for_disconnect(3)
-    assert time.monotonic() - t0 < 1.0
     assert wait_until(lambda: status_of(p)["backends"]["a"]["in_flight"] == 0, 2)
 
 

@@ -1,4 +1,4 @@
-"""Tests of traywire.proxy.dialects and traywire.proxy.validate.
+"""Tests of traywire.proxy.dialects and traywire.core.validate.
 
 Every mapping is checked field by field in both directions; produced bodies
 are also fed through the official ``openai`` and ``ollama`` packages (their
@@ -24,6 +24,7 @@ from ollama._types import ChatRequest, EmbedRequest, GenerateRequest
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from traywire.core.request import BadRequest, parse
 from traywire.errors import TraywireError
 from traywire.proxy.dialects import (
     SSE_DONE,
@@ -58,15 +59,32 @@ from traywire.proxy.dialects import (
     sse_event,
     upstream_error_message,
 )
-from traywire.proxy.validate import (
-    BadRequest,
-    validate_ollama_chat,
-    validate_ollama_embed,
-    validate_ollama_generate,
-    validate_openai_chat,
-    validate_openai_completion,
-    validate_openai_embeddings,
-)
+
+
+# The server's one parse, per endpoint: checks the body and returns it.
+def validate_openai_chat(body: object) -> dict[str, Any]:
+    return parse("openai", "chat", body).body
+
+
+def validate_openai_completion(body: object) -> dict[str, Any]:
+    return parse("openai", "completion", body).body
+
+
+def validate_openai_embeddings(body: object) -> dict[str, Any]:
+    return parse("openai", "embed", body).body
+
+
+def validate_ollama_chat(body: object) -> dict[str, Any]:
+    return parse("ollama", "chat", body).body
+
+
+def validate_ollama_generate(body: object) -> dict[str, Any]:
+    return parse("ollama", "completion", body).body
+
+
+def validate_ollama_embed(body: object) -> dict[str, Any]:
+    return parse("ollama", "embed", body).body
+
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").decode()
 JPEG = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF").decode()

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from . import __version__, config
 from .core import principles, request, routing
 from .errors import ConfigError, UnknownModelError
-from .types import PREFERENCES, BackendState, Decision, LiveState
+from .types import PREFERENCES, BackendState, Decision, Dialect, LiveState, Op
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,14 +182,20 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
     cfg = config.load(args.config)
     body = _request_body(args)
-    endpoint = "chat"
+    op: Op = "chat"
     if "messages" not in body:
-        endpoint = "embedding" if "input" in body else "completion"
+        op = "embed" if "input" in body else "completion"
+    # The same parse as the server's: an Ollama body is told by its own fields.
+    dialect: Dialect = "ollama" if _OLLAMA_FIELDS & body.keys() else "openai"
     state = load_state(Path(args.state), cfg) if args.state else saved_state(cfg)
     if args.prefer:
         state = state._replace(preference=args.prefer)
     try:
-        decision = routing.decide(request.from_body(body, endpoint), cfg, state)
+        inb = request.parse(dialect, op, body)
+    except request.BadRequest as exc:
+        raise UsageError(f"invalid {dialect} request: {exc.message}") from exc
+    try:
+        decision = routing.decide(inb.route, cfg, state)
     except UnknownModelError as exc:
         raise UsageError(str(exc)) from exc
     if args.json:
@@ -198,6 +204,9 @@ def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(render(decision))
     return 0
+
+
+_OLLAMA_FIELDS = frozenset({"options", "format", "keep_alive", "images", "system", "raw", "think"})
 
 
 def _request_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,10 +34,32 @@ class UnknownModelError(TraywireError):
 
 
 class BackendError(TraywireError):
-    """What went wrong talking to one backend, in traywire's own words.
+    """What went wrong with one attempt on one backend, in traywire's own words.
 
-    ``kind`` is one of KINDS; ``failover`` says whether the next attempt of
-    the plan should be tried (the client's own errors are returned as they are).
+    Raised only at the edges where low-level failures come in (the transport
+    for sockets, TLS and HTTP framing; the relays and adapters for answers and
+    statuses; the executor's deadlines for time), so retries, failover and
+    health bookkeeping only ever see ``kind``, one of `KINDS`:
+
+    ============================  =========  ===========================
+    kind                          failover   counts against the backend
+    ============================  =========  ===========================
+    refused, dns, reset           yes        yes
+    connect_timeout               yes        yes
+    first_byte_timeout            yes        yes (streams: no data in time)
+    total_timeout                 yes        yes (a whole answer not in time)
+    idle_timeout                  yes        yes (a stream went silent)
+    server_error (5xx)            yes        yes
+    invalid_response              yes        yes
+    rate_limited (429)            yes        no: a cooldown of its own
+    model_not_found (404)         yes        no: the backend answered
+    context_length                yes        no: caused by the request
+    translation                   yes        no: caused by the request
+    client_error (other 4xx)      no         no: caused by the request
+    ============================  =========  ===========================
+
+    The message never names the backend (the attempt record does) and never
+    holds a key.
     """
 
     FAILOVER = frozenset(
@@ -46,6 +68,7 @@ class BackendError(TraywireError):
             "dns",
             "connect_timeout",
             "first_byte_timeout",
+            "total_timeout",
             "idle_timeout",
             "reset",
             "server_error",
@@ -57,6 +80,10 @@ class BackendError(TraywireError):
         }
     )
     KINDS = FAILOVER | {"client_error"}
+    # Not the backend's fault: it answered, the request was the problem.
+    NOT_THE_BACKEND = frozenset(
+        {"client_error", "context_length", "model_not_found", "translation"}
+    )
 
     def __init__(
         self,
@@ -81,4 +108,4 @@ class BackendError(TraywireError):
     @property
     def counts_against_backend(self) -> bool:
         """Does this failure say the backend is unwell (feeds its circuit)?"""
-        return self.kind not in ("client_error", "context_length", "model_not_found", "translation")
+        return self.kind not in self.NOT_THE_BACKEND and self.kind != "rate_limited"

@@ -54,9 +54,21 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("ollama", "openai")
 
 Circuit = Literal["closed", "open", "half_open"]
 
+# The API a client speaks (and the one a backend kind speaks).
+Dialect = Literal["openai", "ollama"]
+# What the client asked for: chat, a plain completion (OpenAI /v1/completions,
+# Ollama /api/generate) or embeddings.
+Op = Literal["chat", "completion", "embed"]
+# The request kinds the router tells apart (an Op, named for people).
+RequestKind = Literal["chat", "completion", "embedding"]
+KIND_OF_OP: Mapping[Op, RequestKind] = MappingProxyType(
+    {"chat": "chat", "completion": "completion", "embed": "embedding"}
+)
+
 
 class RouteRequest(NamedTuple):
-    """What the router needs to know about one request, whatever its dialect."""
+    """What the router needs to know about one request, whatever its dialect:
+    what it asks for and what it needs from the model that serves it."""
 
     model: str
     # The prompt text the model will read (system + user + assistant turns joined).
@@ -67,8 +79,13 @@ class RouteRequest(NamedTuple):
     max_tokens: int | None = None
     # Number of messages (each costs a few tokens of framing).
     messages: int = 1
-    # "chat", "completion" or "embedding".
-    kind: str = "chat"
+    kind: RequestKind = "chat"
+    # Input images (content parts or Ollama ``images``).
+    images: int = 0
+    # The request offers tools (function calling).
+    tools: bool = False
+    # The answer must be JSON (response_format json_object/json_schema, Ollama format).
+    structured: bool = False
 
 
 class BackendState(NamedTuple):

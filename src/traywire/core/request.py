@@ -1,72 +1,55 @@
-"""From a client's request body (OpenAI or Ollama dialect) to a RouteRequest.
+"""One inbound request, parsed once.
 
-Only what routing needs is read: the model name, the prompt text, the last
-user turn, the reply budget. Bodies are assumed validated by the caller; this
-module is forgiving about shapes it does not know (it reads text where it
-finds it and ignores the rest).
+`parse` takes a client's decoded JSON body, the dialect it came in and what
+it asks for (chat, completion, embeddings), checks it (`validate`) and, in
+the same walk over its messages, reads what the router needs: the model
+name, the prompt text and the last user turn, the reply budget, and what the
+request needs from the model that serves it (its kind, input images, tools,
+JSON output). The result, an `Inbound`, is all the proxy carries from here
+on: the router reads ``route``, the adapters ``body``, the executor ``stream``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from ..types import RouteRequest
+from ..types import Dialect, Op, RouteRequest
+from . import validate
+from .validate import BadRequest
 
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    return ""
+__all__ = ["BadRequest", "Inbound", "parse"]
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
+class Inbound(NamedTuple):
+    dialect: Dialect
+    op: Op
+    # The client's body, checked (unknown fields kept for same-dialect backends).
+    body: dict[str, Any]
+    # Does the client want the answer streamed? (Ollama streams unless told not
+    # to; embeddings never stream.)
+    stream: bool
+    route: RouteRequest
 
 
-def from_body(body: Mapping[str, Any], endpoint: str = "chat") -> RouteRequest:
-    """``endpoint`` is "chat", "completion" or "embedding"; the dialect is inferred."""
-    model = body.get("model")
-    model = model if isinstance(model, str) else ""
-    options = body.get("options")
-    options = options if isinstance(options, Mapping) else {}
-    max_tokens = (
-        _int(body.get("max_completion_tokens"))
-        or _int(body.get("max_tokens"))
-        or _int(options.get("num_predict"))
-    )
-    if endpoint == "embedding":
-        raw = body.get("input", body.get("prompt", ""))
-        items = raw if isinstance(raw, list) else [raw]
-        text = "\n".join(i for i in items if isinstance(i, str))
-        return RouteRequest(model, text, text, None, len(items), "embedding")
-    if endpoint == "completion":
-        prompt = body.get("prompt", "")
-        if isinstance(prompt, list):
-            prompt = "\n".join(p for p in prompt if isinstance(p, str))
-        prompt = prompt if isinstance(prompt, str) else ""
-        system = body.get("system")
-        full = f"{system}\n{prompt}" if isinstance(system, str) and system else prompt
-        return RouteRequest(model, full, prompt, max_tokens, 1, "completion")
-    messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    texts: list[str] = []
-    last_user = ""
-    for msg in messages:
-        if not isinstance(msg, Mapping):
-            continue
-        t = _text(msg.get("content"))
-        texts.append(t)
-        if msg.get("role") == "user":
-            last_user = t
-    return RouteRequest(model, "\n".join(texts), last_user, max_tokens, max(1, len(messages)))
+_PARSERS: dict[tuple[Dialect, Op], Callable[[dict[str, Any]], RouteRequest]] = {
+    ("openai", "chat"): validate.openai_chat,
+    ("openai", "completion"): validate.openai_completion,
+    ("openai", "embed"): validate.openai_embeddings,
+    ("ollama", "chat"): validate.ollama_chat,
+    ("ollama", "completion"): validate.ollama_generate,
+    ("ollama", "embed"): validate.ollama_embed,
+}
+
+
+def parse(dialect: Dialect, op: Op, body: object) -> Inbound:
+    """Check ``body`` and read it; `BadRequest` names the first problem."""
+    b = validate.body_object(body)
+    route = _PARSERS[(dialect, op)](b)
+    if op == "embed":
+        stream = False
+    elif dialect == "ollama":
+        stream = b.get("stream") is not False
+    else:
+        stream = b.get("stream") is True
+    return Inbound(dialect, op, b, stream, route)

@@ -1,8 +1,24 @@
 """Live backend health: in-flight counts, circuit breakers, latency, probes, usage.
 
-`Health` is plain bookkeeping for one event-loop thread. It never reads a
-clock: every method that needs the time takes ``now`` (monotonic seconds; the
-proxy passes ``time.monotonic()``), so tests drive it with exact numbers.
+`Health` is plain bookkeeping for one event-loop thread. It never reads the
+system clock: every method that needs the time takes ``now`` (monotonic
+seconds), and `attempt` reads the clock it was given, so tests drive it with
+exact numbers.
+
+Requests feed it through one context, `attempt`::
+
+    a = health.attempt(backend)          # None: the circuit is open, skip it
+    with a:                              # counted in flight until the block ends
+        ...                              # a.ok(latency_ms) once the answer begins
+                                         # a BackendError leaving the block is
+                                         # recorded by its kind (see below)
+
+A `BackendError` is recorded by what it says about the backend: a rate limit
+opens the circuit until its Retry-After; a failure that counts against the
+backend (`BackendError.counts_against_backend`) counts toward opening it; any
+other (the request's own fault, a model the backend does not have) shows the
+backend answered, like a success. Anything else leaving the block (the client
+went away) records no outcome and gives back a half-open trial.
 
 Circuit breaker, per backend::
 
@@ -59,15 +75,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Literal, NamedTuple
 
+from ..clock import SYSTEM, Clock
+from ..errors import BackendError
 from ..types import BackendState, Circuit, LiveState, Preference
 
-__all__ = ["ChangeHook", "Health", "HealthWord", "OpenReason"]
+__all__ = ["Attempt", "ChangeHook", "Health", "HealthWord", "OpenReason"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +149,7 @@ class Health:
         trial_timeout_s: float = 120.0,
         max_retry_after_s: float = 3600.0,
         on_change: ChangeHook | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
@@ -153,6 +171,7 @@ class Health:
         self.usage_bucket_s = float(usage_bucket_s)
         self.trial_timeout_s = float(trial_timeout_s)
         self.max_retry_after_s = float(max_retry_after_s)
+        self.clock = clock
         self._b: dict[str, _Backend] = {}
         self._expected: dict[str, frozenset[str]] = {}
         # model -> deque of [bucket index, tokens], oldest first.
@@ -193,11 +212,6 @@ class Health:
         for name, b in self._b.items():
             self._settle(name, b)
 
-    def set_expected(self, backend: str, upstream_ids: Iterable[str]) -> None:
-        """Set the upstream model ids the config routes to ``backend``."""
-        self._expected[backend] = frozenset(upstream_ids)
-        self._settle(backend, self._get(backend))
-
     def add_listener(self, hook: ChangeHook) -> Callable[[], None]:
         """Call ``hook(backend, old, new)`` when a health word changes.
 
@@ -223,14 +237,15 @@ class Health:
         b.in_flight = max(0, b.in_flight - 1)
         self._changed(backend)
 
-    @contextmanager
-    def track(self, backend: str) -> Iterator[None]:
-        """``with health.track(name):`` counts one request in flight."""
+    def attempt(self, backend: str) -> Attempt | None:
+        """Start one request to ``backend``: None if its circuit is open (skip
+        it), else an `Attempt` counted in flight (and holding the half-open
+        trial, if this is it) until its ``with`` block ends."""
+        now = self.clock.monotonic()
+        if not self.acquire_trial(backend, now):
+            return None
         self.begin(backend)
-        try:
-            yield
-        finally:
-            self.end(backend)
+        return Attempt(self, backend, now)
 
     # ------------------------------------------------------------------ circuit
 
@@ -245,6 +260,16 @@ class Health:
         if b is None or b.open_until is None:
             return None
         return max(0.0, b.open_until - now)
+
+    def why_skipped(self, backend: str) -> tuple[str, str]:
+        """Why `attempt` refused ``backend`` now: (reason, kind), the kind
+        being "rate_limited" or "circuit_open"."""
+        limited = self.open_reason(backend) == "rate_limited"
+        why = "rate-limited" if limited else "circuit open"
+        wait = self.retry_in(backend, self.clock.monotonic())
+        if wait is not None:
+            why += f" (retry in {wait:.0f}s)"
+        return why, "rate_limited" if limited else "circuit_open"
 
     def circuit(self, backend: str, now: float) -> Circuit:
         """The circuit as the router should see it (a taken trial reads "open")."""
@@ -350,16 +375,6 @@ class Health:
     def no_key(self, backend: str) -> bool:
         b = self._b.get(backend)
         return b is not None and b.no_key
-
-    def reset(self, backend: str) -> None:
-        """Forget failures and close the circuit (e.g. a tray "retry now" action)."""
-        b = self._get(backend)
-        b.consecutive_failures = 0
-        b.reopens = 0
-        self._close(b)
-        if b.last_ok is False:
-            b.last_ok = None
-        self._settle(backend, b)
 
     # -------------------------------------------------------------------- usage
 
@@ -630,6 +645,61 @@ class Health:
             backends=MappingProxyType(states),
             usage=usage,
         )
+
+
+class Attempt:
+    """One request to one backend, from just before it is sent to its outcome
+    (see the module docstring)."""
+
+    __slots__ = ("_done", "_failure", "_health", "backend", "started")
+
+    def __init__(self, health: Health, backend: str, started: float) -> None:
+        self._health = health
+        self.backend = backend
+        self.started = started  # monotonic
+        self._done = False
+        self._failure: BackendError | None = None
+
+    def elapsed_ms(self) -> float:
+        return (self._health.clock.monotonic() - self.started) * 1000
+
+    def ok(self, latency_ms: float | None = None) -> None:
+        """The answer began (or, not streamed, arrived whole)."""
+        self._done = True
+        self._health.success(self.backend, self._health.clock.monotonic(), latency_ms)
+
+    def failed(self, exc: BackendError) -> None:
+        """Record ``exc`` by its kind (also after `ok`: a stream that broke)."""
+        self._done = True
+        self._failure = exc
+        h, now = self._health, self._health.clock.monotonic()
+        if exc.kind == "rate_limited":
+            h.rate_limited(self.backend, now, exc.retry_after)
+        elif exc.counts_against_backend:
+            h.failure(self.backend, now, exc.kind)
+        else:  # it answered: the request, not the backend, was the problem
+            h.success(self.backend, now)
+
+    def used(self, model: str, tokens: int) -> None:
+        """``tokens`` (prompt + reply) served by public model name ``model``."""
+        self._health.add_usage(model, self._health.clock.monotonic(), tokens)
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        h = self._health
+        h.end(self.backend)
+        if isinstance(exc, BackendError):
+            if exc is not self._failure:
+                self.failed(exc)
+        elif not self._done:
+            h.release_trial(self.backend)
 
 
 def _r1(x: float | None) -> float | None:

@@ -4,9 +4,12 @@ One relay per streaming request. ``feed(bytes)`` returns the bytes to write to
 the client now (possibly empty: nothing is buffered beyond an incomplete
 line or event); ``finish()`` the closing bytes once upstream ended cleanly;
 ``error(message)`` the explicit error ending in the client's dialect when it
-did not. ``complete`` tells whether upstream sent its own end (Ollama's
-``done: true``, OpenAI's ``data: [DONE]`` or a finish reason), so a stream cut
-short is never closed as if it were whole. ``tokens`` counts prompt + reply
+did not. Bad bytes are mapped here, where they come in: ``feed`` raises only
+`BackendError` (``invalid_response`` for bytes that are not a valid stream,
+``server_error`` for an error the backend put in the stream). ``complete``
+tells whether upstream sent its own end (Ollama's ``done: true``, OpenAI's
+``data: [DONE]`` or a finish reason), so a stream cut short is never closed
+as if it were whole. ``tokens`` counts prompt + reply
 tokens from the usage the backend reported.
 """
 
@@ -15,10 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from ..errors import BackendError
 from . import dialects as tr
-
-Dialect = Literal["openai", "ollama"]
-
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -43,7 +44,16 @@ class Relay:
     def tokens(self) -> int:
         return self.tokens_in + self.tokens_out
 
-    def feed(self, data: bytes) -> bytes:  # pragma: no cover - interface
+    def feed(self, data: bytes) -> bytes:
+        """The client's bytes for ``data`` from the backend."""
+        try:
+            return self._feed(data)
+        except (tr.StreamParseError, tr.TranslationError) as exc:
+            raise BackendError("invalid_response", f"invalid stream: {exc}") from exc
+        except tr.UpstreamError as exc:
+            raise BackendError("server_error", f"error in the stream: {exc}") from exc
+
+    def _feed(self, data: bytes) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
 
     def finish(self) -> bytes:
@@ -75,7 +85,7 @@ class SSEPassthrough(_ToOpenAI):
         self.finished_choice = False
         self.saw_done = False
 
-    def feed(self, data: bytes) -> bytes:
+    def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         for payload in self.parser.feed(data):
             if payload == "[DONE]":
@@ -108,7 +118,7 @@ class NDJSONPassthrough(_ToOllama):
         self.parser = tr.NDJSONParser()
         self.model = model
 
-    def feed(self, data: bytes) -> bytes:
+    def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         for obj in self.parser.feed(data):
             if obj.get("error") is not None:
@@ -143,7 +153,7 @@ class OllamaToOpenAI(_ToOpenAI):
             include_usage=include_usage,
         )
 
-    def feed(self, data: bytes) -> bytes:
+    def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         for obj in self.parser.feed(data):
             if obj.get("done") is True:
@@ -163,7 +173,7 @@ class OpenAIToOllama(_ToOllama):
         self.conv = tr.OpenAIToOllamaStream(kind, model=model, created_at=created_at)
         self.saw_done = False
 
-    def feed(self, data: bytes) -> bytes:
+    def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         for payload in self.parser.feed(data):
             if payload == "[DONE]":

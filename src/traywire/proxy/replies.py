@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..types import Dialect
 from . import dialects as tr
-from .backends.base import Dialect
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from .. import __version__
+from ..clock import SYSTEM, Clock
 from ..config import Backend, Config
 from ..types import PREFERENCES, LiveState, Preference, RequestRecord
 from .health import Health
@@ -39,9 +39,17 @@ def expected_models(cfg: Config) -> dict[str, list[str]]:
 
 
 class Runtime:
-    def __init__(self, cfg: Config, *, keys: Mapping[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        keys: Mapping[str, str | None] | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
         self.cfg = cfg
-        self.started = time.monotonic()
+        # Everything on the request path reads time from here (tests drive it).
+        self.clock = clock
+        self.started = clock.monotonic()
         h = cfg.health
         self.health = Health(
             cfg.backends,
@@ -49,6 +57,7 @@ class Runtime:
             failure_threshold=h.failure_threshold,
             cooldown_s=h.cooldown,
             usage_window_s=h.usage_window,
+            clock=clock,
         )
         self.preference: Preference | None = None
         self.active: dict[str, str] = {}
@@ -96,6 +105,7 @@ class Runtime:
                 interval_s=self.cfg.health.probe_interval,
                 timeout_s=min(5.0, self.cfg.health.probe_interval * 0.8),
                 session=self.session,
+                clock=self.clock.monotonic,
             )
             self.prober.start()
 
@@ -137,6 +147,7 @@ class Runtime:
                 interval_s=cfg.health.probe_interval,
                 timeout_s=min(5.0, cfg.health.probe_interval * 0.8),
                 session=self.session,
+                clock=self.clock.monotonic,
             )
             self.prober.start()
 
@@ -212,7 +223,7 @@ class Runtime:
 
     def snapshot(self) -> LiveState:
         return self.health.snapshot(
-            time.monotonic(),
+            self.clock.monotonic(),
             active=MappingProxyType(dict(self.active)),
             preference=self.preference,
             random=self._rng.random(),
@@ -223,6 +234,16 @@ class Runtime:
             raise ValueError(f"preference must be one of: {', '.join(PREFERENCES)}")
         self.preference = value
 
+    def member(self, group: str) -> str | None:
+        """The group's active member now (None: none, e.g. while switching)."""
+        g = self.cfg.groups.get(group)
+        return self.active.get(group, g.active if g is not None else "") or None
+
+    def assign(self, group: str, member: str) -> None:
+        """Set the group's active member (`switch.NO_MEMBER`: none): the one
+        place it changes, for the admin API and the switcher."""
+        self.active[group] = member
+
     def set_active(self, group: str, member: str) -> None:
         g = self.cfg.groups.get(group)
         if g is None:
@@ -230,7 +251,7 @@ class Runtime:
         if member not in g.members:
             raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
         self.switcher.ensure_idle(group)
-        self.active[group] = member
+        self.assign(group, member)
 
     async def switch(self, group: str, member: str) -> SwitchState:
         """Switch ``group`` to ``member``: drain, stop, start, wait until ready.
@@ -244,7 +265,7 @@ class Runtime:
         return await asyncio.shield(self.switcher.begin(group, member))
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         health = self.health.status(now)
         backends = {}
         for name, b in self.cfg.backends.items():

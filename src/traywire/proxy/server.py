@@ -23,8 +23,8 @@ from ..core import request as inbound
 from ..core import routing
 from ..errors import UnknownModelError
 from ..observe import dashboard, metrics, reqlog
-from . import failover, replies, validate
-from .backends import Dialect, Op
+from ..types import Dialect, Op
+from . import failover, replies
 from .runtime import Runtime
 
 log = logging.getLogger("traywire")
@@ -214,46 +214,28 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-_VALIDATORS: dict[tuple[Dialect, Op], Callable[[object], dict[str, Any]]] = {
-    ("openai", "chat"): validate.validate_openai_chat,
-    ("openai", "completion"): validate.validate_openai_completion,
-    ("openai", "embed"): validate.validate_openai_embeddings,
-    ("ollama", "chat"): validate.validate_ollama_chat,
-    ("ollama", "completion"): validate.validate_ollama_generate,
-    ("ollama", "embed"): validate.validate_ollama_embed,
-}
-_ENDPOINT = {"chat": "chat", "completion": "completion", "embed": "embedding"}
-
-
 def inference(dialect: Dialect, op: Op) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
-        started = (time.time(), time.monotonic())
+        started = (rt.clock.time(), rt.clock.monotonic())
         body: dict[str, Any] | None = None
         try:
             body = await _body(request)
             try:
-                body = _VALIDATORS[(dialect, op)](body)
-            except validate.BadRequest as exc:
+                inb = inbound.parse(dialect, op, body)
+            except inbound.BadRequest as exc:
                 raise _Refused(400, exc.message, "invalid_request", exc.param) from None
             try:
-                decision = routing.decide(
-                    inbound.from_body(body, _ENDPOINT[op]), rt.cfg, rt.snapshot()
-                )
+                decision = routing.decide(inb.route, rt.cfg, rt.snapshot())
             except UnknownModelError as exc:
                 raise _Refused(404, str(exc), "model_not_found", "model") from None
         except _Refused as r:
             # answered here, but logged and counted like any other request
             response = replies.error(dialect, r.status, r.message, param=r.param, code=r.code)
-            call = failover.Call(
-                dialect, op, body or {}, body is not None and body.get("stream") is True
+            return failover.record_rejection(
+                rt, dialect, body, request.path, response, r.message, started
             )
-            return failover.record_rejection(rt, call, request.path, response, r.message, started)
-        default_stream = dialect == "ollama" and op != "embed"
-        stream = bool(body.get("stream", default_stream)) and op != "embed"
-        return await failover.execute(
-            rt, failover.Call(dialect, op, body, stream), decision, request
-        )
+        return await failover.execute(rt, inb, decision, request)
 
     return handle
 

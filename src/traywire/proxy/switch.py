@@ -59,16 +59,44 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..config import ExclusiveGroup, SwitchMode, SwitchSettings
+from ..clock import Clock
+from ..config import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
+from .health import Health
 from .probe import ProbeResult, probe
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+
+class Host(Protocol):
+    """What a `Switcher` needs from the proxy that owns it (the `Runtime`):
+    it reads the config, health and clock, and changes a group's active
+    member only through `assign`."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None: ...
+
+    def member(self, group: str) -> str | None:
+        """The group's active member now (None: none)."""
+        ...
+
+    def assign(self, group: str, member: str) -> None:
+        """Make ``member`` the group's active one (`NO_MEMBER`: none)."""
+        ...
+
+    def auth_headers(self, backend: Backend) -> dict[str, str]: ...
+
 
 __all__ = ["NO_MEMBER", "Phase", "SwitchBusy", "SwitchError", "SwitchState", "Switcher"]
 
@@ -145,12 +173,12 @@ class _Child:
 
 
 class Switcher:
-    """Runs the switches of a `Runtime`'s exclusive groups and owns managed servers."""
+    """Runs the switches of a `Host`'s exclusive groups and owns managed servers."""
 
     def __init__(
-        self, rt: Runtime, *, log_dir: Path | None = None, poll_interval: float = 0.5
+        self, host: Host, *, log_dir: Path | None = None, poll_interval: float = 0.5
     ) -> None:
-        self.rt = rt
+        self.host = host
         self._log_dir = log_dir
         # Seconds between readiness probes.
         self.poll_interval = poll_interval
@@ -216,9 +244,9 @@ class Switcher:
         router sees the group without an active member.
         """
         loop = asyncio.get_running_loop()
-        g = self.rt.cfg.groups.get(group)
+        g = self.host.cfg.groups.get(group)
         if g is None:
-            known = ", ".join(self.rt.cfg.groups) or "none"
+            known = ", ".join(self.host.cfg.groups) or "none"
             raise ValueError(f"no exclusive group {group!r}; groups: {known}")
         if member not in g.members:
             raise ValueError(f"{member!r} is not a member of {group!r}: {', '.join(g.members)}")
@@ -232,10 +260,10 @@ class Switcher:
             raise ValueError("traywire is shutting down")
         self.ensure_idle(group)
         now = loop.time()
-        previous = self.rt.active.get(group, g.active) or None
+        previous = self.host.member(group)
         st = SwitchState(group, member, previous, g.switch.mode, started=now, phase_started=now)
         self._states[group] = st
-        self.rt.active[group] = NO_MEMBER
+        self.host.assign(group, NO_MEMBER)
         log.info("switching %s from %s to %s (%s)", group, previous, member, g.switch.mode)
         task = loop.create_task(self._run(g, g.switch, st), name=f"traywire-switch-{group}")
         self._tasks[group] = task
@@ -260,7 +288,7 @@ class Switcher:
             log.exception("switch of %s failed unexpectedly", g.name)
             await self._fail(g, sw, st, SwitchError(f"internal error: {exc!r}"))
         else:
-            self.rt.active[g.name] = st.to
+            self.host.assign(g.name, st.to)
             self._phase(st, "done")
             log.info("switched %s to %s", g.name, st.to)
         return st
@@ -277,7 +305,7 @@ class Switcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + sw.drain_timeout
         while True:
-            snap = self.rt.health.snapshot(loop.time())
+            snap = self.host.health.snapshot(self.host.clock.monotonic())
             n = sum(snap.backends[m].in_flight for m in g.members if m in snap.backends)
             if n == 0:
                 return
@@ -364,17 +392,22 @@ class Switcher:
                 )
             ok, last, result = await self._check(st.to, timeout=min(5.0, max(left, 0.2)))
             if ok:
-                self.rt.health.probe_result(
-                    st.to, loop.time(), True, result.latency_ms, result.models, result.detail
+                self.host.health.probe_result(
+                    st.to,
+                    self.host.clock.monotonic(),
+                    True,
+                    result.latency_ms,
+                    result.models,
+                    result.detail,
                 )
                 return
             await asyncio.sleep(max(0.0, min(self.poll_interval, deadline - loop.time())))
 
     async def _check(self, member: str, timeout: float) -> tuple[bool, str, ProbeResult]:
         """Does ``member`` answer and list every upstream id the config routes to it?"""
-        cfg = self.rt.cfg
+        cfg = self.host.cfg
         b = cfg.backends[member]
-        r = await probe(self._http(), b.kind, b.url, self.rt.auth_headers(b), timeout)
+        r = await probe(self._http(), b.kind, b.url, self.host.auth_headers(b), timeout)
         if not r.ok:
             return False, f"last probe: {r.detail}", r
         want = (
@@ -408,7 +441,7 @@ class Switcher:
         if st.previous is not None:
             ok, _, _ = await self._check(st.previous, timeout=3.0)
             if ok:
-                self.rt.active[g.name] = st.previous
+                self.host.assign(g.name, st.previous)
                 restored = True
                 st.notes.append(f"{st.previous} still answers: it is the active member again")
         if not restored:
@@ -431,7 +464,7 @@ class Switcher:
     def _fill(
         self, argv: tuple[str, ...], g: ExclusiveGroup, sw: SwitchSettings, member: str
     ) -> tuple[str, ...]:
-        url = urlsplit(self.rt.cfg.backends[member].url)
+        url = urlsplit(self.host.cfg.backends[member].url)
         port = url.port or (443 if url.scheme == "https" else 80)
         values = {"group": g.name, "member": member, "member_alias": sw.alias(member)}
         return tuple(a.format(port=port, **values) for a in argv)
@@ -483,8 +516,8 @@ class Switcher:
                 _signal_group(child.proc, signal.SIGKILL)
 
     def _http(self) -> aiohttp.ClientSession:
-        if self.rt.session is not None and not self.rt.session.closed:
-            return self.rt.session
+        if self.host.session is not None and not self.host.session.closed:
+            return self.host.session
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(trust_env=False)
         return self._session

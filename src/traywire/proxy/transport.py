@@ -8,11 +8,10 @@ finished connection back to the pool; ``close()`` drops it (a cancelled or
 abandoned request must close, so the backend sees the client go and stops
 generating).
 
-Low-level failures leave as `TransportError` with one of traywire's error
-kinds (refused, dns, connect_timeout, reset, invalid_response); the failover
-executor turns them into `BackendError` with the backend's name. Timeouts
-other than the connect timeout are the caller's (it knows first-byte, idle and
-total).
+Low-level failures are mapped here, where they come in: they leave as
+`TransportError`, a `BackendError` of one of traywire's kinds (refused, dns,
+connect_timeout, reset, invalid_response). Timeouts other than the connect
+timeout are the caller's (it knows first-byte, idle and total).
 
 A connection reused from the pool that the backend had already closed (an idle
 keep-alive timeout on its side) fails with no byte of answer; then the request
@@ -37,18 +36,18 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..errors import BackendError
 from .http1 import ProtocolError, ResponseParser, encode_request
 
 HIGH_WATER = 1 << 20  # bytes buffered from a backend before reading pauses
 
 
-class TransportError(Exception):
+class TransportError(BackendError):
     """A failure below HTTP semantics, as one of traywire's error kinds."""
 
     def __init__(self, kind: str, detail: str) -> None:
-        self.kind = kind
+        super().__init__(kind, detail)
         self.detail = detail
-        super().__init__(detail)
 
 
 class _Origin(NamedTuple):

@@ -1,11 +1,11 @@
 """Thin adapters, one per backend kind: wire formats in and out, errors mapped.
 
-Retries and failover are not here: they live in :mod:`traywire.failover`.
+Retries and failover are not here: they live in :mod:`traywire.proxy.failover`.
 """
 
 from __future__ import annotations
 
-from .base import Adapter, Dialect, Ids, Op, Prepared, error_from_status
+from .base import Adapter, Answer, Ids, Prepared, error_from_status
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 
@@ -14,10 +14,9 @@ ADAPTERS: dict[str, Adapter] = {"ollama": OllamaAdapter(), "openai": OpenAIAdapt
 __all__ = [
     "ADAPTERS",
     "Adapter",
-    "Dialect",
+    "Answer",
     "Ids",
     "OllamaAdapter",
-    "Op",
     "OpenAIAdapter",
     "Prepared",
     "error_from_status",

@@ -1,20 +1,23 @@
-"""The adapter contract and the status → error-kind mapping shared by both kinds."""
+"""The adapter contract and the status → error-kind mapping shared by both kinds.
+
+Adapters are an edge: what a backend answers is mapped here to traywire's
+error kinds (`BackendError`): statuses by `error_from_status`, a request the
+backend's dialect cannot express (``translation``) by `prepare`, an answer
+that is not valid for its dialect (``invalid_response``) by `answer`.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ...errors import BackendError
-from ..dialects import upstream_error_message
+from ...types import Dialect, Op
+from ..dialects import StreamParseError, TranslationError, upstream_error_message
 from ..relay import Relay
-
-Dialect = Literal["openai", "ollama"]
-# What the client asked for: chat, a plain completion (OpenAI /v1/completions,
-# Ollama /api/generate) or embeddings.
-Op = Literal["chat", "completion", "embed"]
 
 
 class Ids:
@@ -52,6 +55,15 @@ class Prepared(NamedTuple):
     stream: bool
 
 
+class Answer(NamedTuple):
+    """A whole (not streamed) answer, ready for the client."""
+
+    # The backend's own bytes where nothing needed to change, else a new body.
+    body: bytes | dict[str, Any]
+    tokens_in: int
+    tokens_out: int
+
+
 class Adapter(Protocol):
     kind: str
 
@@ -68,20 +80,24 @@ class Adapter(Protocol):
         extensions: bool = True,
     ) -> Prepared:
         """``extensions``: the server takes non-standard sampling options
-        (top_k, min_p, repeat_penalty...), as local vLLM/llama.cpp do."""
+        (top_k, min_p, repeat_penalty...), as local vLLM/llama.cpp do.
+        Raises `BackendError` ``translation`` where this kind cannot express it."""
         ...
 
-    def response(
+    def answer(
         self,
         prep: Prepared,
         dialect: Dialect,
         op: Op,
-        data: Any,
+        raw: bytes,
         model: str,
         ids: Ids,
         client_body: Mapping[str, Any],
         elapsed_ns: int,
-    ) -> dict[str, Any]: ...
+    ) -> Answer:
+        """The client's answer from the backend's bytes (a 2xx answer); raises
+        `BackendError` ``invalid_response`` for one not valid in its dialect."""
+        ...
 
     def relay(
         self,
@@ -95,13 +111,77 @@ class Adapter(Protocol):
 
 
 class AdapterBase:
-    """What both kinds share: bearer auth and same-dialect pass-through."""
+    """What both kinds share: bearer auth, same-dialect pass-through, and the
+    mapping of translation and answer problems to `BackendError`."""
 
     kind: str
     paths: dict[Op, str]
 
     def headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def prepare(
+        self,
+        dialect: Dialect,
+        op: Op,
+        body: Mapping[str, Any],
+        upstream: str,
+        stream: bool,
+        *,
+        extensions: bool = True,
+    ) -> Prepared:
+        try:
+            return self._prepare(dialect, op, body, upstream, stream, extensions=extensions)
+        except TranslationError as exc:
+            raise BackendError("translation", f"translation: {exc}") from exc
+
+    def _prepare(
+        self,
+        dialect: Dialect,
+        op: Op,
+        body: Mapping[str, Any],
+        upstream: str,
+        stream: bool,
+        *,
+        extensions: bool,
+    ) -> Prepared:  # pragma: no cover - each kind has its own
+        raise NotImplementedError
+
+    def answer(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        raw: bytes,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+        elapsed_ns: int,
+    ) -> Answer:
+        try:
+            data = json.loads(raw)
+            tokens_in, tokens_out = _usage(data)
+            unchanged = isinstance(data, dict) and data.get("model") == model
+            out = self.response(prep, dialect, op, data, model, ids, client_body, elapsed_ns)
+        except (ValueError, TranslationError, StreamParseError, KeyError, TypeError) as exc:
+            raise BackendError("invalid_response", f"invalid answer: {exc}") from exc
+        # a same-dialect answer that already names the model the client is
+        # told: the backend's own bytes, not a re-encoding of them
+        body: bytes | dict[str, Any] = raw if unchanged and out is data else out
+        return Answer(body, tokens_in, tokens_out)
+
+    def response(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        data: Any,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+        elapsed_ns: int,
+    ) -> dict[str, Any]:  # pragma: no cover - each kind has its own
+        raise NotImplementedError
 
     def passthrough(self, op: Op, body: Mapping[str, Any], upstream: str, stream: bool) -> Prepared:
         """The client's body as it is (unknown fields kept), for ``upstream``."""
@@ -110,6 +190,16 @@ class AdapterBase:
         if op != "embed":
             out["stream"] = stream
         return Prepared(self.paths[op], out, op, stream and op != "embed")
+
+
+def _usage(data: Any) -> tuple[int, int]:
+    """(prompt tokens, reply tokens) a backend reported in a whole answer."""
+    if not isinstance(data, dict):
+        return 0, 0
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
 
 
 _CONTEXT = re.compile(

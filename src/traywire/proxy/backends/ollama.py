@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Dialect, Ids, Op, Prepared
+from .base import AdapterBase, Ids, Prepared
 
 _PATHS: dict[Op, str] = {"chat": "/api/chat", "completion": "/api/generate", "embed": "/api/embed"}
 
@@ -16,7 +17,7 @@ class OllamaAdapter(AdapterBase):
     kind = "ollama"
     paths = _PATHS
 
-    def prepare(
+    def _prepare(
         self,
         dialect: Dialect,
         op: Op,
@@ -24,7 +25,7 @@ class OllamaAdapter(AdapterBase):
         upstream: str,
         stream: bool,
         *,
-        extensions: bool = True,
+        extensions: bool,
     ) -> Prepared:
         if dialect == "ollama":
             return self.passthrough(op, body, upstream, stream)

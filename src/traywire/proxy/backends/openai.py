@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Dialect, Ids, Op, Prepared
+from .base import AdapterBase, Ids, Prepared
 
 _PATHS: dict[Op, str] = {
     "chat": "/chat/completions",
@@ -21,7 +22,7 @@ class OpenAIAdapter(AdapterBase):
     kind = "openai"
     paths = _PATHS
 
-    def prepare(
+    def _prepare(
         self,
         dialect: Dialect,
         op: Op,
@@ -29,7 +30,7 @@ class OpenAIAdapter(AdapterBase):
         upstream: str,
         stream: bool,
         *,
-        extensions: bool = True,
+        extensions: bool,
     ) -> Prepared:
         if dialect == "openai":
             return self.passthrough(op, body, upstream, stream)

@@ -1,24 +1,13 @@
-"""Validation of inbound request bodies, in both dialects.
+"""Validation of inbound request bodies, in both dialects, in one pass that
+also reads what the router needs (`RouteRequest`).
 
 The proxy runs one of these on every body it receives, before routing or
 translating it, so that nothing it can tell is malformed is ever forwarded.
-Each validator raises :class:`BadRequest` naming the first problem found, as
+Each raises :class:`BadRequest` naming the first problem found, as
 ``"<param>: <problem>"`` (for example ``messages[2].content: expected a string
-or a list of content parts, got int``), and returns the body, typed as a dict,
-when it is fine. Unknown extra fields are allowed (pass-through keeps them),
-and ``null`` for an optional field means "not given", as both APIs treat it.
-
-Public API
-----------
-BadRequest(message, param=None)
-    The exception: ``.message`` is the full text, ``.param`` the offending field
-    path (``None`` for the body as a whole).
-validate_openai_chat(body)        POST /v1/chat/completions
-validate_openai_completion(body)  POST /v1/completions
-validate_openai_embeddings(body)  POST /v1/embeddings
-validate_ollama_chat(body)        POST /api/chat
-validate_ollama_generate(body)    POST /api/generate
-validate_ollama_embed(body)       POST /api/embed
+or a list of content parts, got int``). Unknown extra fields are allowed
+(pass-through keeps them), and ``null`` for an optional field means "not
+given", as both APIs treat it. Callers use `traywire.core.request.parse`.
 
 Type names in messages are: null, boolean, int, float, string, list, object.
 """
@@ -30,15 +19,16 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ..errors import TraywireError
+from ..types import RouteRequest
 
 __all__ = [
     "BadRequest",
-    "validate_ollama_chat",
-    "validate_ollama_embed",
-    "validate_ollama_generate",
-    "validate_openai_chat",
-    "validate_openai_completion",
-    "validate_openai_embeddings",
+    "ollama_chat",
+    "ollama_embed",
+    "ollama_generate",
+    "openai_chat",
+    "openai_completion",
+    "openai_embeddings",
 ]
 
 
@@ -72,10 +62,14 @@ def _fail(param: str, problem: str) -> NoReturn:
     raise BadRequest(f"{param}: {problem}", param)
 
 
-def _body(body: object) -> dict[str, Any]:
+def body_object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(f"request body: expected a JSON object, got {_tname(body)}")
     return body
+
+
+def _positive(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _is_int(v: object) -> bool:
@@ -88,7 +82,7 @@ def _is_num(v: object) -> bool:
     )
 
 
-def _model(body: Mapping[str, Any]) -> None:
+def _model(body: Mapping[str, Any]) -> str:
     v = body.get("model")
     if v is None:
         _fail("model", "required string")
@@ -96,6 +90,7 @@ def _model(body: Mapping[str, Any]) -> None:
         _fail("model", f"expected a string, got {_tname(v)}")
     if not v.strip():
         _fail("model", "must not be empty")
+    return v
 
 
 def _bool(d: Mapping[str, Any], key: str, path: str) -> None:
@@ -205,16 +200,19 @@ def _openai_sampling(body: Mapping[str, Any]) -> None:
 _OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> None:
+def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> tuple[str, int]:
+    """The message's text (text parts joined by newlines) and its number of images."""
     content = msg.get("content")
     if content is None:
         if required:
             _fail(path, f"required for {msg.get('role')} messages")
-        return
+        return "", 0
     if isinstance(content, str):
-        return
+        return content, 0
     if not isinstance(content, list):
         _fail(path, f"expected a string or a list of content parts, got {_tname(content)}")
+    texts: list[str] = []
+    images = 0
     for k, part in enumerate(content):
         p = f"{path}[{k}]"
         if not isinstance(part, dict):
@@ -223,19 +221,23 @@ def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> None:
         if not isinstance(ptype, str):
             _fail(f"{p}.type", "required string")
         if ptype == "text":
-            if not isinstance(part.get("text"), str):
-                _fail(f"{p}.text", f"expected a string, got {_tname(part.get('text'))}")
+            text = part.get("text")
+            if not isinstance(text, str):
+                _fail(f"{p}.text", f"expected a string, got {_tname(text)}")
+            texts.append(text)
         elif ptype == "image_url":
             img = part.get("image_url")
             url = img.get("url") if isinstance(img, dict) else img
             if not isinstance(url, str) or not url:
                 _fail(f"{p}.image_url", "expected an object with a non-empty url string")
+            images += 1
         elif ptype == "refusal":
             if not isinstance(part.get("refusal"), str):
                 _fail(f"{p}.refusal", f"expected a string, got {_tname(part.get('refusal'))}")
         elif ptype == "input_audio":
             _obj(part, "input_audio", f"{p}.input_audio")
         # Other part types (file, video_url, ...) are left for backends that know them.
+    return "\n".join(texts), images
 
 
 def _openai_tool_calls(calls: object, path: str) -> None:
@@ -262,7 +264,8 @@ def _openai_tool_calls(calls: object, path: str) -> None:
             )
 
 
-def _openai_message(msg: object, i: int) -> None:
+def _openai_message(msg: object, i: int) -> tuple[str, str, int]:
+    """(role, text, images) of a valid message."""
     path = f"messages[{i}]"
     if not isinstance(msg, dict):
         _fail(path, f"expected a message object, got {_tname(msg)}")
@@ -273,7 +276,9 @@ def _openai_message(msg: object, i: int) -> None:
         _fail(f"{path}.role", f"expected one of {', '.join(_OPENAI_ROLES)}, got {role!r}")
     _str(msg, "name", f"{path}.name")
     has_calls = msg.get("tool_calls") is not None or msg.get("function_call") is not None
-    _openai_content(msg, f"{path}.content", required=not (role == "assistant" and has_calls))
+    text, images = _openai_content(
+        msg, f"{path}.content", required=not (role == "assistant" and has_calls)
+    )
     if role == "assistant":
         if msg.get("tool_calls") is not None:
             _openai_tool_calls(msg["tool_calls"], f"{path}.tool_calls")
@@ -285,12 +290,14 @@ def _openai_message(msg: object, i: int) -> None:
             _fail(f"{path}.tool_call_id", "required string for tool messages")
     elif role == "function" and not isinstance(msg.get("name"), str):
         _fail(f"{path}.name", "required string for function messages")
+    return role, text, images
 
 
-def _tools(body: Mapping[str, Any], *, openai: bool) -> None:
+def _tools(body: Mapping[str, Any], *, openai: bool) -> bool:
+    """Does the request offer tools?"""
     tools = body.get("tools")
     if tools is None:
-        return
+        return False
     if not isinstance(tools, list):
         _fail("tools", f"expected a list, got {_tname(tools)}")
     for j, tool in enumerate(tools):
@@ -309,6 +316,7 @@ def _tools(body: Mapping[str, Any], *, openai: bool) -> None:
             _fail(f"{p}.function.name", "required string")
         _str(fn, "description", f"{p}.function.description")
         _obj(fn, "parameters", f"{p}.function.parameters")
+    return len(tools) > 0 and body.get("tool_choice") != "none"
 
 
 def _tool_choice(body: Mapping[str, Any]) -> None:
@@ -325,10 +333,11 @@ def _tool_choice(body: Mapping[str, Any]) -> None:
     _fail("tool_choice", f'expected "none", "auto", "required" or an object, got {_describe(tc)}')
 
 
-def _response_format(body: Mapping[str, Any]) -> None:
+def _response_format(body: Mapping[str, Any]) -> bool:
+    """Must the answer be JSON?"""
     rf = _obj(body, "response_format", "response_format")
     if rf is None:
-        return
+        return False
     rtype = rf.get("type")
     if rtype not in ("text", "json_object", "json_schema"):
         _fail("response_format.type", 'expected "text", "json_object" or "json_schema"')
@@ -339,42 +348,55 @@ def _response_format(body: Mapping[str, Any]) -> None:
         _str(js, "name", "response_format.json_schema.name")
         _obj(js, "schema", "response_format.json_schema.schema")
         _bool(js, "strict", "response_format.json_schema.strict")
+    return bool(rtype != "text")
 
 
-def validate_openai_chat(body: object) -> dict[str, Any]:
+def openai_chat(b: dict[str, Any]) -> RouteRequest:
     """Check a /v1/chat/completions body; raise BadRequest on the first problem."""
-    b = _body(body)
-    _model(b)
+    model = _model(b)
     msgs = b.get("messages")
     if not isinstance(msgs, list) or not msgs:
         _fail("messages", "must be a non-empty list")
+    texts: list[str] = []
+    last_user = ""
+    images = 0
     for i, msg in enumerate(msgs):
-        _openai_message(msg, i)
+        role, text, n = _openai_message(msg, i)
+        texts.append(text)
+        images += n
+        if role == "user":
+            last_user = text
     _int(b, "max_tokens", "max_tokens", 1)
     _int(b, "max_completion_tokens", "max_completion_tokens", 1)
     _openai_sampling(b)
     _stream(b)
-    _tools(b, openai=True)
+    tools = _tools(b, openai=True)
     _tool_choice(b)
     _bool(b, "parallel_tool_calls", "parallel_tool_calls")
-    _response_format(b)
+    structured = _response_format(b)
     _bool(b, "logprobs", "logprobs")
     _int(b, "top_logprobs", "top_logprobs", 0, 20)
-    return b
+    max_tokens = _positive(b.get("max_completion_tokens")) or _positive(b.get("max_tokens"))
+    return RouteRequest(
+        model, "\n".join(texts), last_user, max_tokens, len(msgs), "chat", images, tools, structured
+    )
 
 
-def _prompt(v: object) -> None:
-    if v is None or isinstance(v, str):
-        return
+def _prompt(v: object) -> str:
+    """The prompt's text (token ids count as no text)."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
     if isinstance(v, list):
         if not v:
             _fail("prompt", "must not be an empty list")
         if all(isinstance(x, str) for x in v):
-            return
+            return "\n".join(v)
         if all(_is_int(x) and x >= 0 for x in v):
-            return
+            return ""
         if all(isinstance(x, list) and x and all(_is_int(t) and t >= 0 for t in x) for x in v):
-            return
+            return ""
     _fail(
         "prompt",
         "expected a string, a list of strings, a list of token ids or a list of "
@@ -382,11 +404,10 @@ def _prompt(v: object) -> None:
     )
 
 
-def validate_openai_completion(body: object) -> dict[str, Any]:
+def openai_completion(b: dict[str, Any]) -> RouteRequest:
     """Check a /v1/completions body; raise BadRequest on the first problem."""
-    b = _body(body)
-    _model(b)
-    _prompt(b.get("prompt"))
+    model = _model(b)
+    prompt = _prompt(b.get("prompt"))
     _str(b, "suffix", "suffix")
     _int(b, "max_tokens", "max_tokens", 1)
     _openai_sampling(b)
@@ -394,13 +415,12 @@ def validate_openai_completion(body: object) -> dict[str, Any]:
     _bool(b, "echo", "echo")
     _int(b, "best_of", "best_of", 1)
     _int(b, "logprobs", "logprobs", 0, 5)
-    return b
+    return RouteRequest(model, prompt, prompt, _positive(b.get("max_tokens")), 1, "completion")
 
 
-def validate_openai_embeddings(body: object) -> dict[str, Any]:
+def openai_embeddings(b: dict[str, Any]) -> RouteRequest:
     """Check a /v1/embeddings body; raise BadRequest on the first problem."""
-    b = _body(body)
-    _model(b)
+    model = _model(b)
     inp = b.get("input")
     if inp is None:
         _fail("input", "required: a string or a list of strings")
@@ -423,7 +443,13 @@ def validate_openai_embeddings(body: object) -> dict[str, Any]:
         _fail("encoding_format", f'expected "float" or "base64", got {_describe(ef)}')
     _int(b, "dimensions", "dimensions", 1)
     _str(b, "user", "user")
-    return b
+    return _embedding(model, inp)
+
+
+def _embedding(model: str, inp: object) -> RouteRequest:
+    items = inp if isinstance(inp, list) else [inp]
+    text = "\n".join(i for i in items if isinstance(i, str))
+    return RouteRequest(model, text, text, None, len(items), "embedding")
 
 
 # --------------------------------------------------------------------------- Ollama
@@ -473,7 +499,8 @@ def _ollama_common(b: Mapping[str, Any]) -> None:
         _stop(opts, "stop", "options.stop")
 
 
-def _ollama_gen_common(b: Mapping[str, Any]) -> None:
+def _ollama_gen_common(b: Mapping[str, Any]) -> bool:
+    """Check what chat and generate share; must the answer be JSON?"""
     _ollama_common(b)
     fmt = b.get("format")
     if fmt is not None and fmt not in ("", "json") and not isinstance(fmt, dict):
@@ -481,15 +508,24 @@ def _ollama_gen_common(b: Mapping[str, Any]) -> None:
     think = b.get("think")
     if think is not None and not isinstance(think, (bool, str)):
         _fail("think", f"expected a boolean or a string, got {_tname(think)}")
+    return bool(fmt)
 
 
-def _images(d: Mapping[str, Any], path: str) -> None:
+def _images(d: Mapping[str, Any], path: str) -> int:
     v = d.get("images")
-    if v is not None:
-        _str_list(v, path, allow_str=False, what="a list of base64 strings")
+    if v is None:
+        return 0
+    _str_list(v, path, allow_str=False, what="a list of base64 strings")
+    return len(v)
 
 
-def _ollama_message(msg: object, i: int) -> None:
+def _num_predict(b: Mapping[str, Any]) -> int | None:
+    options = b.get("options")
+    return _positive(options.get("num_predict")) if isinstance(options, dict) else None
+
+
+def _ollama_message(msg: object, i: int) -> tuple[str, str, int]:
+    """(role, text, images) of a valid message."""
     path = f"messages[{i}]"
     if not isinstance(msg, dict):
         _fail(path, f"expected a message object, got {_tname(msg)}")
@@ -501,10 +537,11 @@ def _ollama_message(msg: object, i: int) -> None:
     _str(msg, "content", f"{path}.content")
     _str(msg, "thinking", f"{path}.thinking")
     _str(msg, "tool_name", f"{path}.tool_name")
-    _images(msg, f"{path}.images")
+    images = _images(msg, f"{path}.images")
+    text = msg.get("content") or ""
     calls = msg.get("tool_calls")
     if calls is None:
-        return
+        return role, text, images
     if not isinstance(calls, list):
         _fail(f"{path}.tool_calls", f"expected a list, got {_tname(calls)}")
     for j, call in enumerate(calls):
@@ -519,45 +556,65 @@ def _ollama_message(msg: object, i: int) -> None:
         args = fn.get("arguments")
         if args is not None and not isinstance(args, dict):
             _fail(f"{p}.function.arguments", f"expected an object, got {_tname(args)}")
+    return role, text, images
 
 
-def validate_ollama_chat(body: object) -> dict[str, Any]:
+def ollama_chat(b: dict[str, Any]) -> RouteRequest:
     """Check an /api/chat body; raise BadRequest on the first problem.
 
     An empty or missing ``messages`` list is valid: Ollama loads the model.
     """
-    b = _body(body)
-    _model(b)
+    model = _model(b)
     msgs = b.get("messages")
+    texts: list[str] = []
+    last_user = ""
+    images = 0
     if msgs is not None:
         if not isinstance(msgs, list):
             _fail("messages", f"expected a list, got {_tname(msgs)}")
         for i, msg in enumerate(msgs):
-            _ollama_message(msg, i)
-    _tools(b, openai=False)
-    _ollama_gen_common(b)
-    return b
+            role, text, n = _ollama_message(msg, i)
+            texts.append(text)
+            images += n
+            if role == "user":
+                last_user = text
+    tools = _tools(b, openai=False)
+    structured = _ollama_gen_common(b)
+    return RouteRequest(
+        model,
+        "\n".join(texts),
+        last_user,
+        _num_predict(b),
+        max(1, len(texts)),
+        "chat",
+        images,
+        tools,
+        structured,
+    )
 
 
-def validate_ollama_generate(body: object) -> dict[str, Any]:
+def ollama_generate(b: dict[str, Any]) -> RouteRequest:
     """Check an /api/generate body; raise BadRequest on the first problem."""
-    b = _body(body)
-    _model(b)
+    model = _model(b)
     for key in ("prompt", "suffix", "system", "template"):
         _str(b, key, key)
     _bool(b, "raw", "raw")
-    _images(b, "images")
+    images = _images(b, "images")
     ctx = b.get("context")
     if ctx is not None and not (isinstance(ctx, list) and all(_is_int(t) for t in ctx)):
         _fail("context", "expected a list of integers")
-    _ollama_gen_common(b)
-    return b
+    structured = _ollama_gen_common(b)
+    prompt = b.get("prompt") or ""
+    system = b.get("system")
+    full = f"{system}\n{prompt}" if system else prompt
+    return RouteRequest(
+        model, full, prompt, _num_predict(b), 1, "completion", images, False, structured
+    )
 
 
-def validate_ollama_embed(body: object) -> dict[str, Any]:
+def ollama_embed(b: dict[str, Any]) -> RouteRequest:
     """Check an /api/embed body; raise BadRequest on the first problem."""
-    b = _body(body)
-    _model(b)
+    model = _model(b)
     inp = b.get("input")
     if inp is None:
         _fail("input", "required: a string or a list of strings")
@@ -567,4 +624,4 @@ def validate_ollama_embed(body: object) -> dict[str, Any]:
     _bool(b, "truncate", "truncate")
     _int(b, "dimensions", "dimensions", 1)
     _ollama_common(b)
-    return b
+    return _embedding(model, inp)
