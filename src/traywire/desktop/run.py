@@ -466,6 +466,10 @@ def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
         else:
             print("traywire is already running (it has not said where yet)", flush=True)
         return 0
+    # Signals are taken before anything listens: a Ctrl-C or SIGTERM that
+    # comes as soon as the port answers stops traywire cleanly too.
+    stop = _Stop()
+    _install_signals(stop)
     try:
         proxy = Proxy(
             cfg,
@@ -495,12 +499,12 @@ def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            return _headless(proxy, args.grace)
+            return _headless(proxy, args.grace, stop)
         problem = diagnose(probes or SystemProbes(os.environ), os.environ, sys.platform)
         if problem is not None:
             print(problem.message(proxy.url), file=sys.stderr, flush=True)
-            return _headless(proxy, args.grace)
-        return _with_tray(proxy, args)
+            return _headless(proxy, args.grace, stop)
+        return _with_tray(proxy, args, stop)
     finally:
         lock.release()
 
@@ -514,6 +518,20 @@ def _warn_keyring(proxy: Proxy) -> None:
         print(f"traywire: warning: {problem}", file=sys.stderr, flush=True)
 
 
+class _Stop:
+    """What SIGINT/SIGTERM do: set ``event`` (the headless wait), or call
+    ``action`` once the tray has put its quit there."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.action: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        self.event.set()
+        if self.action is not None:
+            self.action()
+
+
 def _install_signals(handler: Callable[[], None]) -> None:
     """SIGINT/SIGTERM call ``handler`` (main thread only)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -521,15 +539,14 @@ def _install_signals(handler: Callable[[], None]) -> None:
             signal.signal(sig, lambda *_: handler())
 
 
-def _headless(proxy: Proxy, grace: float) -> int:
+def _headless(proxy: Proxy, grace: float, stop: _Stop) -> int:
     from ..threads import Poller
 
-    stop = threading.Event()
-    _install_signals(stop.set)
+    stop.action = None
     # The poll keeps the state file up to date (changes made through /admin).
     poller = Poller(proxy.snapshot, lambda _s: None, interval=2.0).start()
     try:
-        while not stop.wait(0.5):
+        while not stop.event.wait(0.5):
             pass
         print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
     finally:
@@ -538,7 +555,7 @@ def _headless(proxy: Proxy, grace: float) -> int:
     return 0
 
 
-def _with_tray(proxy: Proxy, args: argparse.Namespace) -> int:
+def _with_tray(proxy: Proxy, args: argparse.Namespace, stop: _Stop) -> int:
     from ..threads import Poller
     from .trayicon import Tray
 
@@ -551,17 +568,19 @@ def _with_tray(proxy: Proxy, args: argparse.Namespace) -> int:
             "check the desktop's tray support",
         )
         print(problem.message(proxy.url), file=sys.stderr, flush=True)
-        return _headless(proxy, args.grace)
+        return _headless(proxy, args.grace, stop)
     controller.tray = tray
     poller = Poller(proxy.snapshot, tray.post)
     controller.kick = poller.kick
     proxy.add_listener(poller.kick)
-    _install_signals(controller.quit)
+    stop.action = controller.quit
+    if stop.event.is_set():  # a signal came while starting
+        controller.quit()
 
     def on_ready() -> None:  # pystray's setup thread
         poller.start()
         # pystray's GTK loop resets SIGINT to the default (die at once): take it back.
-        tray.call_on_main(lambda: _install_signals(controller.quit))
+        tray.call_on_main(lambda: _install_signals(stop))
 
     try:
         tray.run(on_ready)
@@ -573,7 +592,7 @@ def _with_tray(proxy: Proxy, args: argparse.Namespace) -> int:
                 "check the desktop's tray and notification services",
             )
             print(problem.message(proxy.url), file=sys.stderr, flush=True)
-            return _headless(proxy, args.grace)
+            return _headless(proxy, args.grace, stop)
         log.warning("the tray ended with an error: %s", exc)
     poller.stop()
     if controller.stopper is not None:
