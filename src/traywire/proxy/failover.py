@@ -41,12 +41,14 @@ from aiohttp import web
 from ..config import Backend, Model
 from ..core.request import Inbound
 from ..errors import BackendError
+from ..redact import REDACTOR
 from ..types import AttemptRecord, Decision, Dialect
 from . import dialects as tr
 from . import replies
 from .backends import ADAPTERS, Ids, Prepared, error_from_status
 from .deadline import Deadline
 from .health import Attempt
+from .relay import KEEP_ALIVE
 from .runtime import Runtime
 from .trace import Trace
 from .transport import Response
@@ -176,7 +178,7 @@ async def _run(
             last = exc
             trace.failed(step, exc, attempt.elapsed_ms())
             if not exc.failover:
-                trace.error = str(exc)
+                trace.error = REDACTOR.text(str(exc))
                 return _client_error(inb.dialect, exc, headers)
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
@@ -195,7 +197,7 @@ async def _run(
 
 def _client_error(dialect: Dialect, exc: BackendError, headers: dict[str, str]) -> web.Response:
     status = exc.status or 400
-    message = tr.upstream_error_message(exc.body, default=str(exc))
+    message = REDACTOR.text(tr.upstream_error_message(exc.body, default=str(exc)))
     return replies.error(dialect, status, message, code=None, headers=headers)
 
 
@@ -312,8 +314,9 @@ async def _unary(
     if answer.tokens_in or answer.tokens_out:
         attempt.used(model.name, answer.tokens_in + answer.tokens_out)
     if isinstance(answer.body, bytes):
-        return web.Response(body=answer.body, headers=headers, content_type="application/json")
-    return replies.json_response(answer.body, headers=headers)
+        body = REDACTOR.data(answer.body)  # passed through: may echo a key
+        return web.Response(body=body, headers=headers, content_type="application/json")
+    return replies.json_response(REDACTOR.obj(answer.body), headers=headers)
 
 
 async def _stream(
@@ -349,6 +352,8 @@ async def _stream(
                         break
                     raise BackendError("invalid_response", "the stream ended before any data")
                 first = relay.feed(chunk)
+                if first == KEEP_ALIVE:
+                    first = b""  # alive, but not an answer yet: no commitment
     except BaseException:
         _close(r)
         raise
@@ -363,16 +368,18 @@ async def _stream(
     try:
         trace.began = True
         await response.prepare(request)
-        await response.write(first)
+        await response.write(REDACTOR.data(first))
         async with Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s") as idle:
-            while True:
+            # once the backend sent its end marker the answer is whole: do not
+            # wait for its body to end too
+            while not relay.ended:
                 idle.extend()
                 chunk = await r.readany()
                 if not chunk:
                     break
                 out = relay.feed(chunk)
                 if out:
-                    await response.write(out)
+                    await response.write(REDACTOR.data(out))
         if not relay.complete:
             problem = BackendError("reset", "closed the stream before it finished")
     except BackendError as exc:
@@ -393,12 +400,12 @@ async def _stream(
     try:
         if problem is None and not stopped:
             await response.write(relay.finish())
-            r.release()
+            r.release()  # back to the pool if its body ended, else closed
         else:
             _close(r)
             if problem is not None:
                 attempt.failed(problem)
-                message = f"{backend.name}: {problem}"
+                message = REDACTOR.text(f"{backend.name}: {problem}")
                 log.info("stream from %s cut (%s): %s", backend.name, problem.kind, problem)
             else:
                 message = SHUTTING_DOWN  # not the backend's fault

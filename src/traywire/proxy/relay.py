@@ -21,6 +21,8 @@ from typing import Any, Literal
 from ..errors import BackendError
 from . import dialects as tr
 
+KEEP_ALIVE = b": keep-alive\n\n"
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -36,7 +38,11 @@ def _event(payload: str) -> dict[str, Any]:
 
 
 class Relay:
+    # enough has come for the answer to be whole (a finish reason may do)
     complete: bool = False
+    # the backend sent its own end marker (``data: [DONE]``, ``"done": true``):
+    # nothing more is wanted from it, whether or not its body ends now
+    ended: bool = False
     tokens_in: int = 0
     tokens_out: int = 0
 
@@ -84,6 +90,7 @@ class SSEPassthrough(_ToOpenAI):
         self.model = model
         self.finished_choice = False
         self.saw_done = False
+        self.comments = 0
 
     def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -108,6 +115,10 @@ class SSEPassthrough(_ToOpenAI):
             text = payload if named and "\n" not in payload else _dumps(obj)
             out.append(b"data: " + text.encode() + b"\n\n")
         self.complete = self.saw_done or self.finished_choice
+        self.ended = self.saw_done
+        if not out and self.parser.comments > self.comments:
+            out.append(KEEP_ALIVE)  # the client sees the backend is alive too
+        self.comments = self.parser.comments
         return b"".join(out)
 
 
@@ -126,7 +137,7 @@ class NDJSONPassthrough(_ToOllama):
             if "model" in obj:
                 obj["model"] = self.model
             if obj.get("done") is True:
-                self.complete = True
+                self.complete = self.ended = True
                 self.tokens_in = int(obj.get("prompt_eval_count") or 0)
                 self.tokens_out = int(obj.get("eval_count") or 0)
             out.append(_dumps(obj).encode() + b"\n")
@@ -161,7 +172,7 @@ class OllamaToOpenAI(_ToOpenAI):
                 self.tokens_out = int(obj.get("eval_count") or 0)
             for chunk in self.conv.feed(obj):
                 out.append(tr.sse_event(chunk))
-        self.complete = self.conv.done
+        self.complete = self.ended = self.conv.done
         return b"".join(out)
 
 
@@ -187,6 +198,7 @@ class OpenAIToOllama(_ToOllama):
                 self.tokens_out = int(usage.get("completion_tokens") or 0)
             out.extend(tr.ndjson_line(x) for x in self.conv.feed(obj))
         self.complete = self.conv.done or self.saw_done
+        self.ended = self.saw_done
         return b"".join(out)
 
     def finish(self) -> bytes:

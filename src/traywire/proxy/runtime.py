@@ -20,6 +20,7 @@ import aiohttp
 from .. import __version__
 from ..clock import SYSTEM, Clock
 from ..config import Backend, Config
+from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, LiveState, Preference, RequestRecord
 from .health import Health
 from .probe import Prober, ProbeTarget
@@ -81,6 +82,7 @@ class Runtime:
         # a clean error in its dialect rather than a cut connection.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        install_logging()  # key values never reach a log line
         self._apply_keys()
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,6 +180,7 @@ class Runtime:
         self._apply_keys()
 
     def _apply_keys(self) -> None:
+        REDACTOR.set_secrets("keys", self.keys.values())
         for b in self.cfg.backends.values():
             missing = b.key is not None and b.name in self.keys and not self.keys[b.name]
             self.health.set_no_key(b.name, missing)

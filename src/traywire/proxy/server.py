@@ -23,6 +23,7 @@ from ..core import request as inbound
 from ..core import routing
 from ..errors import UnknownModelError
 from ..observe import dashboard, metrics, reqlog
+from ..redact import REDACTOR
 from ..types import Dialect, Op
 from . import failover, replies
 from .runtime import Runtime
@@ -490,6 +491,7 @@ class Server:
         self.host = host
         self.port = port
         self.grace = grace
+        REDACTOR.set_secrets("server token", [token])
         self.app = make_app(rt, token, config_file=config_file)
         self.runner = web.AppRunner(
             self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace

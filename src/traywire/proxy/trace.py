@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..clock import Clock
 from ..errors import BackendError
+from ..redact import REDACTOR
 from ..types import (
     Attempt,
     AttemptRecord,
@@ -58,8 +59,9 @@ class Trace:
         self.attempts.append(AttemptRecord(step.model, step.backend, "skipped", why, kind))
 
     def failed(self, step: Attempt, exc: BackendError, ms: float) -> None:
+        why = REDACTOR.text(str(exc))  # backend text may echo a key
         self.attempts.append(
-            AttemptRecord(step.model, step.backend, "failed", str(exc), exc.kind, round(ms, 2))
+            AttemptRecord(step.model, step.backend, "failed", why, exc.kind, round(ms, 2))
         )
 
     def cancelled(self, step: Attempt, why: str, ms: float) -> None:

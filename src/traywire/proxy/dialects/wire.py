@@ -142,15 +142,18 @@ class SSEParser:
     ``data`` payloads (str) of the events completed by them; ``data: [DONE]`` is
     returned as the string ``"[DONE]"``. Lines may end in LF, CRLF or CR (a CRLF
     split across two chunks included); comment lines and other fields (event:,
-    id:, retry:) are skipped; several ``data:`` lines of one event are joined
-    with ``"\\n"``. UTF-8 is decoded per event, so multi-byte characters split
-    across chunks are fine. ``finish()`` returns an event left unterminated at
+    id:, retry:) are skipped (comments are counted in ``comments``); several
+    ``data:`` lines of one event are joined with ``"\\n"``. UTF-8 is decoded
+    per event, so multi-byte characters split across chunks are fine.
+    ``finish()`` returns an event left unterminated at
     end of stream (lenient: the spec would drop it).
     """
 
-    __slots__ = ("_data", "_max", "_pending", "_skip_lf")
+    __slots__ = ("_data", "_max", "_pending", "_skip_lf", "comments")
 
     def __init__(self, max_buffer: int = _MAX_BUFFER) -> None:
+        # comment lines seen so far (keep-alives such as ": ping")
+        self.comments = 0
         self._pending = bytearray()
         self._data: list[bytes] = []
         self._skip_lf = False
@@ -194,7 +197,9 @@ class SSEParser:
                 data.append(bytes(value[1:] if value[:1] == b" " else value))
             elif line == b"data":
                 data.append(b"")
-            # ":" comments and other fields are ignored
+            elif line[:1] == b":":
+                self.comments += 1
+            # other fields (event:, id:, retry:) are ignored
         if sum(map(len, data)) > self._max:
             raise StreamParseError("SSE event larger than the buffer limit")
         return out
