@@ -37,12 +37,13 @@ class ProxyThread:
         host: str = "127.0.0.1",
         grace: float = 5.0,
         clock: Clock = SYSTEM,
+        **server_kw: Any,
     ) -> None:
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.rt = Runtime(cfg, keys=keys or {}, clock=clock)
-        self.server = Server(self.rt, host, 0, token=token, grace=grace)
+        self.server = Server(self.rt, host, 0, token=token, grace=grace, **server_kw)
         self.probes = probes
 
     def start(self) -> ProxyThread:

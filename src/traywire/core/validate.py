@@ -14,7 +14,9 @@ Type names in messages are: null, boolean, int, float, string, list, object.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -62,6 +64,68 @@ def _fail(param: str, problem: str) -> NoReturn:
     raise BadRequest(f"{param}: {problem}", param)
 
 
+MAX_DEPTH = 64  # nesting of objects and lists in a request body
+MAX_MODEL = 256  # characters of a model name
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body's bytes as a JSON object, or BadRequest: not JSON, not an
+    object, nested deeper than `MAX_DEPTH`, or holding a lone UTF-16 surrogate
+    (``"\\ud800"``: JSON allows the escape, but it is no character and no
+    backend could be sent it)."""
+    if not raw or raw.isspace():
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"request body: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body: expected a JSON object")
+    # (byte counts in C first: an ordinary body skips both walks)
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        _check_depth(body)
+    if _SURROGATE.search(raw):
+        _check_text(body)
+    return body
+
+
+def _check_depth(body: object) -> None:
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"request body: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+
+
+def _check_text(body: object) -> None:
+    stack: list[object] = [body]
+    while stack:
+        value = stack.pop()
+        texts: list[str] = []
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            texts.extend(k for k in value if isinstance(k, str))
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    "request body: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                    "which is not a character"
+                ) from None
+
+
 def body_object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(f"request body: expected a JSON object, got {_tname(body)}")
@@ -90,6 +154,8 @@ def _model(body: Mapping[str, Any]) -> str:
         _fail("model", f"expected a string, got {_tname(v)}")
     if not v.strip():
         _fail("model", "must not be empty")
+    if len(v) > MAX_MODEL:
+        _fail("model", f"longer than {MAX_MODEL} characters")
     return v
 
 

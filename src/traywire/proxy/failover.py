@@ -40,6 +40,7 @@ from aiohttp import web
 
 from ..config import Backend, Model
 from ..core.request import Inbound
+from ..core.validate import MAX_MODEL
 from ..errors import BackendError
 from ..redact import REDACTOR
 from ..types import AttemptRecord, Decision, Dialect
@@ -121,7 +122,7 @@ def record_rejection(
     ``started``: (wall clock, monotonic) at arrival."""
     model = body.get("model") if body is not None else None
     d = Decision(
-        requested=model if isinstance(model, str) else "",
+        requested=model[:MAX_MODEL] if isinstance(model, str) else "",
         capability=None,
         prompt_tokens=0,
         route=None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,17 +19,20 @@ from yarl import URL
 
 from .. import __version__
 from ..core import request as inbound
-from ..core import routing
+from ..core import routing, validate
 from ..errors import UnknownModelError
 from ..observe import dashboard, metrics, reqlog
 from ..redact import REDACTOR
 from ..types import Dialect, Op
-from . import failover, replies
+from . import failover, listener, replies
 from .runtime import Runtime
 
 log = logging.getLogger("traywire")
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+# Inbound limits (see `listener`).
+HEAD_TIMEOUT = 30.0  # seconds for a request head, and idle keep-alive
+MAX_CONNECTIONS = 1024
 TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 # What /api/version reports: an Ollama version recent enough that Ollama
 # clients enable their features (tools, embed), plus traywire's own.
@@ -204,15 +206,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise _Refused(
             413, f"request body over the {limit:g} MiB limit", "request_too_large"
         ) from None
-    if not raw or raw.isspace():
-        raise _Refused(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _Refused(400, f"invalid JSON: {exc}", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise _Refused(400, "request body: expected a JSON object", "invalid_json")
-    return body
+        return validate.json_object(raw)
+    except validate.BadRequest as exc:
+        raise _Refused(400, exc.message, "invalid_json") from None
 
 
 def inference(dialect: Dialect, op: Op) -> Handler:
@@ -435,7 +432,7 @@ def make_app(
         ("POST", "/v1/completions", inference("openai", "completion")),
         ("POST", "/v1/embeddings", inference("openai", "embed")),
         ("GET", "/v1/models", list_models),
-        ("GET", "/v1/models/{model:.+}", get_model),
+        ("GET", r"/v1/models/{model:[\s\S]+}", get_model),
         ("POST", "/api/chat", inference("ollama", "chat")),
         ("POST", "/api/generate", inference("ollama", "completion")),
         ("POST", "/api/embed", inference("ollama", "embed")),
@@ -459,7 +456,7 @@ def make_app(
             r.add_route(method, path, guarded(handler))
     # last: whatever no route above takes gets its 404/405 from the guard, in
     # the caller's dialect
-    r.add_route("*", "/{tail:.*}", guarded(unmatched))
+    r.add_route("*", r"/{tail:[\s\S]*}", guarded(unmatched))  # CR/LF in paths too
 
     async def lifecycle(app: web.Application) -> Any:
         yield
@@ -481,6 +478,8 @@ class Server:
         token: str | None = None,
         grace: float = 10.0,
         config_file: str | Path | None = None,
+        head_timeout: float = HEAD_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(
@@ -494,14 +493,33 @@ class Server:
         REDACTOR.set_secrets("server token", [token])
         self.app = make_app(rt, token, config_file=config_file)
         self.runner = web.AppRunner(
-            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=grace
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=grace,
+            # a connection that has not sent its request head by then is closed
+            # (slow clients), as is one idle that long between requests
+            keepalive_timeout=head_timeout,
+            logger=listener.OneLineLogger(logging.getLogger("traywire.http"), {}),
         )
+        self.site: listener.CappedSite | None = None
+        self.max_connections = max_connections
 
     async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
+        limits = listener.raise_open_file_limit()
         await self.rt.start(probes=probes, resolve_keys=resolve_keys)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        site = listener.CappedSite(
+            self.runner,
+            self.host,
+            self.port,
+            max_connections=listener.connection_limit(
+                self.max_connections, limits[0] if limits else None
+            ),
+            clock=self.rt.clock,
+        )
         await site.start()
+        self.site = site
         if self.port == 0:
             server = site._server
             assert server is not None
