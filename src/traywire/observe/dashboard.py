@@ -8,7 +8,9 @@ JSON below, and changes things through ``/admin/preference``,
     GET    /ui                      the page
     GET    /ui/app.css, app.js, icon.svg
     GET    /ui/api/meta             names for the page's menus: backends,
-                                    capabilities, outcomes, preferences, groups
+                                    capabilities, outcomes, preferences, groups;
+                                    each model's backend and tier, each
+                                    route's strategy and description
     GET    /ui/api/requests         the request log, newest first; query:
                                     limit, before (an id: older pages),
                                     backend, capability, outcome
@@ -254,6 +256,19 @@ async def meta(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "backends": list(cfg.backends),
+            "models": {
+                name: {
+                    "backend": m.backend,
+                    "tier": m.tier,
+                    "capabilities": list(m.capabilities),
+                    "context": m.context,
+                }
+                for name, m in cfg.models.items()
+            },
+            "routes": {
+                name: {"strategy": r.strategy, "description": r.description}
+                for name, r in cfg.routes.items()
+            },
             "capabilities": list(CAPABILITIES),
             "outcomes": list(reqlog.OUTCOMES),
             "preferences": list(PREFERENCES),
