@@ -53,6 +53,7 @@ class Model:
     backend: str
     upstream: str
     params_b: float
+    # Shown by `traywire route` and the dashboard; the router does not read it.
     tier: Tier
     capabilities: tuple[Capability, ...]
     context: int
@@ -85,6 +86,7 @@ class Route:
     measure: Measure = "prompt_tokens"
     # context_based: share of a window kept free for the reply and framing.
     headroom: float = 0.0
+    # Shown by `traywire route` and the dashboard.
     description: str = ""
 
 
