@@ -14,6 +14,7 @@ from proxy_fixtures import make_config, model, ollama_backend, openai_backend, r
 from traywire.config import Config
 
 KEY_NAME = "cloud_key"
+CHAT_ROUTE = "everyday chat, on b"
 _META = re.compile(r'<meta name="traywire-session" content="([^"]+)">')
 
 
@@ -26,7 +27,8 @@ def dash_config(
     group: tuple[FakeBackend, FakeBackend] | None = None,
 ) -> Config:
     """Backends a (Ollama, model "one"), b (OpenAI, "two", one's fallback) and c
-    (a cloud one with key ``keyring:cloud_key``, model "cloudy"); with ``group``,
+    (a cloud one with key ``keyring:cloud_key``, model "cloudy"), route "chat"
+    (model "two", with a description); with ``group``,
     two vLLM-like members v1/v2 of exclusive group "vllm" (no switch section)."""
     backends: dict[str, Any] = {
         "a": ollama_backend(fo, capacity=4),
@@ -50,6 +52,7 @@ def dash_config(
         backends,
         models,
         fallbacks={"one": ["two"], "two": ["one"]},
+        routes={"chat": {"strategy": "direct", "candidates": ["two"], "description": CHAT_ROUTE}},
         log={"path": str(log_path)},
         **other,
     )

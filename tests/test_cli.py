@@ -23,7 +23,7 @@ from traywire import config
 from traywire.cli import main
 from traywire.core.tokens import count_text
 
-PLAN_KEYS = {"model", "backend", "upstream_model", "reason"}
+PLAN_KEYS = {"model", "backend", "upstream_model", "reason", "tier"}
 
 
 @pytest.fixture(autouse=True)
@@ -173,10 +173,13 @@ def test_route_json_with_model_and_prompt(capsys: pytest.CaptureFixture[str]) ->
         "backend": "ollama",
         "upstream_model": "llama3.1:latest",
         "reason": "requested by name",
+        "tier": "local",
     }
     assert d["plan"][2]["backend"] == "ollama_cloud"
     assert d["plan"][2]["upstream_model"] == "gpt-oss:20b"
+    assert d["plan"][2]["tier"] == "cloud_entry"
     assert "fallback 2 of llama3.1:latest's chain" in d["plan"][2]["reason"]
+    assert d["description"] is None  # asked for a model, not a route
 
 
 def test_route_json_for_a_route(capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,6 +190,26 @@ def test_route_json_for_a_route(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan_models(d)[0] == "qwen2.5-coder:7b"  # a short prompt: the simple band
     assert "band simple" in d["plan"][0]["reason"]
     assert all(set(a) == PLAN_KEYS for a in d["plan"])
+    assert d["description"] == "code generation, by prompt complexity"
+    # the keys in order: the description right after the route and its strategy
+    assert list(d)[3:6] == ["route", "strategy", "description"]
+
+
+def test_route_json_shows_each_planned_models_tier_from_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config.load(user_file=False)
+    d = route_json(capsys, "--model", "analytical", "--prompt", "compare these two reports")
+    assert d["plan"]
+    assert [a["tier"] for a in d["plan"]] == [cfg.models[a["model"]].tier for a in d["plan"]]
+    assert {a["tier"] for a in d["plan"]} >= {"cloud_premium", "local"}
+    # a route without a description (the key is optional) shows an empty one
+    path = write(
+        tmp_path / "nodesc.yaml",
+        "routes:\n  chat:\n    description: null\n",
+    )
+    d = route_json(capsys, "--config", str(path), "--model", "chat", "--prompt", "hi")
+    assert d["route"] == "chat" and d["description"] == ""
 
 
 def test_route_untagged_name_matches_latest(capsys: pytest.CaptureFixture[str]) -> None:
@@ -326,12 +349,13 @@ def test_route_readable_output_lists_the_plan_with_reasons(
     assert f"{chat_tokens('hello there')} prompt tokens" in lines[1]
     assert "plan" in lines
     i = lines.index("plan")
+    assert not any(line.startswith("route ") for line in lines)  # a model: no route
     assert lines[i + 1 : i + 7] == [
-        "  1. llama3.1:latest on ollama  [upstream llama3.1:latest]",
+        "  1. llama3.1:latest on ollama  [tier local · upstream llama3.1:latest]",
         "     requested by name",
-        "  2. mythomax-l2-13b on ollama  [upstream mythomax-l2-13b]",
+        "  2. mythomax-l2-13b on ollama  [tier local · upstream mythomax-l2-13b]",
         "     fallback 1 of llama3.1:latest's chain (+62% params, same capability)",
-        "  3. gpt-oss:20b-cloud on ollama_cloud  [upstream gpt-oss:20b]",
+        "  3. gpt-oss:20b-cloud on ollama_cloud  [tier cloud_entry · upstream gpt-oss:20b]",
         "     fallback 2 of llama3.1:latest's chain (+150% params, same capability)",
     ]
 
@@ -344,8 +368,9 @@ def test_route_readable_output_for_a_route_shows_strategy_and_skipped(
     )
     assert rc == 0
     assert "route reasoning (direct)" in out
+    assert "route     reasoning: multi-step reasoning and maths" in out.splitlines()
     assert "preference local_only" in out
-    assert "  1. llama3.1:latest on ollama  [upstream llama3.1:latest]" in out
+    assert "  1. llama3.1:latest on ollama  [tier local · upstream llama3.1:latest]" in out
     assert "skipped" in out.splitlines()
     assert (
         "  - deepseek-v3.1:671b-cloud on ollama_cloud: "

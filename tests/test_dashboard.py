@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_helpers import KEY_NAME, Dash, session_of, start_dash
+from dashboard_helpers import CHAT_ROUTE, KEY_NAME, Dash, session_of, start_dash
 from harness import ProxyThread
 from proxy_fixtures import (
     USER,
@@ -124,6 +124,42 @@ def test_meta(dash: Dash) -> None:
     assert m["outcomes"] == list(reqlog.OUTCOMES)
     assert m["preferences"][0] == "auto"
     assert m["groups"] == {} and m["log"] is True and m["config_file"] is None
+    # each model with its backend and tier (the request details show the tier)
+    assert m["models"]["cloudy"] == {
+        "backend": "c",
+        "tier": "cloud_standard",
+        "capabilities": ["chat"],
+        "context": 8192,
+    }
+    assert m["models"]["one"]["tier"] == "local"
+    assert m["routes"] == {"chat": {"strategy": "direct", "description": CHAT_ROUTE}}
+
+
+def test_meta_lists_routes_with_their_description(fakes: Any, proxies: Any) -> None:
+    fo = fakes("ollama", name="oll", models=["m1", "m2"])
+    routes = {
+        "chat": {
+            "strategy": "direct",
+            "candidates": ["one"],
+            "description": "everyday chat, on the small model",
+        },
+        "code": {"strategy": "weighted", "candidates": ["two", "one"]},
+    }
+    cfg = make_config(
+        {"a": ollama_backend(fo)},
+        {"one": model("a", "m1"), "two": model("a", "m2", tier="cloud_entry")},
+        routes=routes,
+        log={"enabled": False},
+    )
+    m = raw(proxies(cfg), "GET", "/ui/api/meta").json()
+    assert m["routes"] == {
+        "chat": {"strategy": "direct", "description": "everyday chat, on the small model"},
+        "code": {"strategy": "weighted", "description": ""},
+    }
+    assert {name: x["tier"] for name, x in m["models"].items()} == {
+        "one": "local",
+        "two": "cloud_entry",
+    }
 
 
 def test_requests_filters_paging_and_one_request(dash: Dash, clients: Any) -> None:
@@ -375,8 +411,8 @@ def test_changes_need_the_session_token(dash: Dash, memory_keyring: Any) -> None
     ]
     for r in refused:
         assert r.status == 403, r
-    # (the proxy's guard refuses foreign origins before the dashboard sees them)
-    assert all(r.headers["cache-control"] == "no-store" for r in refused[:7])
+    # every answer under /ui is no-store, refusals of foreign origins included
+    assert all(r.headers["cache-control"] == "no-store" for r in refused)
     assert "X-Traywire-Session" in refused[0].json()["error"]
     # a form's content type, even with the token
     r = raw(

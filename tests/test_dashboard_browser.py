@@ -21,7 +21,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
-from dashboard_helpers import KEY_NAME, Dash, start_dash
+from dashboard_helpers import CHAT_ROUTE, KEY_NAME, Dash, start_dash
 from proxy_fixtures import USER, clients, fakes, proxies, status_of, wait_until
 
 from traywire.observe import reqlog
@@ -189,6 +189,8 @@ def test_page_shows_backends_and_requests_with_attempts(
     plan = first.locator("ol.plan > li")
     assert plan.count() == 2
     assert all(" — " in plan.nth(i).inner_text() for i in range(2))  # each with its reason
+    # each planned model with its tier from the config
+    assert "(m1 · tier local)" in plan.nth(0).inner_text(), plan.nth(0).inner_text()
 
     # filters: outcome, backend
     page.select_option("#f-backend", "a")
@@ -199,9 +201,15 @@ def test_page_shows_backends_and_requests_with_attempts(
     page.select_option("#f-outcome", "")
     until(page, "document.querySelectorAll('#request-list > li').length === 3")
 
-    # live: a new request shows up without reloading the page
-    clients.openai(dash.p).chat.completions.create(model="two", messages=USER)
+    # live: a new request shows up without reloading the page; asked for a
+    # route, its details show the route's description
+    clients.openai(dash.p).chat.completions.create(model="chat", messages=USER)
     until(page, "document.querySelectorAll('#request-list > li').length === 4")
+    newest = page.locator("#request-list > li").first
+    newest.locator("summary").click()
+    newest.locator("ol.plan > li").first.wait_for()
+    facts = newest.locator("dl.facts").inner_text()
+    assert f"chat · direct · {CHAT_ROUTE}" in facts, facts
 
     assert browser.problems == [], browser.problems
 

@@ -86,18 +86,87 @@ def test_admin_with_foreign_origin_is_refused(one: Any) -> None:
         assert r.status == 403, (origin, r)
         assert "origin" in r.json()["error"].lower()
     assert status_of(p)["preference"] == "auto"
-    # a browser on the proxy's own origin: the dashboard, with its session token
+    # a browser on the proxy's own origin, the one it was reached at: the
+    # dashboard, with its session token
     session = p.server.app[dashboard.SESSION]
-    for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
         r = raw(
             p,
             "POST",
             "/admin/preference",
             {"preference": "local_only"},
-            {"Origin": origin, "X-Traywire-Session": session},
+            {"Host": host, "Origin": f"http://{host}", "X-Traywire-Session": session},
         )
-        assert r.status == 200, (origin, r)
+        assert r.status == 200, (host, r)
     assert status_of(p)["preference"] == "local_only"
+
+
+def _other_origins(port: int) -> list[str]:
+    """Loopback origins that are not the proxy's own when it is reached at
+    127.0.0.1:port: another port, another loopback address or name on the same
+    port, another scheme, and things that are not bare origins."""
+    return [
+        "http://127.0.0.1:1",
+        f"http://localhost:{port}",
+        f"http://[::1]:{port}",
+        f"http://127.0.0.2:{port}",
+        f"https://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}/ui",
+        f"http://user@127.0.0.1:{port}",
+        "null",
+    ]
+
+
+def test_one_same_origin_rule_for_admin_and_dashboard_calls(one: Any) -> None:
+    """DECISION (security.py): an Origin is the proxy's own only if scheme, host
+    and port are exactly those the request was sent to. Admin calls used to take
+    any loopback host on the proxy's port; now they follow the dashboard's rule."""
+    _, p = one
+    port = p.server.port
+    session = p.server.app[dashboard.SESSION]
+    for origin in _other_origins(port):
+        h = {"Origin": origin, "X-Traywire-Session": session}
+        r = raw(p, "POST", "/admin/preference", {"preference": "local_only"}, h)
+        assert r.status == 403, (origin, r)
+        assert "origin" in r.json()["error"].lower(), (origin, r)
+        r = raw(p, "POST", "/ui/api/reload", {}, h)
+        assert r.status == 403, (origin, r)
+        assert "origin" in r.json()["error"].lower(), (origin, r)
+        assert r.headers["cache-control"] == "no-store"
+    assert status_of(p)["preference"] == "auto"
+    # the same origins may still use the model APIs: pages on this machine
+    # may, foreign ones may not (rule 2; no change)
+    for origin in ("http://127.0.0.1:1", f"http://[::1]:{port}", f"http://localhost:{port}"):
+        r = raw(p, "POST", "/api/chat", {"model": "one", "messages": USER}, {"Origin": origin})
+        assert r.status == 200, (origin, r)
+    # the own origin, with default ports spelled out or not, and in any case
+    own = {"Origin": f"HTTP://127.0.0.1:{port}", "X-Traywire-Session": session}
+    assert raw(p, "POST", "/ui/api/reload", {}, own).status == 200
+    r = raw(p, "POST", "/admin/preference", {"preference": "prefer_local"}, own)
+    assert r.status == 200, r
+    assert status_of(p)["preference"] == "prefer_local"
+    h = {"Host": "localhost", "Origin": "http://localhost:80", "X-Traywire-Session": session}
+    assert raw(p, "POST", "/admin/preference", {"preference": "auto"}, h).status == 200
+    assert status_of(p)["preference"] == "auto"
+
+
+def test_same_origin_unit() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from traywire.proxy import security
+
+    req = make_mocked_request("POST", "/admin/preference", headers={"Host": "127.0.0.1:8484"})
+    assert security.same_origin("http://127.0.0.1:8484", req)
+    assert security.same_origin("http://127.0.0.1:8484/", req)
+    for origin in [*_other_origins(8484), "", "http://", "not a url", "http://127.0.0.1:99999"]:
+        assert not security.same_origin(origin, req), origin
+    v6 = make_mocked_request("POST", "/ui/api/reload", headers={"Host": "[::1]:8484"})
+    assert security.same_origin("http://[::1]:8484", v6)
+    assert not security.same_origin("http://127.0.0.1:8484", v6)
+    bare = make_mocked_request("POST", "/ui/api/reload", headers={"Host": "localhost"})
+    assert security.same_origin("http://localhost", bare)
+    assert security.same_origin("http://LOCALHOST:80", bare)
+    assert not security.same_origin("http://localhost:8484", bare)
 
 
 @pytest.mark.parametrize(

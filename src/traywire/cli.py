@@ -199,10 +199,10 @@ def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
     except UnknownModelError as exc:
         raise UsageError(str(exc)) from exc
     if args.json:
-        json.dump(decision.as_dict(), out, indent=2, ensure_ascii=False)
+        json.dump(decision_json(decision, cfg), out, indent=2, ensure_ascii=False)
         out.write("\n")
     else:
-        out.write(render(decision))
+        out.write(render(decision, cfg))
     return 0
 
 
@@ -317,16 +317,40 @@ def _obj(value: Any, path: Path, key: str) -> dict[str, Any]:
     return dict(value)
 
 
-def render(d: Decision) -> str:
+def _description(d: Decision, cfg: config.Config) -> str | None:
+    """The description of the route that made the plan; None: no route did."""
+    route = cfg.routes.get(d.route) if d.route else None
+    return None if route is None else route.description
+
+
+def decision_json(d: Decision, cfg: config.Config) -> dict[str, object]:
+    """The decision as `route --json` prints it: `Decision.as_dict`, plus the
+    route's ``description`` and each planned model's ``tier``, from the config."""
+    out: dict[str, object] = {}
+    for key, value in d.as_dict().items():
+        out[key] = value
+        if key == "strategy":
+            out["description"] = _description(d, cfg)
+    out["plan"] = [{**a._asdict(), "tier": cfg.models[a.model].tier} for a in d.plan]
+    return out
+
+
+def render(d: Decision, cfg: config.Config) -> str:
     lines = [f"request   {d.requested}"]
     head = f"capability {d.capability or '-'} · {d.prompt_tokens} prompt tokens (estimated)"
     if d.route:
         head += f" · route {d.route} ({d.strategy})"
     lines.append(head + f" · preference {d.preference}")
+    description = _description(d, cfg)
+    if description:
+        lines.append(f"route     {d.route}: {description}")
     if d.plan:
         lines.append("plan")
         for n, a in enumerate(d.plan, 1):
-            lines.append(f"  {n}. {a.model} on {a.backend}  [upstream {a.upstream_model}]")
+            tier = cfg.models[a.model].tier
+            lines.append(
+                f"  {n}. {a.model} on {a.backend}  [tier {tier} · upstream {a.upstream_model}]"
+            )
             lines.append(f"     {a.reason}")
     else:
         lines.append("plan      (empty)")

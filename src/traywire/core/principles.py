@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from ..config import Config, Model, format_path
+from .schema import Config, Model, format_path
 
 
 class Warning_(NamedTuple):

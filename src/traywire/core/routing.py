@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from ..config import Band, Candidate, Config, Model, Route
 from ..errors import UnknownModelError
 from ..types import (
     Attempt,
@@ -50,6 +49,7 @@ from ..types import (
     Strategy,
 )
 from .classify import classify
+from .schema import Band, Candidate, Config, Model, Route
 from .tokens import estimate
 
 # Reply budget assumed when the client sets none, for the context-window check.

@@ -256,12 +256,6 @@ def open_path(target: str) -> None:
     )
 
 
-def _sh_quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg).replace("\\", "\\\\").replace('"', '\\"')
-
-
 class Controller:
     """Carries out tray commands. `handle` runs on the UI thread and never
     blocks: proxy commands go to the loop, results come back as notifications."""

@@ -8,7 +8,9 @@ JSON below, and changes things through ``/admin/preference``,
     GET    /ui                      the page
     GET    /ui/app.css, app.js, icon.svg
     GET    /ui/api/meta             names for the page's menus: backends,
-                                    capabilities, outcomes, preferences, groups
+                                    capabilities, outcomes, preferences, groups;
+                                    each model's backend and tier, each
+                                    route's strategy and description
     GET    /ui/api/requests         the request log, newest first; query:
                                     limit, before (an id: older pages),
                                     backend, capability, outcome
@@ -22,22 +24,17 @@ JSON below, and changes things through ``/admin/preference``,
     DELETE /ui/api/keys/{name}      changes: remove a key from the OS keyring
     POST   /ui/api/reload           changes: read the config file again
 
-Safety. The proxy's `guard` already refuses a foreign ``Host`` (DNS
-rebinding) and a foreign ``Origin``. On top of it each app makes a *session
-token* when it is created and writes it into the page it serves, as
-``<meta name="traywire-session">`` (the page's Content-Security-Policy allows
-no inline script, so ``app.js`` reads it from there). No response carries
-CORS headers, so only a page this proxy served can read the token. It must
-come as the ``X-Traywire-Session`` header
-
-* on every call here that changes something (and those take only
-  ``application/json`` and only from the page's own origin), and
-* on every ``/admin/*`` call that carries an ``Origin`` header, i.e. comes
-  from a browser. Local clients that send no ``Origin`` (the tray, curl,
-  scripts) call ``/admin`` as before.
-
+Safety: every check is `traywire.proxy.security`'s (its docstring has the
+rules). In short: each app makes a *session token* when it is created and
+this page carries it, as ``<meta name="traywire-session">`` (the page's
+Content-Security-Policy allows no inline script, so ``app.js`` reads it from
+there). No response carries CORS headers, so only a page this proxy served
+can read the token. It must come as the ``X-Traywire-Session`` header on
+every call here that changes something (those take only ``application/json``
+and only from the page's own origin) and on every browser ``/admin/*`` call.
 A form on another site, or on another port of this machine, can neither set
-the header nor read the page, so it changes nothing.
+the header nor read the page, so it changes nothing. Everything under ``/ui``
+is ``no-store``.
 
 Key values go one way only: from the request body into the keyring. No
 response, page, URL or log line carries one; errors are redacted.
@@ -46,12 +43,10 @@ response, page, URL or log line carries one; errors are redacted.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
 import os
-import secrets as _random  # the standard library's, for the session token
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -65,6 +60,7 @@ from .. import secrets as keystore
 from ..errors import ConfigError
 from ..proxy import replies
 from ..proxy.runtime import Runtime
+from ..proxy.security import SESSION, SESSION_HEADER, new_session
 from ..types import CAPABILITIES, PREFERENCES
 from . import reqlog
 
@@ -73,13 +69,10 @@ __all__ = ["CONFIG_FILE", "SESSION", "SESSION_HEADER", "setup"]
 log = logging.getLogger("traywire")
 
 DASH_RUNTIME: web.AppKey[Runtime] = web.AppKey("dashboard_runtime", Runtime)
-SESSION: web.AppKey[str] = web.AppKey("dashboard_session", str)
 # The config file the proxy was started with (None: the default layering).
 CONFIG_FILE: web.AppKey[str | None] = web.AppKey("config_file", str)
 _FILES: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("dashboard_files", dict)
 
-SESSION_HEADER: Final = "X-Traywire-Session"
-_SAFE_METHODS: Final = ("GET", "HEAD", "OPTIONS")
 _MAX_KEY_LEN: Final = 8192
 _MAX_PAGE: Final = 200
 
@@ -112,16 +105,6 @@ def _error(status: int, message: str) -> web.Response:
 
 def _ok(obj: object, status: int = 200) -> web.Response:
     return replies.json_response(obj, status=status)
-
-
-def _session_ok(request: web.Request) -> bool:
-    given = request.headers.get(SESSION_HEADER, "")
-    return hmac.compare_digest(given.encode(), request.app[SESSION].encode())
-
-
-def _own_origin(origin: str, request: web.Request) -> bool:
-    """Is ``origin`` exactly the origin this request was sent to?"""
-    return origin.lower() == f"{request.scheme}://{request.host}".lower()
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -163,51 +146,6 @@ def _key_refs(rt: Runtime) -> dict[tuple[str, str], list[str]]:
 
 def _users(rt: Runtime, name: str) -> list[str]:
     return _key_refs(rt).get(("keyring", name), [])
-
-
-# --------------------------------------------------------------------------- middleware
-
-
-async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The session token, same-origin and JSON-only rules (see the module docstring);
-    called by the proxy's one middleware (`server.guard`) for every request;
-    ``no-store`` on everything under /ui; a browser asking for ``/`` goes to /ui."""
-    path, method = request.path, request.method
-    changes = method not in _SAFE_METHODS
-    if path.startswith("/ui/api/") and changes:
-        origin = request.headers.get("Origin")
-        if origin is not None and not _own_origin(origin, request):
-            return _no_store(_error(403, f"requests from origin {origin!r} are refused"))
-        if not _session_ok(request):
-            return _no_store(
-                _error(403, f"missing or wrong {SESSION_HEADER} (reload the dashboard)")
-            )
-        if method == "POST" and request.content_type != "application/json":
-            return _no_store(_error(415, "dashboard calls take application/json"))
-    elif path.startswith("/admin/") and changes and "Origin" in request.headers:
-        if not _session_ok(request):
-            return _error(
-                403, f"browser admin calls need {SESSION_HEADER}: use the dashboard at /ui"
-            )
-    elif path == "/" and method == "GET" and "text/html" in request.headers.get("Accept", ""):
-        return web.Response(status=302, headers={"Location": "/ui"})
-    if path != "/ui" and not path.startswith("/ui/"):
-        return await handler(request)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            response = _error(404, f"no such endpoint: {path}")
-        elif exc.status == 405:
-            response = _error(405, f"{method} is not allowed on {path}")
-        else:
-            response = _error(exc.status, exc.reason)
-    return _no_store(response)
-
-
-def _no_store(response: web.StreamResponse) -> web.StreamResponse:
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 # --------------------------------------------------------------------------- the page
@@ -254,6 +192,19 @@ async def meta(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "backends": list(cfg.backends),
+            "models": {
+                name: {
+                    "backend": m.backend,
+                    "tier": m.tier,
+                    "capabilities": list(m.capabilities),
+                    "context": m.context,
+                }
+                for name, m in cfg.models.items()
+            },
+            "routes": {
+                name: {"strategy": r.strategy, "description": r.description}
+                for name, r in cfg.routes.items()
+            },
             "capabilities": list(CAPABILITIES),
             "outcomes": list(reqlog.OUTCOMES),
             "preferences": list(PREFERENCES),
@@ -467,8 +418,7 @@ def routes() -> list[tuple[str, str, Handler]]:
 def setup(app: web.Application, rt: Runtime, *, config_file: str | Path | None = None) -> None:
     """The dashboard's state on ``app`` (call before the app starts); its
     endpoints are `routes`."""
-    session = _random.token_urlsafe(32)
+    session = new_session(app)
     app[DASH_RUNTIME] = rt
-    app[SESSION] = session
     app[CONFIG_FILE] = None if config_file is None else str(config_file)
     app[_FILES] = _load_files(session)

@@ -38,8 +38,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..config import Backend, Model
 from ..core.request import Inbound
+from ..core.schema import Backend, Model
 from ..core.validate import MAX_MODEL
 from ..errors import BackendError
 from ..redact import REDACTOR

@@ -15,6 +15,16 @@ from . import dialects as tr
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def dialect_of(path: str) -> Dialect | None:
+    """The dialect a path's answers are in: OpenAI under /v1, Ollama under
+    /api, None (plain ``{"error": ...}``) elsewhere."""
+    if path.startswith("/v1/") or path == "/v1":
+        return "openai"
+    if path.startswith("/api/") or path == "/api":
+        return "ollama"
+    return None
+
+
 def dumps(obj: object) -> bytes:
     """Compact JSON as UTF-8 bytes (one shared encoder: no per-call setup)."""
     return _ENCODER.encode(obj).encode()

@@ -19,7 +19,7 @@ import aiohttp
 
 from .. import __version__
 from ..clock import SYSTEM, Clock
-from ..config import Backend, Config
+from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, LiveState, Preference, RequestRecord
 from .health import Health

@@ -5,8 +5,6 @@ the plan to :mod:`traywire.failover`; it never decides routes itself."""
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +13,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from .. import __version__
 from ..core import request as inbound
@@ -26,6 +23,7 @@ from ..redact import REDACTOR
 from ..types import Dialect, Op
 from . import failover, listener, replies
 from .runtime import Runtime
+from .security import TOKEN, guarded, is_loopback
 
 log = logging.getLogger("traywire")
 
@@ -33,115 +31,15 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # Inbound limits (see `listener`).
 HEAD_TIMEOUT = 30.0  # seconds for a request head, and idle keep-alive
 MAX_CONNECTIONS = 1024
-TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 # What /api/version reports: an Ollama version recent enough that Ollama
 # clients enable their features (tools, embed), plus traywire's own.
 OLLAMA_COMPAT_VERSION = "0.12.6"
 
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def dialect_of(path: str) -> Dialect | None:
-    if path.startswith("/v1/") or path == "/v1":
-        return "openai"
-    if path.startswith("/api/") or path == "/api":
-        return "ollama"
-    return None
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-# --------------------------------------------------------------------------- middleware
-
-
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host check (DNS rebinding), token, origin check on admin calls, no tracebacks.
-
-    Wrapped around each route's handler by `guarded` rather than installed as
-    an aiohttp middleware: the middleware machinery costs every request about
-    8 µs of CPU (see README, "Benchmarks")."""
-    dialect = dialect_of(request.path)
-    token = request.app[TOKEN]
-    if token is not None:
-        given = request.headers.get("Authorization", "")
-        given = (
-            given[7:]
-            if given.lower().startswith("bearer ")
-            else request.headers.get("X-Traywire-Token", "")
-        )
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return replies.error(
-                dialect,
-                401,
-                "missing or wrong token (Authorization: Bearer ...)",
-                code="invalid_api_key",
-            )
-    else:
-        host = _host_name(request.headers.get("Host", ""))
-        if host not in _LOOPBACK_NAMES:
-            return replies.error(
-                dialect,
-                403,
-                f"Host {request.host!r} is not this proxy's own",
-                code="forbidden_host",
-            )
-    origin = request.headers.get("Origin")
-    # A web page the user visits must not spend their models or quota: only
-    # pages served from this machine may call in.
-    if (
-        origin is not None
-        and request.method not in ("GET", "HEAD", "OPTIONS")
-        and not _local_origin(origin)
-    ):
-        return replies.error(
-            dialect,
-            403,
-            f"requests from origin {origin!r} are refused",
-            code="forbidden_origin",
-        )
-    if request.method not in ("GET", "HEAD", "OPTIONS") and request.path.startswith("/admin/"):
-        origin = request.headers.get("Origin")
-        if origin is not None and not _same_origin(origin, request):
-            return replies.error(None, 403, "cross-origin admin call refused", code="forbidden")
-        if request.content_type != "application/json":
-            return replies.error(None, 415, "admin calls take application/json")
-    try:
-        # the dashboard's own rules (session token, no-store), in this one
-        # middleware: every middleware layer costs each request
-        return await dashboard.protect(request, handler)
-    except web.HTTPException as exc:
-        if exc.status == 405:
-            return replies.error(dialect, 405, f"{request.method} is not allowed on {request.path}")
-        if exc.status == 404:
-            return replies.error(
-                dialect, 404, f"no such endpoint: {request.path}", code="unknown_url"
-            )
-        if exc.status == 413:
-            return replies.error(dialect, 413, "request body too large")
-        return replies.error(dialect, exc.status, exc.reason)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return replies.error(
-            dialect, 500, "internal error in traywire (see its log)", code="internal_error"
-        )
-
-
-def guarded(handler: Handler) -> Handler:
-    async def guarded_handler(request: web.Request) -> web.StreamResponse:
-        return await guard(request, handler)
-
-    return guarded_handler
+# Every route is registered `guarded`: `security.guard` checks each request
+# (host, token, origin, session) before its handler runs.
 
 
 async def unmatched(request: web.Request) -> web.StreamResponse:
@@ -154,37 +52,6 @@ async def unmatched(request: web.Request) -> web.StreamResponse:
     if allowed:
         raise web.HTTPMethodNotAllowed(request.method, allowed)
     raise web.HTTPNotFound()
-
-
-_HOSTS: dict[str, str] = {}
-
-
-def _host_name(host: str) -> str:
-    """The host name in a Host header (cached: clients send the same few)."""
-    name = _HOSTS.get(host)
-    if name is None:
-        try:
-            name = (URL(f"http://{host}").host or "").strip("[]").lower()
-        except ValueError:
-            name = ""
-        if len(_HOSTS) < 64:
-            _HOSTS[host] = name
-    return name
-
-
-def _local_origin(origin: str) -> bool:
-    try:
-        return origin != "null" and is_loopback(URL(origin).host or "")
-    except ValueError:
-        return False
-
-
-def _same_origin(origin: str, request: web.Request) -> bool:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(origin)
-    host = parts.hostname or ""
-    return is_loopback(host) and str(parts.port or "") == str(request.url.port or "")
 
 
 # --------------------------------------------------------------------------- inference

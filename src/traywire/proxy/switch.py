@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..clock import Clock
-from ..config import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
+from ..core.schema import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
 from .health import Health
 from .probe import ProbeResult, probe
 
@@ -196,7 +196,7 @@ class Switcher:
         if self._log_dir is None:
             import platformdirs
 
-            from ..config import APP_NAME
+            from ..core.schema import APP_NAME
 
             self._log_dir = platformdirs.user_log_path(APP_NAME, appauthor=False) / "servers"
         return self._log_dir

@@ -435,12 +435,20 @@
     dl.append(h("dt", { text: term }), h("dd", { text: String(value) }));
   }
 
+  // A model's tier from the config (a logged request may name a model the
+  // config no longer has: then nothing).
+  function tierOf(name) {
+    const m = ((S.meta && S.meta.models) || {})[name];
+    return m ? "tier " + m.tier.replaceAll("_", " ") : "";
+  }
+
   function detailView(r) {
     const dl = h("dl", { class: "facts" });
     fact(dl, "request", "#" + r.id + " · " + r.dialect + " " + r.endpoint + (r.stream ? " · streamed" : ""));
     fact(dl, "asked for", r.requested);
     fact(dl, "capability", r.capability);
-    fact(dl, "route", [r.route, r.strategy].filter(Boolean).join(" · "));
+    const route = r.route ? ((S.meta && S.meta.routes) || {})[r.route] : null;
+    fact(dl, "route", [r.route, r.strategy, route && route.description].filter(Boolean).join(" · "));
     fact(dl, "preference", r.preference);
     fact(dl, "status", r.status);
     fact(dl, "time", "first byte " + ms(r.ttfb_ms) + " · total " + ms(r.total_ms));
@@ -451,7 +459,7 @@
       "ol",
       { class: "plan" },
       (r.plan || []).map((a) =>
-        h("li", {}, h("strong", { text: a.model }), " on " + a.backend + " (" + a.upstream_model + ")", h("span", { class: "reason", text: " — " + a.reason })),
+        h("li", {}, h("strong", { text: a.model }), " on " + a.backend + " (" + [a.upstream_model, tierOf(a.model)].filter(Boolean).join(" · ") + ")", h("span", { class: "reason", text: " — " + a.reason })),
       ),
     );
     const attempts = h(
