@@ -536,6 +536,11 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     ("messages not list", lambda b: b.update(messages="hi"), "messages"),
     ("message not object", lambda b: b.update(messages=["hi"]), "messages[0]"),
     (
+        "only empty turns",
+        lambda b: b.update(messages=[{"role": "user", "content": []}]),
+        "messages",
+    ),
+    (
         "role system in messages",
         lambda b: b.update(messages=[{"role": "system", "content": "x"}]),
         "messages[0].role",

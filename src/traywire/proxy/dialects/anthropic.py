@@ -378,6 +378,8 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
                 f"{path}.content",
                 f"expected a string or a list of content blocks, got {_tname(content)}",
             )
+    if all(m["role"] == "system" for m in out):
+        _fail("messages", "hold no content to send (every turn is empty)")
     return out
 
 
