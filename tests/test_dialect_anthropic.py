@@ -1486,3 +1486,80 @@ def test_stream_equals_the_whole_answer(
     for block in final["content"]:
         block.pop("parsed_output", None)
     assert final == {k: v for k, v in whole.items() if v is not None}
+
+
+def test_client_reads_an_ollama_stream_through_the_chat_shape() -> None:
+    """Anthropic client -> chat body -> Ollama body; Ollama's NDJSON -> chat chunks -> Anthropic."""
+    from traywire.proxy.dialects import (
+        NDJSONParser,
+        OllamaToOpenAIStream,
+        ndjson_line,
+        openai_chat_request_to_ollama,
+        openai_include_usage,
+    )
+
+    upstream = [
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {"role": "assistant", "content": "On it."},
+            "done": False,
+        },
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"function": {"name": "get_weather", "arguments": {"city": "Lima"}}}
+                ],
+            },
+            "done": False,
+        },
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 30,
+            "eval_count": 8,
+        },
+    ]
+    raw_upstream = b"".join(ndjson_line(x) for x in upstream)
+
+    def handler(request: Any) -> Any:
+        req = json.loads(request.content)
+        chat_body, _route = parse_messages(req)
+        ollama_body = openai_chat_request_to_ollama(chat_body, "qwen3")
+        assert ollama_body["tools"][0]["function"]["name"] == "get_weather"
+        parser = NDJSONParser()
+        to_chat = OllamaToOpenAIStream(
+            "chat",
+            model=req["model"],
+            response_id="chatcmpl-x",
+            created=1,
+            include_usage=openai_include_usage(chat_body),
+        )
+        s = MessageStream(model=req["model"], message_id="msg_x")
+        out = b""
+        for i in range(0, len(raw_upstream), 11):
+            for obj in parser.feed(raw_upstream[i : i + 11]):
+                for c in to_chat.feed(obj):
+                    out += s.feed(c)
+        out += s.finish()
+        return sse_response(out)
+
+    with client(handler).messages.stream(
+        model="claude-x",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Weather in Lima?"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "text" and final.content[0].text == "On it."
+    tool = final.content[1]
+    assert tool.type == "tool_use" and tool.name == "get_weather" and tool.input == {"city": "Lima"}
+    assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 8)

@@ -1277,3 +1277,84 @@ def test_stream_equals_the_whole_response(
         for part in item.get("content") or ():
             part.pop("parsed", None)  # the SDK's own addition (structured output parsing)
     assert got == Response.model_validate(whole).model_dump(mode="json", exclude_none=True)
+
+
+def test_client_reads_an_ollama_stream_through_the_chat_shape() -> None:
+    """Responses client -> chat body -> Ollama body; Ollama's NDJSON -> chat chunks -> events."""
+    from traywire.proxy.dialects import (
+        NDJSONParser,
+        OllamaToOpenAIStream,
+        ndjson_line,
+        openai_chat_request_to_ollama,
+        openai_include_usage,
+    )
+
+    upstream = [
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {"role": "assistant", "content": "On it."},
+            "done": False,
+        },
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"function": {"name": "get_weather", "arguments": {"city": "Lima"}}}
+                ],
+            },
+            "done": False,
+        },
+        {
+            "model": "q",
+            "created_at": "t",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 30,
+            "eval_count": 8,
+        },
+    ]
+    raw_upstream = b"".join(ndjson_line(x) for x in upstream)
+
+    def handler(request: Any) -> Any:
+        req = json.loads(request.content)
+        chat_body, _route = parse_responses(req)
+        ollama_body = openai_chat_request_to_ollama(chat_body, "qwen3")
+        assert ollama_body["messages"][0] == {"role": "system", "content": "Be brief."}
+        parser = NDJSONParser()
+        to_chat = OllamaToOpenAIStream(
+            "chat",
+            model=req["model"],
+            response_id="chatcmpl-x",
+            created=1,
+            include_usage=openai_include_usage(chat_body),
+        )
+        s = ResponseStream(model=req["model"], response_id="resp_x", created_at=9, request=req)
+        out = b""
+        for i in range(0, len(raw_upstream), 11):
+            for obj in parser.feed(raw_upstream[i : i + 11]):
+                for c in to_chat.feed(obj):
+                    out += s.feed(c)
+        out += s.finish()
+        return hx.Response(200, headers={"content-type": "text/event-stream"}, content=out)
+
+    with client(handler).responses.stream(
+        model="gpt-5",
+        instructions="Be brief.",
+        input="Weather in Lima?",
+        tools=[WEATHER],  # type: ignore[list-item]
+        store=False,
+    ) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "On it."
+    call = final.output[1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Lima"}
+    assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (
+        30,
+        8,
+    )
