@@ -53,8 +53,9 @@ def model(
     tier: str = "local",
     capabilities: tuple[str, ...] = ("chat",),
     context: int = 8192,
+    features: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    return {
+    out = {
         "backend": backend,
         "upstream": upstream,
         "params_b": params_b,
@@ -62,6 +63,13 @@ def model(
         "capabilities": list(capabilities),
         "context": context,
     }
+    if features is not None:
+        out["features"] = list(features)
+    return out
+
+
+# What the fakes can do: everything (they also make embeddings and read images).
+EVERYTHING = ("chat", "completion", "embed", "vision", "tools", "json")
 
 
 def make_config(

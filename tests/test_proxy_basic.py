@@ -15,6 +15,7 @@ import pytest
 from fakes import FakeBackend
 from harness import ProxyThread
 from proxy_fixtures import (
+    EVERYTHING,
     USER,
     chat_paths,
     clients,
@@ -47,7 +48,10 @@ def duo(fakes: Any, proxies: Any, clients: Any) -> Duo:
     fv = fakes("openai", name="vl", models=["M2"])
     cfg = make_config(
         {"a": ollama_backend(fo), "b": openai_backend(fv)},
-        {"one": model("a", "m1"), "two": model("b", "M2")},
+        {
+            "one": model("a", "m1", features=EVERYTHING),
+            "two": model("b", "M2", features=EVERYTHING),
+        },
         routes={"chat": {"strategy": "direct", "candidates": ["one", "two"]}},
     )
     p = proxies(cfg)

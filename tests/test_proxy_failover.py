@@ -397,7 +397,7 @@ def test_half_open_admits_exactly_one_trial(fakes: Any, proxies: Any, clients: A
 
 
 def test_saturated_local_backend_overflows_to_cloud(fakes: Any, proxies: Any, clients: Any) -> None:
-    fo = fakes("ollama", name="oll", models=["m1"], chunk_delay=0.3)
+    fo = fakes("ollama", name="oll", models=["m1"])
     fc = fakes("openai", name="cloud", models=["big"])
     cfg = make_config(
         {"a": ollama_backend(fo, capacity=1), "c": openai_backend(fc, location="cloud")},
@@ -418,6 +418,7 @@ def test_saturated_local_backend_overflows_to_cloud(fakes: Any, proxies: Any, cl
             if c.choices
         )
 
+    fo.stall_after(2)  # the slow stream holds a's only slot until told
     t = threading.Thread(target=slow)
     t.start()
     assert wait_until(lambda: status_of(p)["backends"]["a"]["in_flight"] == 1, 3)
@@ -425,6 +426,7 @@ def test_saturated_local_backend_overflows_to_cloud(fakes: Any, proxies: Any, cl
     assert r.headers["x-traywire-backend"] == "c"
     assert r.headers["x-traywire-attempts"] == "1"
     assert chat_paths(fo) == 1
+    fo.ok()
     t.join(10)
     assert out["text"] == fo.reply
     r = oc.chat.completions.with_raw_response.create(model="one", messages=USER)

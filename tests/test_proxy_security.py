@@ -15,6 +15,7 @@ import openai
 import pytest
 from harness import ProxyThread
 from proxy_fixtures import (
+    EVERYTHING,
     USER,
     chat_paths,
     clients,
@@ -267,7 +268,7 @@ def test_cloud_key_goes_only_to_its_backend_and_never_leaks(
         {
             "one": model("a", "m1"),
             "two": model("b", "M2"),
-            "cloudy": model("c", "big", params_b=120, tier="cloud_standard"),
+            "cloudy": model("c", "big", params_b=120, tier="cloud_standard", features=EVERYTHING),
         },
         fallbacks={"cloudy": ["one", "two"]},
         health={"cooldown": 1, "failure_threshold": 5, "probe_interval": 0.3},

@@ -54,6 +54,8 @@ class BackendError(TraywireError):
     rate_limited (429)            yes        no: a cooldown of its own
     model_not_found (404)         yes        no: the backend answered
     context_length                yes        no: caused by the request
+    unsupported                   yes        no: caused by the request (501,
+                                             "not supported", 413)
     translation                   yes        no: caused by the request
     client_error (other 4xx)      no         no: caused by the request
     ============================  =========  ===========================
@@ -76,14 +78,18 @@ class BackendError(TraywireError):
             "model_not_found",
             "invalid_response",
             "context_length",
+            "unsupported",
             "translation",
         }
     )
     KINDS = FAILOVER | {"client_error"}
     # Not the backend's fault: it answered, the request was the problem.
     NOT_THE_BACKEND = frozenset(
-        {"client_error", "context_length", "model_not_found", "translation"}
+        {"client_error", "context_length", "model_not_found", "translation", "unsupported"}
     )
+    # Caused by the request: when every attempt ends so, the client is told
+    # (4xx), not that everything is down (503).
+    THE_REQUEST = frozenset({"client_error", "context_length", "translation", "unsupported"})
 
     def __init__(
         self,

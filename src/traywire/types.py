@@ -59,6 +59,21 @@ Dialect = Literal["openai", "ollama"]
 # What the client asked for: chat, a plain completion (OpenAI /v1/completions,
 # Ollama /api/generate) or embeddings.
 Op = Literal["chat", "completion", "embed"]
+# What a model can do, and what a request may need from it.
+Feature = Literal["chat", "completion", "embed", "vision", "tools", "json"]
+FEATURES: tuple[Feature, ...] = ("chat", "completion", "embed", "vision", "tools", "json")
+# How a missing feature reads in a plan ("no vision").
+FEATURE_WORDS: Mapping[Feature, str] = MappingProxyType(
+    {
+        "chat": "chat",
+        "completion": "plain completions",
+        "embed": "embeddings",
+        "vision": "vision (image input)",
+        "tools": "tool calling",
+        "json": "JSON output",
+    }
+)
+
 # The request kinds the router tells apart (an Op, named for people).
 RequestKind = Literal["chat", "completion", "embedding"]
 KIND_OF_OP: Mapping[Op, RequestKind] = MappingProxyType(
@@ -117,6 +132,11 @@ class LiveState(NamedTuple):
     preference: Preference | None = None
     # A uniform number in [0, 1) drawn by the caller, for weighted choices.
     random: float = 0.0
+    # What running servers said of models whose features the config does not
+    # declare: public model name -> features it has (a probe's list) ...
+    features: Mapping[str, frozenset[Feature]] = MappingProxyType({})
+    # ... and -> features it turned out to lack (it answered "not supported").
+    lacks: Mapping[str, frozenset[Feature]] = MappingProxyType({})
 
 
 class Attempt(NamedTuple):
@@ -147,6 +167,9 @@ class Decision(NamedTuple):
     skipped: tuple[Skip, ...]
     # Why the plan looks the way it does (e.g. why it is empty).
     note: str = ""
+    # What the request needs that no model left in the plan can do (an empty
+    # plan for this reason is the client's error, not an outage).
+    unmet: tuple[Feature, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -159,6 +182,7 @@ class Decision(NamedTuple):
             "plan": [a._asdict() for a in self.plan],
             "skipped": [s._asdict() for s in self.skipped],
             "note": self.note,
+            "unmet": list(self.unmet),
         }
 
 

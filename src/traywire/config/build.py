@@ -29,8 +29,26 @@ from ..core.schema import (
     SwitchSettings,
     Timeouts,
 )
-from ..types import BACKEND_KINDS, CAPABILITIES, LOCATIONS, PREFERENCES, STRATEGIES, TIERS
+from ..types import (
+    BACKEND_KINDS,
+    CAPABILITIES,
+    FEATURES,
+    LOCATIONS,
+    PREFERENCES,
+    STRATEGIES,
+    TIERS,
+    Feature,
+)
 from .readers import Reader, kind
+
+# DECISION: what a model can do when the config does not say. Chat and plain
+# completions, tool calling and JSON output: every backend kind traywire
+# speaks serves those for chat models. Vision and embeddings are never
+# assumed: a model has them when its `features` say so or its server does
+# (Ollama's /api/show capabilities, llama.cpp's /props). A single-model
+# server (llama.cpp) calls tools only when started with --jinja: not assumed.
+DEFAULT_FEATURES: frozenset[Feature] = frozenset({"chat", "completion", "tools", "json"})
+SINGLE_MODEL_FEATURES: frozenset[Feature] = frozenset({"chat", "completion", "json"})
 
 
 class Builder(Reader):
@@ -326,8 +344,8 @@ class Builder(Reader):
         s = self.mapping(
             spec,
             path,
-            ("backend", "upstream", "params_b", "tier", "capabilities", "context"),
-            ("backend", "params_b", "tier", "capabilities", "context"),
+            ("backend", "upstream", "params_b", "tier", "capabilities", "context", "features"),
+            ("backend", "params_b", "tier", "context"),
         )
         backend = self.string(s["backend"], (*path, "backend"))
         if backend not in backends:
@@ -335,9 +353,26 @@ class Builder(Reader):
                 (*path, "backend"),
                 f"undefined backend {backend!r}; defined: " + ", ".join(sorted(backends)),
             )
-        caps = s["capabilities"]
-        if not isinstance(caps, list) or not caps:
-            self.fail((*path, "capabilities"), "expected a non-empty list of capabilities")
+        declared = "features" in s
+        if declared:
+            feats = s["features"]
+            if not isinstance(feats, list) or not feats:
+                self.fail((*path, "features"), "expected a non-empty list of features")
+            features = frozenset(
+                self.choice(f, (*path, "features", i), FEATURES) for i, f in enumerate(feats)
+            )
+        elif backends[backend].single_model:
+            features = SINGLE_MODEL_FEATURES
+        else:
+            features = DEFAULT_FEATURES
+        generates = bool(features & {"chat", "completion"})
+        caps = s.get("capabilities", [] if not generates else None)
+        if not isinstance(caps, list) or (generates and not caps):
+            self.fail(
+                (*path, "capabilities"),
+                "expected a non-empty list of capabilities (only a model whose features are "
+                "embeddings alone may have none)",
+            )
         capabilities = tuple(
             self.choice(c, (*path, "capabilities", i), CAPABILITIES) for i, c in enumerate(caps)
         )
@@ -349,6 +384,8 @@ class Builder(Reader):
             tier=self.choice(s["tier"], (*path, "tier"), TIERS),
             capabilities=capabilities,
             context=int(self.number(s["context"], (*path, "context"), low=1, integer=True)),
+            features=features,
+            features_declared=declared,
         )
 
     def model_ref(self, value: Any, path: tuple[Any, ...], models: Mapping[str, Model]) -> str:

@@ -9,13 +9,20 @@ How a plan is made:
    (its strategy picks the first model), or ``auto`` (classify the last user
    turn, then route as that capability). ``name`` without a tag also matches
    ``name:latest``. Anything else raises UnknownModelError with the names the
-   user can ask for.
+   user can ask for. An embeddings request for a route or ``auto`` goes to
+   the models that make embeddings (classifying its text means nothing).
 2. Expand: each chosen model is followed by its fallback chain, then the
    route's other candidates follow, each with its own chain; repeats dropped.
-3. Leave out, with a reason: disabled backends, cloud backends under
+3. Leave out, with a reason: models that cannot serve what the request
+   needs (its kind - chat, completion, embeddings - input images, tools,
+   JSON output: "no vision"), disabled backends, cloud backends under
    local_only (and local ones under cloud_only), inactive members of an
    exclusive group, cloud backends with no key, and models whose window
    cannot hold the prompt plus the reply (max_tokens, or REPLY_RESERVE).
+   When a route or ``auto`` is left with no model that has what the request
+   needs, the plan widens to every configured model that has it (config
+   order); a model asked for by name is never swapped that way. An empty plan
+   for want of a feature says so in ``Decision.unmet`` (the client's error).
 4. prefer_local / prefer_cloud: among the models that have the request's
    capability, those in the preferred location move ahead (stable); models
    without it stay behind them, so a code request never reaches a general
@@ -37,10 +44,12 @@ from typing import NamedTuple
 
 from ..errors import UnknownModelError
 from ..types import (
+    FEATURE_WORDS,
     Attempt,
     BackendState,
     Capability,
     Decision,
+    Feature,
     LiveState,
     Location,
     Preference,
@@ -115,12 +124,42 @@ def resolve_name(name: str, cfg: Config) -> str:
 _NO_STATE = LiveState()
 
 
+_KIND_FEATURE: Mapping[str, Feature] = {
+    "chat": "chat",
+    "completion": "completion",
+    "embedding": "embed",
+}
+
+
+def needs_of(request: RouteRequest) -> frozenset[Feature]:
+    """What a model must be able to do to serve ``request``."""
+    need: set[Feature] = {_KIND_FEATURE[request.kind]}
+    if request.images:
+        need.add("vision")
+    if request.tools:
+        need.add("tools")
+    if request.structured:
+        need.add("json")
+    return frozenset(need)
+
+
+def features_of(model: Model, state: LiveState) -> frozenset[Feature]:
+    """What ``model`` can do: as the config declares it, else as its server
+    said (a probe's list, less what it answered it cannot do)."""
+    if model.features_declared:
+        return model.features
+    have = state.features.get(model.name, model.features)
+    lacks = state.lacks.get(model.name)
+    return have - lacks if lacks else have
+
+
 def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> Decision:
     idx = _index(cfg)
     name = resolve_name(request.model, cfg)
     tokens = estimate(request)
     need = tokens + (request.max_tokens if request.max_tokens else REPLY_RESERVE)
     pref: Preference = state.preference or cfg.preference
+    needs = needs_of(request)
 
     capability: Capability | None
     route: Route | None = None
@@ -128,8 +167,11 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     note = ""
     if name in cfg.models:
         model = cfg.models[name]
-        capability = model.primary_capability
+        capability = model.primary_capability if "embed" not in needs else None
         steps = [_Step(model, "requested by name"), *idx.chain_steps[name]]
+    elif "embed" in needs:
+        capability = None
+        steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
     else:
         if name == "auto":
             cls = classify(request.last_user or request.prompt, cfg.auto.default)
@@ -145,9 +187,19 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         ordered, why = _order(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
 
-    plan, skipped = _filter(steps, cfg, state, pref, need, idx)
+    plan, skipped = _filter(steps, cfg, state, pref, need, needs)
+    if not plan and name not in cfg.models and any(s.lacks for s in skipped):
+        # a route (or auto) none of whose models can serve what is needed
+        wider = _widen(cfg, state, needs, f"{name} has no model with {_words(_telling(needs))}")
+        seen = {s.model for s in skipped}
+        more, more_skipped = _filter(
+            [s for s in wider if s.model.name not in seen], cfg, state, pref, need, needs
+        )
+        plan, skipped = more, skipped + more_skipped
+    unmet: tuple[Feature, ...] = ()
     if not plan:
-        note = _empty_note(pref, skipped, name)
+        unmet = _unmet(skipped, needs)
+        note = _empty_note(pref, skipped, name, unmet, cfg, state)
     else:
         if pref in ("prefer_local", "prefer_cloud") and capability is not None:
             plan = _prefer(plan, pref, capability, idx, keep_first=name in cfg.models)
@@ -165,9 +217,41 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         strategy=strategy,
         preference=pref,
         plan=attempts,
-        skipped=tuple(skipped),
+        skipped=tuple(Skip(s.model, s.backend, s.reason) for s in skipped),
         note=note,
+        unmet=unmet,
     )
+
+
+def _words(features: frozenset[Feature] | tuple[Feature, ...]) -> str:
+    return " and ".join(FEATURE_WORDS[f] for f in sorted(features))
+
+
+def _telling(needs: frozenset[Feature]) -> frozenset[Feature]:
+    """The needs worth naming: a chat that needs vision is "vision"."""
+    special = needs - {"chat", "completion"}
+    return special or needs
+
+
+def _widen(cfg: Config, state: LiveState, needs: frozenset[Feature], lead: str) -> list[_Step]:
+    """Every configured model that has what is needed, in config order."""
+    return [
+        _Step(m, f"{lead}: {m.name} has it" if i == 0 else f"also has {_words(_telling(needs))}")
+        for i, m in enumerate(m for m in cfg.models.values() if needs <= features_of(m, state))
+    ]
+
+
+def _unmet(skipped: list[_Skipped], needs: frozenset[Feature]) -> tuple[Feature, ...]:
+    """What left the plan empty, where only features did (or no model at all
+    has them): the needs that stopped the models."""
+    if not skipped:
+        return tuple(sorted(_telling(needs)))
+    if not all(s.lacks for s in skipped):
+        return ()
+    lacking: set[Feature] = set()
+    for s in skipped:
+        lacking |= s.lacks
+    return tuple(sorted(lacking & needs))
 
 
 def _route_capability(route: Route, cfg: Config) -> Capability:
@@ -310,20 +394,33 @@ def _expand(ordered: list[Candidate], lead: str, idx: _Index, cfg: Config) -> li
 # --------------------------------------------------------------------------- filters
 
 
+class _Skipped(NamedTuple):
+    model: str
+    backend: str
+    reason: str
+    lacks: frozenset[Feature] = frozenset()
+
+
 def _filter(
     steps: list[_Step],
     cfg: Config,
     state: LiveState,
     pref: Preference,
     need: int,
-    idx: _Index,
-) -> tuple[list[_Step], list[Skip]]:
+    needs: frozenset[Feature],
+) -> tuple[list[_Step], list[_Skipped]]:
     keep: list[_Step] = []
-    skipped: list[Skip] = []
+    skipped: list[_Skipped] = []
     for step in steps:
         m = step.model
         backend = cfg.backends[m.backend]
         why = ""
+        missing = needs - features_of(m, state)
+        if missing:
+            told = not m.features_declared and missing & state.lacks.get(m.name, frozenset())
+            why = "no " + _words(frozenset(missing)) + (" (its server said so)" if told else "")
+            skipped.append(_Skipped(m.name, m.backend, why, frozenset(missing)))
+            continue
         if not backend.enabled:
             why = f"backend {backend.name} is disabled"
         elif pref == "local_only" and backend.location == "cloud":
@@ -339,14 +436,24 @@ def _filter(
                 f"{backend.exclusive_group} (active: {active or 'none'})"
             )
         elif state.backends.get(backend.name, _IDLE).no_key:
-            why = f"no key for {backend.name} ({backend.key}); set it with: traywire keys set NAME"
+            why = f"no key for {backend.name} ({_key_hint(backend.key)})"
         elif need > m.context:
             why = f"window too small: needs {need} tokens, {m.name} holds {m.context}"
         if why:
-            skipped.append(Skip(m.name, m.backend, why))
+            skipped.append(_Skipped(m.name, m.backend, why))
         else:
             keep.append(step)
     return keep, skipped
+
+
+def _key_hint(ref: str | None) -> str:
+    """How to set a missing key, from its reference."""
+    if ref is None:
+        return "no key reference"
+    kind, _, name = ref.partition(":")
+    if kind == "keyring":
+        return f"set it with `traywire keys set {name}`"
+    return f"set the environment variable {name}"
 
 
 def _active(cfg: Config, state: LiveState, group: str) -> str:
@@ -355,7 +462,18 @@ def _active(cfg: Config, state: LiveState, group: str) -> str:
     return cfg.groups[group].active if active is None else active
 
 
-def _empty_note(pref: Preference, skipped: list[Skip], name: str) -> str:
+def _empty_note(
+    pref: Preference,
+    skipped: list[_Skipped],
+    name: str,
+    unmet: tuple[Feature, ...],
+    cfg: Config,
+    state: LiveState,
+) -> str:
+    if unmet:
+        able = [m.name for m in cfg.models.values() if set(unmet) <= features_of(m, state)]
+        has = f"models that have it: {', '.join(able)}" if able else "no configured model has it"
+        return f"{name!r} cannot serve this request: it needs {_words(unmet)}; {has}"
     if pref == "local_only":
         return (
             f"local_only: no local model can serve {name!r}; nothing was planned on a cloud backend"

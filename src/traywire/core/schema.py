@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ..types import BackendKind, Capability, Location, Preference, Strategy, Tier
+from ..types import BackendKind, Capability, Feature, Location, Preference, Strategy, Tier
 
 APP_NAME = "traywire"
 DEFAULT_PORT = 8484
@@ -55,12 +55,18 @@ class Model:
     params_b: float
     # Shown by `traywire route` and the dashboard; the router does not read it.
     tier: Tier
+    # Use cases (empty for a model that only makes embeddings).
     capabilities: tuple[Capability, ...]
     context: int
+    # What the model can do (chat, completion, embed, vision, tools, json).
+    features: frozenset[Feature] = frozenset({"chat", "completion", "tools", "json"})
+    # True: ``features`` is declared in the config and wins over what a server
+    # says; False: a kind's default, which a probe's or an answer's word replaces.
+    features_declared: bool = False
 
     @property
     def primary_capability(self) -> Capability:
-        return self.capabilities[0]
+        return self.capabilities[0] if self.capabilities else "chat"
 
 
 @dataclass(frozen=True, slots=True)

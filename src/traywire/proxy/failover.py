@@ -143,7 +143,8 @@ async def _run(
 ) -> web.StreamResponse:
     cfg = rt.cfg
     larger_than = 0  # after a context-length error: only larger windows
-    route = f"{d.capability}/{d.strategy or 'model'}"
+    # capability/strategy ("embed" where no use case applies: embeddings)
+    route = f"{d.capability or 'embed'}/{d.strategy or 'model'}"
     last: BackendError | None = None
     for step in d.plan:
         model = cfg.models[step.model]
@@ -183,6 +184,8 @@ async def _run(
                 return _client_error(inb.dialect, exc, headers)
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
+            elif exc.kind == "unsupported":
+                rt.learn_lack(model.name, inb.route, str(exc))
             log.info("attempt %s on %s failed (%s): %s", model.name, backend.name, exc.kind, exc)
             continue
         except asyncio.CancelledError:
@@ -191,7 +194,7 @@ async def _run(
             raise
         trace.served_by(step, attempt.elapsed_ms())
         return resp
-    resp = _all_failed(inb.dialect, d, trace.attempts, last)
+    resp = _all_failed(inb.dialect, d, trace.attempts, last, route)
     trace.error = d.note or "all attempts failed"
     return resp
 
@@ -203,24 +206,53 @@ def _client_error(dialect: Dialect, exc: BackendError, headers: dict[str, str]) 
 
 
 def _all_failed(
-    dialect: Dialect, d: Decision, tried: list[AttemptRecord], last: BackendError | None
+    dialect: Dialect,
+    d: Decision,
+    tried: list[AttemptRecord],
+    last: BackendError | None,
+    route: str,
 ) -> web.Response:
+    """Nothing served the request: say why, model by model - the router's
+    skips too, a model asked for by name first - in the client's dialect.
+
+    Status: 400 when the request itself is the reason (a need no planned model
+    has, a window too small, every attempt refused for the request's sake),
+    429 when every attempt was rate-limited, else 503."""
+    headers = {"X-Traywire-Route": route, "X-Traywire-Attempts": str(len(tried))}
+    skips = sorted(d.skipped, key=lambda s: s.model != d.requested)  # asked-for first
+    not_planned = [{"model": s.model, "backend": s.backend, "reason": s.reason} for s in skips]
     if not d.plan:
-        status = 400 if "window too small" in d.note else 503
-        code = "context_length_exceeded" if status == 400 else "no_backend"
+        if d.unmet:
+            status, code = 400, "unsupported_request"
+        elif "window too small" in d.note:
+            status, code = 400, "context_length_exceeded"
+        else:
+            status, code = 503, "no_backend"
         return replies.error(
             dialect,
             status,
-            d.note or "nothing can serve this request",
+            REDACTOR.text(d.note or "nothing can serve this request"),
             code=code,
-            extra={"skipped": [s._asdict() for s in d.skipped]},
+            extra={"skipped": not_planned},
+            headers=headers,
         )
-    kinds = {t.kind for t in tried if t.outcome == "failed" or t.kind}
-    status = 429 if kinds == {"rate_limited"} else 503
-    if kinds == {"context_length"} and last is not None:
-        status = last.status or 400
-    summary = "; ".join(f"{t.model} on {t.backend}: {t.error}" for t in tried)
-    message = f"all {len(tried)} attempts failed: {summary}"
+    failed = {t.kind for t in tried if t.outcome == "failed"}
+    passed_over = {t.kind for t in tried if t.outcome == "skipped" and t.kind}
+    status, code = 503, "all_attempts_failed"
+    if failed | passed_over == {"rate_limited"}:
+        status = 429
+    elif failed and not passed_over and failed <= BackendError.THE_REQUEST:
+        # every backend that answered refused the request itself
+        status = last.status if last and last.status and 400 <= last.status < 500 else 400
+        code = "context_length_exceeded" if failed == {"context_length"} else "unsupported_request"
+    n = len(tried)
+    head = f"all {n} attempts failed" if n != 1 else "the 1 attempt failed"
+    parts = [f"{t.model} on {t.backend}: {t.error}" for t in tried]
+    message = f"{head}: " + "; ".join(parts)
+    if skips:
+        message += "; not planned: " + "; ".join(f"{s.model} ({s.reason})" for s in skips)
+    if skips and skips[0].model == d.requested:
+        message = f"{d.requested} was not planned ({skips[0].reason}); {message}"
     attempts = [
         {
             "model": t.model,
@@ -235,9 +267,9 @@ def _all_failed(
         dialect,
         status,
         message,
-        code="all_attempts_failed",
-        extra={"attempts": attempts},
-        headers={"X-Traywire-Attempts": str(len(tried))},
+        code=code,
+        extra={"attempts": attempts, "skipped": not_planned},
+        headers=headers,
     )
 
 

@@ -82,7 +82,7 @@ from typing import Literal, NamedTuple
 
 from ..clock import SYSTEM, Clock
 from ..errors import BackendError
-from ..types import BackendState, Circuit, LiveState, Preference
+from ..types import BackendState, Circuit, Feature, LiveState, Preference
 
 __all__ = ["Attempt", "ChangeHook", "Health", "HealthWord", "OpenReason"]
 
@@ -95,6 +95,7 @@ ChangeHook = Callable[[str, HealthWord, HealthWord], None]
 
 _NO_STRS: frozenset[str] = frozenset()
 _NO_ACTIVE: Mapping[str, str] = MappingProxyType({})
+_NO_LACKS: Mapping[str, frozenset[Feature]] = MappingProxyType({})
 
 
 @dataclass
@@ -414,6 +415,7 @@ class Health:
         active: Mapping[str, str] = _NO_ACTIVE,
         preference: Preference | None = None,
         random: float = 0.0,
+        lacks: Mapping[str, frozenset[Feature]] = _NO_LACKS,
     ) -> LiveState:
         """An immutable `LiveState` for the router.
 
@@ -432,6 +434,7 @@ class Health:
             usage=c.usage,
             preference=preference,
             random=random,
+            lacks=lacks,
         )
 
     def status(self, now: float) -> dict[str, dict[str, object]]:

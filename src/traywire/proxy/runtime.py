@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -21,7 +22,7 @@ from .. import __version__
 from ..clock import SYSTEM, Clock
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
-from ..types import PREFERENCES, LiveState, Preference, RequestRecord
+from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
 from .health import Health
 from .probe import Prober, ProbeTarget
 from .switch import Switcher, SwitchState
@@ -82,6 +83,10 @@ class Runtime:
         # a clean error in its dialect rather than a cut connection.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        # what servers said models cannot do (see `learn_lack`)
+        self._lacks: dict[str, frozenset[Feature]] = {}
+        self._lacks_view: Mapping[str, frozenset[Feature]] = MappingProxyType({})
+        self.health.add_listener(self._forget_lacks)
         install_logging()  # key values never reach a log line
         self._apply_keys()
 
@@ -130,6 +135,8 @@ class Runtime:
         for group in self.cfg.groups:
             self.switcher.ensure_idle(group)
         self.cfg = cfg
+        self._lacks.clear()
+        self._lacks_view = MappingProxyType({})
         self.health.configure(cfg.backends, expected_models(cfg))
         for group in list(self.active):
             g = cfg.groups.get(group)
@@ -230,7 +237,31 @@ class Runtime:
             active=MappingProxyType(dict(self.active)),
             preference=self.preference,
             random=self._rng.random(),
+            lacks=self._lacks_view,
         )
+
+    def learn_lack(self, model: str, request: RouteRequest, said: str) -> None:
+        """``model``'s server answered that it cannot do what ``request`` needs:
+        the router skips it for that need from now on (see `lacking`), until
+        its backend comes back after being down (it may have been restarted
+        with other options) or the config is reloaded. Features the config
+        declares are not affected (the router reads those as declared)."""
+        lacks = lacking(request, said)
+        if not lacks:
+            return
+        have = self._lacks.get(model, frozenset())
+        if lacks <= have:
+            return
+        self._lacks[model] = have | lacks
+        self._lacks_view = MappingProxyType(dict(self._lacks))
+        log.info("%s cannot do %s (its server said: %s)", model, ", ".join(sorted(lacks)), said)
+
+    def _forget_lacks(self, backend: str, old: str, new: str) -> None:
+        if new == "up" and old in ("down", "unknown") and self._lacks:
+            for name, m in self.cfg.models.items():
+                if m.backend == backend:
+                    self._lacks.pop(name, None)
+            self._lacks_view = MappingProxyType(dict(self._lacks))
 
     def set_preference(self, value: str) -> None:
         if value not in PREFERENCES:
@@ -298,3 +329,33 @@ class Runtime:
             "backends": backends,
             "keyring": self.key_problem,
         }
+
+
+_SAYS: dict[Feature, re.Pattern[str]] = {
+    "vision": re.compile(r"image|vision|mmproj|multimodal|multi-modal", re.IGNORECASE),
+    "tools": re.compile(r"tool|function", re.IGNORECASE),
+    "json": re.compile(r"json|grammar|schema|response_format|format", re.IGNORECASE),
+}
+
+
+def lacking(request: RouteRequest, said: str) -> frozenset[Feature]:
+    """What a model lacks, from a request it refused as unsupported and what
+    its server said: the request's kind when it is embeddings or a plain
+    completion, else the special need the message names (or the only one)."""
+    if request.kind == "embedding":
+        return frozenset({"embed"})
+    wanted: list[Feature] = []
+    if request.images:
+        wanted.append("vision")
+    if request.tools:
+        wanted.append("tools")
+    if request.structured:
+        wanted.append("json")
+    named = [f for f in wanted if _SAYS[f].search(said)]
+    if named:
+        return frozenset(named)
+    if len(wanted) == 1:
+        return frozenset(wanted)
+    if request.kind == "completion" and not wanted:
+        return frozenset({"completion"})
+    return frozenset()

@@ -209,6 +209,13 @@ _CONTEXT = re.compile(
     re.IGNORECASE,
 )
 _NOT_FOUND = re.compile(r"not found|does not exist|no such model|unknown model", re.IGNORECASE)
+# A server saying it cannot do what the request asks (llama.cpp without
+# --embeddings or a vision projector, Ollama's "does not support tools"...).
+_UNSUPPORTED = re.compile(
+    r"not supported|does not support|doesn't support|do not support|unsupported|"
+    r"not enabled|no support for|--embeddings|mmproj|not a vision model|cannot process image",
+    re.IGNORECASE,
+)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -236,6 +243,9 @@ def error_from_status(status: int, data: Any, retry_after: str | None = None) ->
         return BackendError("model_not_found", text, status=status, body=data)
     if status in (400, 413, 422) and _CONTEXT.search(message):
         return BackendError("context_length", text, status=status, body=data)
+    if status in (501, 413) or (status in (400, 422, 500) and _UNSUPPORTED.search(message)):
+        # the request asks what this server cannot do: the next model may
+        return BackendError("unsupported", text, status=status, body=data)
     if status >= 500:
         # Ollama answers 500 "model ... not found" on some versions
         kind = (
