@@ -581,7 +581,10 @@ def test_attempt_records_each_kind_by_what_it_says_of_the_backend() -> None:
         with pytest.raises(BackendError), _attempt(h, "a"):
             raise BackendError("refused", "cannot connect")
     assert h.attempt("a") is None
-    assert h.why_skipped("a") == ("circuit open (retry in 30s)", "circuit_open")
+    assert h.why_skipped("a") == (
+        "circuit open after 2 × connection refused (retry in 30s)",
+        "circuit_open",
+    )
     clock.t += 31  # the cooldown is over: one trial
     with _attempt(h, "a") as a:
         assert h.attempt("a") is None  # the trial is taken

@@ -112,6 +112,27 @@ class BackendError(TraywireError):
         return self.kind in self.FAILOVER
 
     @property
+    def short(self) -> str:
+        """A few words for what happened ("connection refused", "HTTP 502"),
+        for reasons such as "circuit open after 3 × connection refused"."""
+        if self.status is not None and self.kind in ("server_error", "invalid_response"):
+            return f"HTTP {self.status}"
+        return _SHORT.get(self.kind, self.kind.replace("_", " "))
+
+    @property
     def counts_against_backend(self) -> bool:
         """Does this failure say the backend is unwell (feeds its circuit)?"""
         return self.kind not in self.NOT_THE_BACKEND and self.kind != "rate_limited"
+
+
+_SHORT = {
+    "refused": "connection refused",
+    "dns": "DNS lookup failed",
+    "reset": "connection reset",
+    "first_byte_timeout": "no first byte in time",
+    "total_timeout": "no answer in time",
+    "idle_timeout": "the stream went silent",
+    "invalid_response": "an invalid answer",
+    "tls": "a TLS failure",
+    "too_large": "an answer too large",
+}

@@ -115,6 +115,8 @@ class _Backend:
     last_ok: bool | None = None
     last_from_probe: bool = False
     last_error: str | None = None
+    # What the failures that opened the circuit were ("3 × connection refused").
+    opened_by: str = ""
     last_error_at: float | None = None
     last_success_at: float | None = None
     last_probe_at: float | None = None
@@ -266,7 +268,10 @@ class Health:
         """Why `attempt` refused ``backend`` now: (reason, kind), the kind
         being "rate_limited" or "circuit_open"."""
         limited = self.open_reason(backend) == "rate_limited"
+        b = self._b.get(backend)
         why = "rate-limited" if limited else "circuit open"
+        if not limited and b is not None and b.opened_by:
+            why += f" after {b.opened_by}"
         wait = self.retry_in(backend, self.clock.monotonic())
         if wait is not None:
             why += f" (retry in {wait:.0f}s)"
@@ -310,15 +315,16 @@ class Health:
         self._ok(b, now, from_probe=False)
         self._settle(backend, b)
 
-    def failure(self, backend: str, now: float, kind: str) -> None:
+    def failure(self, backend: str, now: float, kind: str, detail: str = "") -> None:
         """A request to ``backend`` failed because of the backend.
 
         ``kind`` is a short word for `/status` ("timeout", "refused",
-        "http_502", ...). Client errors (HTTP 400 for a bad request) are not
-        backend failures and should not be reported here.
+        "http_502", ...), ``detail`` a few words for people ("connection
+        refused"). Client errors (HTTP 400 for a bad request) are not backend
+        failures and should not be reported here.
         """
         b = self._get(backend)
-        self._fail(b, now, kind, from_probe=False)
+        self._fail(b, now, kind, from_probe=False, detail=detail)
         self._settle(backend, b)
 
     def rate_limited(self, backend: str, now: float, retry_after_s: float | None = None) -> None:
@@ -364,7 +370,7 @@ class Health:
                 b.probe_latency_ms = self._ewma(b.probe_latency_ms, latency_ms)
             self._ok(b, now, from_probe=True)
         else:
-            self._fail(b, now, detail or "probe_failed", from_probe=True)
+            self._fail(b, now, detail or "probe_failed", from_probe=True, detail=detail)
         self._settle(backend, b)
 
     def set_no_key(self, backend: str, no_key: bool = True) -> None:
@@ -454,6 +460,7 @@ class Health:
                 "in_flight": b.in_flight,
                 "consecutive_failures": b.consecutive_failures,
                 "last_error": b.last_error,
+                "opened_by": b.opened_by or None if b.open_until is not None else None,
                 "last_error_ago_s": _ago(now, b.last_error_at),
                 "last_success_ago_s": _ago(now, b.last_success_at),
                 "latency_ms": _r1(self._latency(b)),
@@ -515,20 +522,25 @@ class Health:
             self._close(b)
             b.reopens = 0
 
-    def _fail(self, b: _Backend, now: float, kind: str, *, from_probe: bool) -> None:
+    def _fail(
+        self, b: _Backend, now: float, kind: str, *, from_probe: bool, detail: str = ""
+    ) -> None:
         b.consecutive_failures += 1
         b.last_ok = False
         b.last_from_probe = from_probe
         b.last_error = kind
         b.last_error_at = now
+        why = f"{b.consecutive_failures} × {detail or kind}"
         if b.open_until is None:
             if b.consecutive_failures >= self.failure_threshold:
                 b.reopens = 0
                 self._open(b, now, self.cooldown_s)
+                b.opened_by = why
         elif now >= b.open_until:
             # Half-open phase: the trial (or a probe standing in for it) failed.
             b.reopens += 1
             self._open(b, now, min(self.cooldown_s * 2.0**b.reopens, self.max_cooldown_s))
+            b.opened_by = why
         # Already open: keep the current deadline.
 
     def _open(self, b: _Backend, now: float, seconds: float) -> None:
@@ -679,7 +691,7 @@ class Attempt:
         if exc.kind == "rate_limited":
             h.rate_limited(self.backend, now, exc.retry_after)
         elif exc.counts_against_backend:
-            h.failure(self.backend, now, exc.kind)
+            h.failure(self.backend, now, exc.kind, exc.short)
         else:  # it answered: the request, not the backend, was the problem
             h.success(self.backend, now)
 
