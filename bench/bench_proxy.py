@@ -147,10 +147,8 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
-    """CPU clock ticks (user + system) of ``pid`` itself, and of its children:
-    the live descendants' utime + stime, plus everyone's cutime + cstime
-    (children already exited and reaped)."""
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its live descendants."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -162,8 +160,15 @@ def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
         p = todo.pop()
         tree.add(p)
         todo.extend(c for c, pp in parents.items() if pp == p and c not in tree)
+    return tree
+
+
+def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
+    """CPU clock ticks (user + system) of ``pid`` itself, and of its children:
+    the live descendants' utime + stime, plus everyone's cutime + cstime
+    (children already exited and reaped)."""
     own = children = 0
-    for p in tree:
+    for p in _tree(pid):
         f = _stat(p)
         if f is not None:
             if p == pid:
@@ -192,6 +197,17 @@ class Proc:
                 return int(line.split()[1])
         return 0
 
+    def tree_status(self, key: str) -> int:
+        """`status` summed over the process and its live descendants (e.g.
+        traywire's request-log writer process)."""
+        total = 0
+        for pid in _tree(self.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        return total
+
     def cpu(self) -> float:
         """User + system CPU seconds so far, of the process and all its descendants:
         the live ones (e.g. traywire's request-log writer process) and the ones
@@ -215,11 +231,19 @@ class Proc:
                 self.popen.wait(5)
 
 
-def spawn(name: str, argv: Sequence[str], port: int, tmp: Path, cpus: set[int] | None) -> Proc:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    tmp: Path,
+    cpus: set[int] | None,
+    extra_env: dict[str, str] | None = None,
+) -> Proc:
     log = tmp / f"{name}.log"
     # nothing of the run outside its temporary directory
     env = dict(
         os.environ,
+        **(extra_env or {}),
         PYTHONUNBUFFERED="1",
         XDG_DATA_HOME=str(tmp / "data"),
         XDG_CONFIG_HOME=str(tmp / "config"),
@@ -541,10 +565,11 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
 
     by_name = {t.name: t for t in targets}
     await one(by_name["direct"])
-    pair = [by_name["passthrough"], by_name["traywire"]]
+    group = [t for t in targets if t.name != "direct"]
     per_round: list[dict[str, float]] = []
     for i in range(s.tp_rounds):
-        per_round.append({t.name: await one(t) for t in (pair if i % 2 == 0 else pair[::-1])})
+        order = rotate(group, i) if len(group) > 2 else (group if i % 2 == 0 else group[::-1])
+        per_round.append({t.name: await one(t) for t in order})
     out: dict[str, Any] = {"concurrency": s.concurrency, "round_seconds": s.tp_seconds,
                            "rounds": s.tp_rounds}  # fmt: skip
     for t in targets:
@@ -596,7 +621,9 @@ def start_profiler(kind: str, tw: Proc, seconds: float) -> subprocess.Popen[byte
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
+async def run(
+    s: Settings, pin: bool, profile: str | None, compare_writers: bool = False
+) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     proxy_cpus = client_cpus = None
     if pin and len(cpus) >= 2:
@@ -633,17 +660,42 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
         tw_argv += ["--log-level", "warning", "--grace", "2"]
         tw = spawn("traywire", tw_argv, tport, tmp, proxy_cpus)
         procs.append(tw)
+        tw2: Proc | None = None
+        if compare_writers:
+            # the same traywire, its request log written by a thread in its own
+            # process (in a log file of its own)
+            cfg2 = tmp / "traywire-thread.yaml"
+            cfg2.write_text(
+                traywire_config(backend.url, s.delay_ms, tmp).replace(
+                    "requests.sqlite3", "requests-thread.sqlite3"
+                )
+            )
+            t2port = free_port()
+            argv2 = [py, "-m", "traywire", "serve", "--config", str(cfg2), "--port", str(t2port)]
+            argv2 += ["--log-level", "warning", "--grace", "2"]
+            tw2 = spawn(
+                "traywire-thread",
+                argv2,
+                t2port,
+                tmp,
+                proxy_cpus,
+                {"TRAYWIRE_LOG_WRITER": "thread"},
+            )
+            procs.append(tw2)
 
         async with aiohttp.ClientSession() as probe:
             for p in procs:
                 await wait_ready(p, probe)
-        rss_idle = {p.name: p.status("VmRSS") for p in (pt, tw)}
+        proxies = [p for p in (pt, tw, tw2) if p is not None]
+        rss_idle = {p.name: p.status("VmRSS") for p in proxies}
 
         targets = [
             Target("direct", backend.url, "bench", f"delay-{s.delay_ms:g}"),
             Target("passthrough", pt.url, "bench", f"delay-{s.delay_ms:g}", pt),
             Target("traywire", tw.url, "bench", "bench-slow", tw),
         ]
+        if tw2 is not None:
+            targets.append(Target("traywire-thread", tw2.url, "bench", "bench-slow", tw2))
         for t in targets:
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
@@ -667,8 +719,13 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
                 if t.session is not None:
                     await t.session.close()
         results["memory_kib"] = {
-            p.name: {"VmHWM": p.status("VmHWM"), "VmRSS_idle": rss_idle.get(p.name, 0)}
-            for p in (pt, tw)
+            p.name: {
+                "VmHWM": p.status("VmHWM"),
+                "VmRSS_idle": rss_idle.get(p.name, 0),
+                # with its child processes (their peaks, summed: an upper bound)
+                "tree_VmHWM": p.tree_status("VmHWM"),
+            }
+            for p in proxies
         }
         results["memory_kib"]["hwm_ratio"] = (
             results["memory_kib"]["traywire"]["VmHWM"]
@@ -777,6 +834,34 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def writer_table(r: dict[str, Any]) -> str:
+    """traywire with its log writer in a child process against the same with the
+    writer in a thread, from the same rounds."""
+    L, T, P, M = r["latency"], r["ttfb"], r["throughput"], r["memory_kib"]
+    a, b = "traywire", "traywire-thread"
+    d50, d99 = L["direct"]["p50_ms"], L["direct"]["p99_ms"]
+    lines = [f"{'log writer':34}{'child':>12}{'thread':>12}{'thread/child':>14}"]
+
+    def row(label: str, x: float, y: float, fmt: str) -> None:
+        ratio = y / x if x else float("nan")
+        lines.append(f"{label:34}{format(x, fmt):>12}{format(y, fmt):>12}{ratio:>14.2f}")
+
+    row("latency p50 (ms)", L[a]["p50_ms"], L[b]["p50_ms"], ".3f")
+    row("added latency p50 (ms)", L[a]["p50_ms"] - d50, L[b]["p50_ms"] - d50, ".3f")
+    row("latency p99 (ms)", L[a]["p99_ms"], L[b]["p99_ms"], ".3f")
+    row("added latency p99 (ms)", L[a]["p99_ms"] - d99, L[b]["p99_ms"] - d99, ".3f")
+    row("stream TTFB p50 (ms)", T[a]["ttfb_p50_ms"], T[b]["ttfb_p50_ms"], ".3f")
+    row(f"req/s at {P['concurrency']} clients", P[a]["rps"], P[b]["rps"], ".0f")
+    row("proxy CPU per request (µs)", P[a]["proxy_cpu_us_per_req"],
+        P[b]["proxy_cpu_us_per_req"], ".1f")  # fmt: skip
+    row("  of which child processes (µs)", P[a]["proxy_children_cpu_us_per_req"],
+        P[b]["proxy_children_cpu_us_per_req"], ".1f")  # fmt: skip
+    row("peak RSS VmHWM (MiB)", M[a]["VmHWM"] / 1024, M[b]["VmHWM"] / 1024, ".1f")
+    row("  with child processes (MiB)", M[a]["tree_VmHWM"] / 1024, M[b]["tree_VmHWM"] / 1024,
+        ".1f")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few seconds, for smoke runs")
@@ -792,11 +877,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "traywire.pyspy.txt; cprofile runs it under cProfile "
         "(bench/results/traywire.cprof, slows it: figures then not comparable)",
     )
+    ap.add_argument(
+        "--compare-log-writers",
+        action="store_true",
+        help="also run a traywire whose request log is written by a thread in its "
+        "own process, measured in the same rounds (table: writer comparison)",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
     load0 = os.getloadavg()
-    r = asyncio.run(run(s, args.pin, args.profile))
+    r = asyncio.run(run(s, args.pin, args.profile, args.compare_log_writers))
     r["verdicts"] = verdicts(r)
     r["meta"] = {
         "mode": "quick" if args.quick else "default",
@@ -810,6 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": args.profile,
     }
     print(table(r))
+    if "traywire-thread" in r["latency"]:
+        print()
+        print(writer_table(r))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
     print(f"\nwritten: {args.output}")

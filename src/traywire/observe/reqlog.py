@@ -999,7 +999,10 @@ def setup(app: web.Application, rt: Runtime) -> None:
         settings = rt.cfg.log
         if attached(rt) is None and settings.enabled:
             try:
-                owned = await asyncio.to_thread(RequestLog.from_settings, settings)
+                writer: WriterKind = (
+                    "thread" if os.environ.get("TRAYWIRE_LOG_WRITER") == "thread" else "process"
+                )
+                owned = await asyncio.to_thread(RequestLog.from_settings, settings, writer=writer)
             except (OSError, sqlite3.Error) as exc:
                 log.warning("request log disabled: cannot open %s: %s", path_for(settings), exc)
             else:
