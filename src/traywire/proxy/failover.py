@@ -39,7 +39,7 @@ from aiohttp import web
 
 from ..config import Backend, Model
 from ..errors import BackendError
-from ..types import AttemptRecord, Decision, RequestRecord
+from ..types import AttemptRecord, Decision, RequestRecord, outcome_of
 from . import dialects as tr
 from . import replies
 from .backends import ADAPTERS, Dialect, Ids, Op, Prepared, error_from_status
@@ -151,6 +151,7 @@ class Trace:
         self.attempts.append(AttemptRecord(model, backend, outcome, error, kind, round(ms, 2)))
 
     def record(self, call: Call, d: Decision, endpoint: str) -> RequestRecord:
+        attempts = tuple(self.attempts)
         return RequestRecord(
             ts=self.wall,
             dialect=call.dialect,
@@ -164,7 +165,7 @@ class Trace:
             stream=call.stream,
             plan=d.plan,
             skipped=d.skipped,
-            attempts=tuple(self.attempts),
+            attempts=attempts,
             served_model=self.served[0] if self.served else None,
             served_backend=self.served[1] if self.served else None,
             status=self.status,
@@ -172,6 +173,13 @@ class Trace:
             total_ms=round((time.monotonic() - self.started) * 1000, 2),
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
+            outcome=outcome_of(
+                served=self.served is not None,
+                status=self.status,
+                attempts=attempts,
+                cut=self.cut,
+                client_gone=self.client_gone,
+            ),
             error=self.error,
             cut=self.cut,
             client_gone=self.client_gone,

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from .. import __version__
+from .. import __version__, threads
 from ..config import Backend, Config
 from ..types import PREFERENCES, LiveState, Preference, RequestRecord
 from .health import Health
@@ -88,7 +88,7 @@ class Runtime:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         if resolve_keys:
-            await asyncio.to_thread(self._resolve_keys)
+            await threads.run_blocking(self._resolve_keys)
         if probes:
             self.prober = Prober(
                 self.health,
@@ -126,7 +126,7 @@ class Runtime:
         if resolve_keys:
             self.keys = {}
             self.key_problem = None
-            await asyncio.to_thread(self._resolve_keys)
+            await threads.run_blocking(self._resolve_keys)
         else:
             self._apply_keys()
         if self.prober is not None:
@@ -195,7 +195,7 @@ class Runtime:
                     keys[name], problem = None, str(exc)
             return keys, problem
 
-        self.keys, self.key_problem = await asyncio.to_thread(read)
+        self.keys, self.key_problem = await threads.run_blocking(read)
         self._apply_keys()
         if self.prober is not None:
             self.prober.set_targets(self._probe_targets())

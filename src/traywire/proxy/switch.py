@@ -64,6 +64,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import threads
 from ..config import ExclusiveGroup, SwitchMode, SwitchSettings
 from .probe import ProbeResult, probe
 
@@ -325,8 +326,8 @@ class Switcher:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                proc = await threads.start_process_async(
+                    argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
@@ -439,8 +440,8 @@ class Switcher:
     async def _command(self, what: str, argv: tuple[str, ...], sw: SwitchSettings) -> None:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                proc = await threads.start_process_async(
+                    argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
