@@ -30,8 +30,9 @@ order rotates each round) so the machine's noise falls on all targets alike:
   (not bunched at the end);
 - requests per second at 32 concurrent clients for a fixed duration,
   traywire / pass-through (target ≥ 0.75); also each proxy's CPU time per
-  request (from /proc/<pid>/stat, children included: traywire's request-log
-  writer process counts), which the shared CPU cannot distort;
+  request (from /proc/<pid>/stat, all threads and any child processes
+  included: traywire's request-log writer thread counts), which the shared
+  CPU cannot distort;
 - peak memory: VmHWM of the traywire and pass-through processes.
 
 Reading the throughput figures: on a 2-core machine the client, the backend
@@ -45,6 +46,10 @@ figures are not comparable with unprofiled runs (cProfile slows traywire a
 lot, py-spy a little). traywire's request log, where it has one, is kept
 on but written to the run's temporary directory; nothing is written outside it
 except ``bench/results/``.
+
+The request log's writer ran in a child process until a same-run comparison
+with a writer thread (``--compare-log-writers`` at commit 8f483d6, README
+"Benchmarks") showed too small a gain to keep it.
 
 Output: a table on stdout and ``bench/results/proxy.json``. Every loop is
 bounded; the servers are stopped at the end (or on any error).
@@ -147,8 +152,10 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _tree(pid: int) -> set[int]:
-    """``pid`` and its live descendants."""
+def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
+    """CPU clock ticks (user + system) of ``pid`` itself, and of its children:
+    the live descendants' utime + stime, plus everyone's cutime + cstime
+    (children already exited and reaped)."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -160,15 +167,8 @@ def _tree(pid: int) -> set[int]:
         p = todo.pop()
         tree.add(p)
         todo.extend(c for c, pp in parents.items() if pp == p and c not in tree)
-    return tree
-
-
-def _tree_cpu_ticks(pid: int) -> tuple[int, int]:
-    """CPU clock ticks (user + system) of ``pid`` itself, and of its children:
-    the live descendants' utime + stime, plus everyone's cutime + cstime
-    (children already exited and reaped)."""
     own = children = 0
-    for p in _tree(pid):
+    for p in tree:
         f = _stat(p)
         if f is not None:
             if p == pid:
@@ -197,20 +197,9 @@ class Proc:
                 return int(line.split()[1])
         return 0
 
-    def tree_status(self, key: str) -> int:
-        """`status` summed over the process and its live descendants (e.g.
-        traywire's request-log writer process)."""
-        total = 0
-        for pid in _tree(self.pid):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(key + ":"):
-                        total += int(line.split()[1])
-        return total
-
     def cpu(self) -> float:
         """User + system CPU seconds so far, of the process and all its descendants:
-        the live ones (e.g. traywire's request-log writer process) and the ones
+        the live ones (none, today, for either proxy) and the ones
         that have exited and been waited for (cutime + cstime). A child that
         exits between two readings moves from the first term to the second, so
         differences stay honest."""
@@ -231,19 +220,11 @@ class Proc:
                 self.popen.wait(5)
 
 
-def spawn(
-    name: str,
-    argv: Sequence[str],
-    port: int,
-    tmp: Path,
-    cpus: set[int] | None,
-    extra_env: dict[str, str] | None = None,
-) -> Proc:
+def spawn(name: str, argv: Sequence[str], port: int, tmp: Path, cpus: set[int] | None) -> Proc:
     log = tmp / f"{name}.log"
     # nothing of the run outside its temporary directory
     env = dict(
         os.environ,
-        **(extra_env or {}),
         PYTHONUNBUFFERED="1",
         XDG_DATA_HOME=str(tmp / "data"),
         XDG_CONFIG_HOME=str(tmp / "config"),
@@ -565,11 +546,10 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
 
     by_name = {t.name: t for t in targets}
     await one(by_name["direct"])
-    group = [t for t in targets if t.name != "direct"]
+    pair = [by_name["passthrough"], by_name["traywire"]]
     per_round: list[dict[str, float]] = []
     for i in range(s.tp_rounds):
-        order = rotate(group, i) if len(group) > 2 else (group if i % 2 == 0 else group[::-1])
-        per_round.append({t.name: await one(t) for t in order})
+        per_round.append({t.name: await one(t) for t in (pair if i % 2 == 0 else pair[::-1])})
     out: dict[str, Any] = {"concurrency": s.concurrency, "round_seconds": s.tp_seconds,
                            "rounds": s.tp_rounds}  # fmt: skip
     for t in targets:
@@ -621,9 +601,7 @@ def start_profiler(kind: str, tw: Proc, seconds: float) -> subprocess.Popen[byte
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-async def run(
-    s: Settings, pin: bool, profile: str | None, compare_writers: bool = False
-) -> dict[str, Any]:
+async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     proxy_cpus = client_cpus = None
     if pin and len(cpus) >= 2:
@@ -660,42 +638,17 @@ async def run(
         tw_argv += ["--log-level", "warning", "--grace", "2"]
         tw = spawn("traywire", tw_argv, tport, tmp, proxy_cpus)
         procs.append(tw)
-        tw2: Proc | None = None
-        if compare_writers:
-            # the same traywire, its request log written by a thread in its own
-            # process (in a log file of its own)
-            cfg2 = tmp / "traywire-thread.yaml"
-            cfg2.write_text(
-                traywire_config(backend.url, s.delay_ms, tmp).replace(
-                    "requests.sqlite3", "requests-thread.sqlite3"
-                )
-            )
-            t2port = free_port()
-            argv2 = [py, "-m", "traywire", "serve", "--config", str(cfg2), "--port", str(t2port)]
-            argv2 += ["--log-level", "warning", "--grace", "2"]
-            tw2 = spawn(
-                "traywire-thread",
-                argv2,
-                t2port,
-                tmp,
-                proxy_cpus,
-                {"TRAYWIRE_LOG_WRITER": "thread"},
-            )
-            procs.append(tw2)
 
         async with aiohttp.ClientSession() as probe:
             for p in procs:
                 await wait_ready(p, probe)
-        proxies = [p for p in (pt, tw, tw2) if p is not None]
-        rss_idle = {p.name: p.status("VmRSS") for p in proxies}
+        rss_idle = {p.name: p.status("VmRSS") for p in (pt, tw)}
 
         targets = [
             Target("direct", backend.url, "bench", f"delay-{s.delay_ms:g}"),
             Target("passthrough", pt.url, "bench", f"delay-{s.delay_ms:g}", pt),
             Target("traywire", tw.url, "bench", "bench-slow", tw),
         ]
-        if tw2 is not None:
-            targets.append(Target("traywire-thread", tw2.url, "bench", "bench-slow", tw2))
         for t in targets:
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
@@ -710,6 +663,10 @@ async def run(
             results["ttfb"] = await bench_ttfb(targets, s)
             results["chunks"] = await bench_chunks(targets, s)
             results["throughput"] = await bench_throughput(targets, s)
+            # what traywire's request log made of all this: a log that dropped
+            # records would make traywire look cheaper than it is
+            async with aiohttp.ClientSession() as probe, probe.get(tw.url + "/status") as r:
+                results["request_log"] = (await r.json()).get("request_log")
             if spy is not None:
                 _, err = spy.communicate(timeout=120)
                 if spy.returncode:
@@ -719,13 +676,8 @@ async def run(
                 if t.session is not None:
                     await t.session.close()
         results["memory_kib"] = {
-            p.name: {
-                "VmHWM": p.status("VmHWM"),
-                "VmRSS_idle": rss_idle.get(p.name, 0),
-                # with its child processes (their peaks, summed: an upper bound)
-                "tree_VmHWM": p.tree_status("VmHWM"),
-            }
-            for p in proxies
+            p.name: {"VmHWM": p.status("VmHWM"), "VmRSS_idle": rss_idle.get(p.name, 0)}
+            for p in (pt, tw)
         }
         results["memory_kib"]["hwm_ratio"] = (
             results["memory_kib"]["traywire"]["VmHWM"]
@@ -821,6 +773,12 @@ def table(r: dict[str, Any]) -> str:
         f"(median of {P['rounds']} paired rounds, the tw/pt figure; pooled "
         f"{P['rps_ratio_pooled']:.2f})"
     )
+    rl = r.get("request_log") or {}
+    if rl.get("open"):
+        rows.append(
+            f"traywire's request log: {rl['written']} written, {rl['dropped']} dropped, "
+            f"{rl['failed']} failed, {rl['queued'] + rl['writing']} still queued"
+        )
     v = r["verdicts"]
     rows.append("")
     rows.append(
@@ -832,34 +790,6 @@ def table(r: dict[str, Any]) -> str:
         f"{'MET' if v['chunks_forwarded_as_they_arrive']['met'] else 'MISSED'}"
     )
     return "\n".join(rows)
-
-
-def writer_table(r: dict[str, Any]) -> str:
-    """traywire with its log writer in a child process against the same with the
-    writer in a thread, from the same rounds."""
-    L, T, P, M = r["latency"], r["ttfb"], r["throughput"], r["memory_kib"]
-    a, b = "traywire", "traywire-thread"
-    d50, d99 = L["direct"]["p50_ms"], L["direct"]["p99_ms"]
-    lines = [f"{'log writer':34}{'child':>12}{'thread':>12}{'thread/child':>14}"]
-
-    def row(label: str, x: float, y: float, fmt: str) -> None:
-        ratio = y / x if x else float("nan")
-        lines.append(f"{label:34}{format(x, fmt):>12}{format(y, fmt):>12}{ratio:>14.2f}")
-
-    row("latency p50 (ms)", L[a]["p50_ms"], L[b]["p50_ms"], ".3f")
-    row("added latency p50 (ms)", L[a]["p50_ms"] - d50, L[b]["p50_ms"] - d50, ".3f")
-    row("latency p99 (ms)", L[a]["p99_ms"], L[b]["p99_ms"], ".3f")
-    row("added latency p99 (ms)", L[a]["p99_ms"] - d99, L[b]["p99_ms"] - d99, ".3f")
-    row("stream TTFB p50 (ms)", T[a]["ttfb_p50_ms"], T[b]["ttfb_p50_ms"], ".3f")
-    row(f"req/s at {P['concurrency']} clients", P[a]["rps"], P[b]["rps"], ".0f")
-    row("proxy CPU per request (µs)", P[a]["proxy_cpu_us_per_req"],
-        P[b]["proxy_cpu_us_per_req"], ".1f")  # fmt: skip
-    row("  of which child processes (µs)", P[a]["proxy_children_cpu_us_per_req"],
-        P[b]["proxy_children_cpu_us_per_req"], ".1f")  # fmt: skip
-    row("peak RSS VmHWM (MiB)", M[a]["VmHWM"] / 1024, M[b]["VmHWM"] / 1024, ".1f")
-    row("  with child processes (MiB)", M[a]["tree_VmHWM"] / 1024, M[b]["tree_VmHWM"] / 1024,
-        ".1f")  # fmt: skip
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -877,17 +807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "traywire.pyspy.txt; cprofile runs it under cProfile "
         "(bench/results/traywire.cprof, slows it: figures then not comparable)",
     )
-    ap.add_argument(
-        "--compare-log-writers",
-        action="store_true",
-        help="also run a traywire whose request log is written by a thread in its "
-        "own process, measured in the same rounds (table: writer comparison)",
-    )
     ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
     load0 = os.getloadavg()
-    r = asyncio.run(run(s, args.pin, args.profile, args.compare_log_writers))
+    r = asyncio.run(run(s, args.pin, args.profile))
     r["verdicts"] = verdicts(r)
     r["meta"] = {
         "mode": "quick" if args.quick else "default",
@@ -901,9 +825,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": args.profile,
     }
     print(table(r))
-    if "traywire-thread" in r["latency"]:
-        print()
-        print(writer_table(r))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
     print(f"\nwritten: {args.output}")
