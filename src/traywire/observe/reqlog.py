@@ -12,10 +12,9 @@ inserts up to ``batch_size`` of them in one transaction; `flush` waits for
 that. Every ``prune_interval`` seconds (or after a tenth of ``max_requests``
 new rows) it runs a retention pass: rows older than ``max_age_days`` and all
 but the newest ``max_requests`` requests go (the retention clock is
-``clock``). SQLite releases the GIL while it works, so the writing mostly runs
-on the other core. (A child process did the writing until measurements showed
-it saved ~4% of the proxy's CPU per request at saturation for ~13 MiB more
-memory: README, Benchmarks.)
+``clock``). SQLite releases the GIL while it works. (A child process wrote
+the log until a same-run measurement showed it saved ~4% of the proxy's CPU
+per request at saturation for ~13 MiB more memory: README, Benchmarks.)
 
 What can go wrong, and what the log does about it:
 
@@ -173,7 +172,9 @@ class RequestLog:
         self.pruned = 0
         self.prune_passes = 0
         self.writer_restarts = 0
-        self.last_problem: str | None = None
+        self.last_problem: str | None = None  # the latest, until a write succeeds
+        self._blocked_by: str | None = None  # why rows cannot be written now
+        self._prune_problem: str | None = None  # a failed retention pass, to say once
         self._closing = False
         self._closed = False
         self._gen = 0  # the writer thread of this generation is the live one
@@ -326,7 +327,7 @@ class RequestLog:
             return "dead"
         if self._busy_since is not None:
             return "stuck" if now - self._busy_since >= self.stall_after else "writing"
-        if self._batch is not None and self.last_problem is not None:
+        if self._blocked_by is not None:
             return "retrying"
         return "idle"
 
@@ -355,18 +356,13 @@ class RequestLog:
         failed = self.failed - self._said_failed
         busy = self._busy_since
         stuck = busy is not None and now - busy >= self.stall_after
-        retrying = self._batch is not None and busy is None and self.last_problem is not None
-        if not (dropped or failed or stuck or retrying):
+        retrying = busy is None and self._blocked_by is not None
+        pruning = self._prune_problem
+        if not (dropped or failed or stuck or retrying or pruning):
             if self._warned:
                 self._warned = False
-                return (
-                    logging.INFO,
-                    "request log %s: writing again (%d queued)",
-                    (
-                        self.path,
-                        len(self._queue),
-                    ),
-                )
+                text = "request log %s: writing again (%d queued)"
+                return logging.INFO, text, (self.path, len(self._queue))
             return None
         if now - self._warned_at < self.warn_every:
             return None
@@ -374,13 +370,16 @@ class RequestLog:
         self._warned = True
         self._said_dropped = self.dropped
         self._said_failed = self.failed
+        self._prune_problem = None
         parts: list[str] = []
         if stuck and busy is not None:
             parts.append(f"the writer has been stuck in one database call for {now - busy:.0f} s")
         elif retrying:
             parts.append(
-                f"cannot write ({self.last_problem}); trying again every {self.retry_after:g} s"
+                f"cannot write ({self._blocked_by}); trying again every {self.retry_after:g} s"
             )
+        if pruning:
+            parts.append(pruning)
         if dropped:
             parts.append(
                 f"{dropped} record(s) dropped since the last warning (queue full at "
@@ -388,15 +387,8 @@ class RequestLog:
             )
         if failed:
             parts.append(f"{failed} record(s) lost ({self.last_problem or 'see above'})")
-        return (
-            logging.WARNING,
-            "request log %s: %s; %d queued",
-            (
-                self.path,
-                "; ".join(parts),
-                len(self._queue),
-            ),
-        )
+        text = "request log %s: %s; %d queued"
+        return logging.WARNING, text, (self.path, "; ".join(parts), len(self._queue))
 
     # ------------------------------------------------------------------ the writer thread
 
@@ -466,7 +458,7 @@ class RequestLog:
             return logfile.Writer(self.path, busy_timeout_s=self.busy_timeout_s)
         except sqlite3.Error as exc:
             with self._cond:
-                self.last_problem = f"cannot open the file: {exc}"
+                self.last_problem = self._blocked_by = f"cannot open the file: {exc}"
             return None
 
     def _take(self, gen: int) -> list[tuple[Any, ...]] | None:
@@ -516,6 +508,7 @@ class RequestLog:
             self.written += written
             self.failed += refused
             self.last_problem = problem
+            self._blocked_by = problem if rest else None
             if written:
                 self._progress_at = self._mono()
             if rest:
@@ -537,7 +530,7 @@ class RequestLog:
         with self._cond:
             self._busy_since = None
             if deleted is None:
-                self.last_problem = problem
+                self.last_problem = self._prune_problem = problem
             else:
                 self.pruned += deleted
                 self.prune_passes += 1
