@@ -30,8 +30,9 @@ order rotates each round) so the machine's noise falls on all targets alike:
   (not bunched at the end);
 - requests per second at 32 concurrent clients for a fixed duration,
   traywire / pass-through (target ≥ 0.75); also each proxy's CPU time per
-  request (from /proc/<pid>/stat, children included: traywire's request-log
-  writer process counts), which the shared CPU cannot distort;
+  request (from /proc/<pid>/stat, all threads and any child processes
+  included: traywire's request-log writer thread counts), which the shared
+  CPU cannot distort;
 - peak memory: VmHWM of the traywire and pass-through processes.
 
 Reading the throughput figures: on a 2-core machine the client, the backend
@@ -45,6 +46,10 @@ figures are not comparable with unprofiled runs (cProfile slows traywire a
 lot, py-spy a little). traywire's request log, where it has one, is kept
 on but written to the run's temporary directory; nothing is written outside it
 except ``bench/results/``.
+
+The request log's writer ran in a child process until a same-run comparison
+with a writer thread (``--compare-log-writers`` at commit 8f483d6, README
+"Benchmarks") showed too small a gain to keep it.
 
 Output: a table on stdout and ``bench/results/proxy.json``. Every loop is
 bounded; the servers are stopped at the end (or on any error).
@@ -194,7 +199,7 @@ class Proc:
 
     def cpu(self) -> float:
         """User + system CPU seconds so far, of the process and all its descendants:
-        the live ones (e.g. traywire's request-log writer process) and the ones
+        the live ones (none, today, for either proxy) and the ones
         that have exited and been waited for (cutime + cstime). A child that
         exits between two readings moves from the first term to the second, so
         differences stay honest."""
@@ -658,6 +663,10 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
             results["ttfb"] = await bench_ttfb(targets, s)
             results["chunks"] = await bench_chunks(targets, s)
             results["throughput"] = await bench_throughput(targets, s)
+            # what traywire's request log made of all this: a log that dropped
+            # records would make traywire look cheaper than it is
+            async with aiohttp.ClientSession() as probe, probe.get(tw.url + "/status") as r:
+                results["request_log"] = (await r.json()).get("request_log")
             if spy is not None:
                 _, err = spy.communicate(timeout=120)
                 if spy.returncode:
@@ -764,6 +773,12 @@ def table(r: dict[str, Any]) -> str:
         f"(median of {P['rounds']} paired rounds, the tw/pt figure; pooled "
         f"{P['rps_ratio_pooled']:.2f})"
     )
+    rl = r.get("request_log") or {}
+    if rl.get("open"):
+        rows.append(
+            f"traywire's request log: {rl['written']} written, {rl['dropped']} dropped, "
+            f"{rl['failed']} failed, {rl['queued'] + rl['writing']} still queued"
+        )
     v = r["verdicts"]
     rows.append("")
     rows.append(

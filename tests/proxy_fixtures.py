@@ -26,6 +26,8 @@ from fakes import FakeBackend, FakeFactory
 from harness import ProxyThread, config_for
 
 from traywire.config import Config
+from traywire.observe.logqueries import LogQueries
+from traywire.observe.wiring import REQUEST_LOG, RequestLogHandle
 
 # Short timeouts so that every timeout case costs a second or two.
 FAST_TIMEOUTS = {"connect": 1, "first_byte": 2, "idle": 1, "total": 10}
@@ -225,6 +227,25 @@ def status_of(p: ProxyThread) -> dict[str, Any]:
     r = raw(p, "GET", "/status")
     assert r.status == 200, r
     return r.json()  # type: ignore[no-any-return]
+
+
+def request_log(p: ProxyThread) -> RequestLogHandle:
+    """The proxy's request log handle (writer and queries while it is open)."""
+    return p.server.app[REQUEST_LOG]
+
+
+def wait_logged(p: ProxyThread, n: int, timeout: float = 5.0) -> LogQueries:
+    """Wait until the proxy's request log holds ``n`` requests (records are
+    observed just after the response, so a client can be done a moment before
+    its record is queued); its queries."""
+    handle = request_log(p)
+    writer, queries = handle.writer, handle.queries
+    assert writer is not None and queries is not None, handle.status()
+    assert wait_until(lambda: writer.flush(1) and queries.count() >= n, timeout), (
+        writer.counters(),
+        queries.count(),
+    )
+    return queries
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:

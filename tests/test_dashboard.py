@@ -24,12 +24,14 @@ from proxy_fixtures import (
     proxies,
     raw,
     status_of,
-    wait_until,
+    wait_logged,
 )
 
-from traywire.observe import dashboard, reqlog
+from traywire.observe import dashboard
+from traywire.observe.logqueries import LogQueries
 from traywire.proxy.runtime import Runtime
 from traywire.proxy.server import Server
+from traywire.types import OUTCOMES
 
 __all__ = ["clients", "fakes", "proxies"]
 
@@ -56,11 +58,8 @@ def call(
     return raw(p, method, path, body, hdrs)
 
 
-def logged(d: Dash, n: int) -> reqlog.RequestLog:
-    lg = reqlog.attached(d.p.rt)
-    assert lg is not None
-    assert wait_until(lambda: lg.flush(1) and lg.count() >= n), lg.count()
-    return lg
+def logged(d: Dash, n: int) -> LogQueries:
+    return wait_logged(d.p, n)
 
 
 # --------------------------------------------------------------------------- the page
@@ -121,7 +120,7 @@ def test_meta(dash: Dash) -> None:
     m = r.json()
     assert m["backends"] == ["a", "b", "c"]
     assert "chat" in m["capabilities"] and "code" in m["capabilities"]
-    assert m["outcomes"] == list(reqlog.OUTCOMES)
+    assert m["outcomes"] == list(OUTCOMES)
     assert m["preferences"][0] == "auto"
     assert m["groups"] == {} and m["log"] is True and m["config_file"] is None
     # each model with its backend and tier (the request details show the tier)

@@ -22,9 +22,7 @@ import openai
 import pytest
 from aiohttp import web
 from dashboard_helpers import CHAT_ROUTE, KEY_NAME, Dash, start_dash
-from proxy_fixtures import USER, clients, fakes, proxies, status_of, wait_until
-
-from traywire.observe import reqlog
+from proxy_fixtures import USER, clients, fakes, proxies, status_of, wait_logged, wait_until
 
 __all__ = ["clients", "fakes", "proxies"]
 
@@ -144,9 +142,7 @@ def make_traffic(d: Dash, clients: Any) -> None:
 
 def logged(d: Dash, n: int) -> None:
     """Wait until the request log holds ``n`` requests."""
-    lg = reqlog.attached(d.p.rt)
-    assert lg is not None
-    assert wait_until(lambda: lg.flush(1) and lg.count() >= n), lg.count()
+    wait_logged(d.p, n)
 
 
 # --------------------------------------------------------------------------- tests

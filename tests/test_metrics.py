@@ -33,9 +33,9 @@ from proxy_fixtures import (
     wait_until,
 )
 
-from traywire.observe import metrics, reqlog
+from traywire.observe import metrics
 from traywire.proxy.runtime import Runtime
-from traywire.types import Attempt, AttemptRecord, RequestRecord
+from traywire.types import Attempt, AttemptRecord, RequestRecord, outcome_of
 
 __all__ = ["clients", "fakes", "proxies"]
 
@@ -117,6 +117,9 @@ def record(attempts: tuple[AttemptRecord, ...], served: tuple[str, str] | None) 
         total_ms=1500.0,
         tokens_in=7 if served else 0,
         tokens_out=11 if served else 0,
+        outcome=outcome_of(
+            served=served is not None, status=200 if served else 503, attempts=attempts
+        ),
     )
 
 
@@ -352,7 +355,7 @@ class Reference:
     def observe(self, rec: RequestRecord) -> None:
         backend = rec.served_backend or ""
         model = rec.served_model or ""
-        outcome = reqlog.outcome_of(rec)
+        outcome = rec.outcome
         self.requests.labels(rec.route or "", rec.capability or "", backend, model, outcome).inc()
         self.duration.labels(backend).observe(rec.total_ms / 1000.0)
         if rec.ttfb_ms is not None:
@@ -370,6 +373,20 @@ class Reference:
             self.tokens.labels(backend, model, "out").inc(max(0, rec.tokens_out))
 
 
+def changed(rec: RequestRecord, **fields: Any) -> RequestRecord:
+    """``rec`` with ``fields`` changed, and its outcome decided again from them."""
+    r = rec._replace(**fields)
+    return r._replace(
+        outcome=outcome_of(
+            served=r.served_backend is not None,
+            status=r.status,
+            attempts=r.attempts,
+            cut=r.cut,
+            client_gone=r.client_gone,
+        )
+    )
+
+
 def varied_records() -> list[RequestRecord]:
     """Every path of `observe`: served, failover over a skipped candidate, all failed,
     client error, cut, cancelled, no route, no ttfb, bucket edges, +Inf, odd tokens."""
@@ -383,12 +400,12 @@ def varied_records() -> list[RequestRecord]:
         served_a,
         served_b,
         failed,
-        client_error._replace(status=400),
-        served_a._replace(cut=True, total_ms=1000.0, ttfb_ms=10.0),  # exactly on bucket edges
-        served_b._replace(client_gone=True, ttfb_ms=None, total_ms=0.0),
-        served_a._replace(route=None, capability=None, total_ms=900_000.0, ttfb_ms=75_000.0),
-        served_a._replace(tokens_in=-1, tokens_out=0, total_ms=0.123, ttfb_ms=0.001),
-        served_b._replace(served_model="three", served_backend="c", total_ms=250.0),
+        changed(client_error, status=400),
+        changed(served_a, cut=True, total_ms=1000.0, ttfb_ms=10.0),  # exactly on bucket edges
+        changed(served_b, client_gone=True, ttfb_ms=None, total_ms=0.0),
+        changed(served_a, route=None, capability=None, total_ms=900_000.0, ttfb_ms=75_000.0),
+        changed(served_a, tokens_in=-1, tokens_out=0, total_ms=0.123, ttfb_ms=0.001),
+        changed(served_b, served_model="three", served_backend="c", total_ms=250.0),
         record((), None),
         served_a,
         failed,

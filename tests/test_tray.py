@@ -884,7 +884,7 @@ def test_copy_falls_back_to_clipboard_tools(
         calls.append((argv, input))
 
     monkeypatch.setattr(trayicon.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(trayicon.subprocess, "run", run)
+    monkeypatch.setattr(trayicon.threads, "run_process", run)
     t = trayicon.Tray(lambda c: None, snap())
     assert t.copy("http://x/v1") is True
     assert calls and calls[0][1] == b"http://x/v1"
@@ -895,7 +895,7 @@ def test_copy_falls_back_to_clipboard_tools(
 def test_importing_tray_does_not_import_pystray() -> None:
     import subprocess
 
-    code = "import sys, traywire.desktop.tray, traywire.threads, traywire.desktop.run, "
+    code = "import sys, traywire.desktop.tray, traywire.desktop.proxythread, traywire.desktop.run, "
     code += "traywire.cli; "
     code += "print('pystray' in sys.modules, 'gi' in sys.modules)"
     out = subprocess.run(

@@ -1,388 +1,79 @@
-"""The one module that owns traywire's threads.
+"""The one place where traywire starts threads and child processes.
 
-* The proxy (`Server` + `Runtime`) runs on an asyncio event loop in its own
-  thread, ``traywire-proxy``. Everything in the Runtime belongs to that loop.
-* Other threads talk to it only through `Proxy`'s methods, which post
-  coroutines to the loop (``asyncio.run_coroutine_threadsafe``) and return
-  ``concurrent.futures.Future``\\ s, and through immutable snapshots
-  (`Proxy.snapshot`, a `tray.Snapshot` of deeply frozen data).
-* `Poller` (thread ``traywire-status``) takes a snapshot about once a second,
-  and at once when a backend's health changes or a command finished, and
-  hands it to a ``deliver`` callback (the tray's `post`, which moves what it
-  must show to the UI thread).
-* `Proxy.stop_in_background` stops the proxy from a short-lived thread so a
-  Quit clicked in the tray does not freeze the UI while requests drain.
+Every thread, child process and blocking call handed to a worker thread goes
+through here, so one file says what runs concurrently and how it starts
+(`tests/test_thread_rule.py` fails on any other module that starts one):
 
-The tray itself owns the main thread (macOS requires it); see `desktop`.
+* `start_thread`: a named thread, started at once (the proxy's loop thread,
+  the tray's status poller, the request log's writer, a Quit that drains
+  requests without freezing the tray);
+* `run_blocking`: a blocking call (keyring, config file, SQLite reads) on
+  asyncio's default executor, awaited from the event loop;
+* `start_process` / `run_process`: a child process from plain code (opening a
+  file with the desktop's application, the clipboard tools);
+* `start_process_async`: a child process owned by the event loop (the vLLM
+  servers and switch commands of an exclusive group);
+* `open_with_system`: Windows' "open with the associated application".
+
+Standard library only: this module knows nothing of what the threads do.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
+import os
+import subprocess
 import threading
-from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Future
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
-from . import config
-from .desktop import autostart, statefile
-from .desktop.tray import Snapshot, Topology, freeze, not_running, topology
-from .proxy.runtime import Runtime
-from .proxy.server import Server
+__all__ = [
+    "open_with_system",
+    "run_blocking",
+    "run_process",
+    "start_process",
+    "start_process_async",
+    "start_thread",
+]
 
-__all__ = ["Poller", "Proxy"]
-
-log = logging.getLogger("traywire")
-
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Proxy:
-    """The proxy on its own event-loop thread. All public methods are thread-safe."""
+def start_thread(
+    target: Callable[[], object], name: str, *, daemon: bool = True
+) -> threading.Thread:
+    """Start ``target()`` on a new thread called ``name`` and return the thread.
 
-    def __init__(
-        self,
-        cfg: config.Config,
-        *,
-        host: str | None = None,
-        port: int | None = None,
-        token: str | None = None,
-        grace: float = 10.0,
-        config_file: str | Path | None = None,
-        keys: Mapping[str, str | None] | None = None,
-        resolve_keys: bool = True,
-        probes: bool = True,
-        state_path: Path | None = None,
-        autostart_enabled: Callable[[], bool] | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.host = host or cfg.server.host
-        self.port = cfg.server.port if port is None else port
-        self.token = token
-        self.grace = grace
-        self.config_file = config_file
-        self._keys = dict(keys or {})
-        self._resolve_keys = resolve_keys
-        self._probes = probes
-        self.state_path = state_path
-        self._autostart = autostart_enabled or autostart.is_enabled
-        from .app import new_event_loop
-
-        self.loop = new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="traywire-proxy", daemon=True)
-        self._server: Server | None = None
-        self._lock = threading.Lock()
-        self._saved: statefile.State | None = None
-        self._topology: tuple[config.Config, Topology] | None = None
-        self._listeners: list[Callable[[], None]] = []
-        self._stopped = threading.Event()
-        self._finished = threading.Event()
-        self._note = ""
-        self.url = ""
-        # Problems applying the saved state (e.g. a group since removed).
-        self.state_problems: list[str] = []
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def start(self, timeout: float = 60.0) -> str:
-        """Start the loop thread, apply the saved state, listen. Returns the URL.
-
-        Raises what `Server.start` raises (OSError: the port is taken), after
-        cleaning up.
-        """
-        saved = statefile.load(self.state_path) if self.state_path else statefile.State()
-        self._saved = saved
-        self._thread.start()
-        try:
-            self.run(self._start(saved), timeout)
-        except BaseException:
-            self._stopped.set()
-            self._halt_loop()
-            self._finished.set()
-            raise
-        assert self._server is not None
-        self.url = self._server.url
-        return self.url
-
-    async def _start(self, saved: statefile.State) -> None:
-        rt = Runtime(self.cfg, keys=self._keys)
-        self.state_problems = statefile.apply(rt, saved)
-        for p in self.state_problems:
-            log.warning("saved state not applied: %s", p)
-        server = Server(
-            rt,
-            self.host,
-            self.port,
-            token=self.token,
-            grace=self.grace,
-            config_file=self.config_file,
-        )
-        try:
-            await server.start(probes=self._probes, resolve_keys=self._resolve_keys)
-        except BaseException:
-            await rt.close()
-            raise
-        rt.health.add_listener(lambda *_: self._changed())
-        self._server = server
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None and not self._stopped.is_set()
-
-    @property
-    def rt(self) -> Runtime:
-        """The Runtime. Touch it only on the proxy's loop (see `run`)."""
-        if self._server is None:
-            raise RuntimeError("the proxy is not started")
-        return self._server.rt
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
-        """Run ``coro`` on the proxy's loop and wait for its result."""
-        return self.submit(coro).result(timeout)
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Run ``coro`` on the proxy's loop; its result comes in the Future."""
-        if self._stopped.is_set() or not self._thread.is_alive():
-            coro.close()
-            fut: Future[T] = Future()
-            fut.set_exception(RuntimeError("the proxy is not running"))
-            return fut
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stop listening, let in-flight requests finish for up to ``grace``
-        seconds (default: the one given at construction), then close. Idempotent."""
-        with self._lock:
-            first = not self._stopped.is_set()
-            self._stopped.set()
-        if not first:  # another thread is stopping it: wait for that
-            self._finished.wait((self.grace if grace is None else grace) + 60)
-            return
-        try:
-            if self._server is not None and self._thread.is_alive():
-                self._persist(self._capture_now())
-                server = self._server
-                wait = self.grace if grace is None else grace
-                asyncio.run_coroutine_threadsafe(server.stop(grace=wait), self.loop).result(
-                    wait + 30
-                )
-        except Exception:
-            log.exception("stopping the proxy failed")
-        finally:
-            self._halt_loop()
-            self._finished.set()
-            self._changed()
-
-    def stop_in_background(
-        self, grace: float | None = None, then: Callable[[], None] | None = None
-    ) -> threading.Thread:
-        """`stop` on a new thread, then call ``then`` (e.g. stop the tray)."""
-
-        def run() -> None:
-            try:
-                self.stop(grace)
-            finally:
-                if then is not None:
-                    then()
-
-        t = threading.Thread(target=run, name="traywire-stop", daemon=False)
-        t.start()
-        return t
-
-    def _halt_loop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-        if not self._thread.is_alive() and not self.loop.is_closed():
-            self.loop.close()
-
-    # ----------------------------------------------------------------- listeners
-
-    def add_listener(self, fn: Callable[[], None]) -> None:
-        """``fn()`` (which must be quick and thread-safe, e.g. `Poller.kick`) is
-        called when health changes, a command finishes or the proxy stops."""
-        self._listeners.append(fn)
-
-    def _changed(self) -> None:
-        for fn in list(self._listeners):
-            try:
-                fn()
-            except Exception:
-                log.exception("change listener failed")
-
-    def _notify_when_done(self, fut: Future[T]) -> Future[T]:
-        fut.add_done_callback(lambda _f: self._changed())
-        return fut
-
-    # ----------------------------------------------------------------- snapshots
-
-    async def _read(self) -> tuple[dict[str, Any], config.Config, statefile.State]:
-        rt = self.rt
-        return rt.status(), rt.cfg, statefile.capture(rt)
-
-    def snapshot(self, timeout: float = 5.0) -> Snapshot:
-        """An immutable picture of the proxy now (from any thread but the loop's)."""
-        autostart_on = self._autostart_on()
-        if not self.running:
-            return not_running(self.url, self._note, autostart_on)
-        try:
-            status, cfg, state = self.run(self._read(), timeout)
-        except Exception as exc:
-            if not self.running:
-                return not_running(self.url, self._note, autostart_on)
-            log.warning("status snapshot failed: %s", exc)
-            return not_running(self.url, f"status unavailable: {exc}", autostart_on)
-        self._persist(state)
-        return Snapshot(
-            running=True,
-            url=self.url,
-            status=freeze(status),
-            topology=self._topology_of(cfg),
-            autostart=autostart_on,
-            note=self._note,
-        )
-
-    def _topology_of(self, cfg: config.Config) -> Topology:
-        cached = self._topology
-        if cached is None or cached[0] is not cfg:
-            cached = self._topology = (cfg, topology(cfg))
-        return cached[1]
-
-    def _autostart_on(self) -> bool:
-        try:
-            return bool(self._autostart())
-        except Exception as exc:
-            log.debug("autostart check failed: %s", exc)
-            return False
-
-    def _capture_now(self) -> statefile.State | None:
-        async def capture() -> statefile.State:
-            return statefile.capture(self.rt)
-
-        try:
-            return asyncio.run_coroutine_threadsafe(capture(), self.loop).result(5)
-        except Exception:
-            return None
-
-    def _persist(self, state: statefile.State | None) -> None:
-        if state is None or self.state_path is None:
-            return
-        with self._lock:
-            if state == self._saved:
-                return
-            try:
-                statefile.save(self.state_path, state)
-            except OSError as exc:
-                log.warning("cannot save the state file %s: %s", self.state_path, exc)
-                return
-            self._saved = state
-
-    # ----------------------------------------------------------------- commands
-
-    def set_preference(self, preference: str) -> Future[None]:
-        async def do() -> None:
-            self.rt.set_preference(preference)
-
-        return self._notify_when_done(self.submit(do()))
-
-    def set_active(self, group: str, member: str) -> Future[str]:
-        """Make ``member`` the active member of ``group``: a full switch (stop
-        one server, start the other) when the group has a ``switch`` section
-        and the Runtime can switch, else just routing. The Future's result is
-        the switch's final phase ("done" / "failed") or "set"."""
-
-        async def do() -> str:
-            rt = self.rt
-            grp = rt.cfg.groups.get(group)
-            switch = getattr(rt, "switch", None)
-            if grp is not None and getattr(grp, "switch", None) is not None and switch:
-                result = switch(group, member)
-                if inspect.isawaitable(result):
-                    result = await result
-                return str(getattr(result, "phase", "done"))
-            rt.set_active(group, member)
-            return "set"
-
-        return self._notify_when_done(self.submit(do()))
-
-    def reload_config(self) -> Future[str]:
-        """Read the config again and apply it. The Future's result says what
-        happened; a bad config leaves the running one in place (ConfigError)."""
-
-        async def do() -> str:
-            cfg = await asyncio.to_thread(config.load, self.config_file)
-            rt = self.rt
-            old = rt.cfg
-            switcher = getattr(rt, "switcher", None)
-            if switcher is not None and any(switcher.busy(g) for g in old.groups):
-                raise RuntimeError("a model switch is running; reload when it is done")
-            await rt.reload(cfg, resolve_keys=self._resolve_keys)
-            self.cfg = cfg
-            msg = (
-                f"config reloaded: {len(cfg.backends)} backends, {len(cfg.models)} models, "
-                f"{len(cfg.routes)} routes"
-            )
-            if (cfg.server.host, cfg.server.port, cfg.server.token) != (
-                old.server.host,
-                old.server.port,
-                old.server.token,
-            ):
-                msg += "; restart traywire to apply the server settings"
-            return msg
-
-        return self._notify_when_done(self.submit(do()))
-
-    def set_note(self, note: str) -> None:
-        """A line the tray shows in its status (e.g. the last reload error)."""
-        self._note = note
-        self._changed()
+    ``daemon``: the interpreter may exit while it runs (the default); a
+    non-daemon thread is waited for at exit.
+    """
+    thread = threading.Thread(target=target, name=name, daemon=daemon)
+    thread.start()
+    return thread
 
 
-class Poller:
-    """Hands snapshots to ``deliver`` about every ``interval`` seconds, and at
-    once after `kick` (thread-safe). ``deliver`` runs on the poll thread."""
+async def run_blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` on a worker thread, awaited (``asyncio.to_thread``)."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def __init__(
-        self,
-        source: Callable[[], Snapshot],
-        deliver: Callable[[Snapshot], None],
-        interval: float = 1.0,
-    ) -> None:
-        self.source = source
-        self.deliver = deliver
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="traywire-status", daemon=True)
 
-    def start(self) -> Poller:
-        self._thread.start()
-        return self
+def start_process(argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (``subprocess.Popen``'s keywords) and return it, running."""
+    return subprocess.Popen(list(argv), **popen_kw)
 
-    def kick(self) -> None:
-        self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+def run_process(argv: Sequence[str], **run_kw: Any) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` to its end (``subprocess.run``'s keywords; give a timeout)."""
+    return subprocess.run(list(argv), **run_kw)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                snap = self.source()
-                if self._stop.is_set():
-                    break
-                self.deliver(snap)
-            except Exception:
-                log.exception("status poll failed")
-            self._wake.wait(self.interval)
+
+async def start_process_async(argv: Sequence[str], **kw: Any) -> asyncio.subprocess.Process:
+    """Start ``argv`` as a child of the running event loop
+    (``asyncio.create_subprocess_exec``'s keywords)."""
+    return await asyncio.create_subprocess_exec(*argv, **kw)
+
+
+def open_with_system(target: str) -> None:
+    """Windows: open ``target`` with its associated application (``os.startfile``)."""
+    os.startfile(target)  # type: ignore[attr-defined]

@@ -80,6 +80,15 @@ KIND_OF_OP: Mapping[Op, RequestKind] = MappingProxyType(
     {"chat": "chat", "completion": "completion", "embed": "embedding"}
 )
 
+# How a request ended, decided once when its record is made (`outcome_of`):
+#   served        a backend answered in full
+#   failed        every attempt failed (or the plan was empty)
+#   client_error  the client's own error (a 4xx other than 429), not failed over
+#   cut           the stream broke after it had started
+#   cancelled     the client went away before the answer was complete
+Outcome = Literal["served", "failed", "client_error", "cut", "cancelled"]
+OUTCOMES: tuple[Outcome, ...] = ("served", "failed", "client_error", "cut", "cancelled")
+
 
 class RouteRequest(NamedTuple):
     """What the router needs to know about one request, whatever its dialect:
@@ -226,8 +235,32 @@ class RequestRecord(NamedTuple):
     total_ms: float
     tokens_in: int
     tokens_out: int
+    # how it ended, from the fields above and below: see `outcome_of`
+    outcome: Outcome
     error: str = ""
     # the stream broke after it had started (the client got an error event)
     cut: bool = False
     # the client went away before the answer was complete
     client_gone: bool = False
+
+
+def outcome_of(
+    *,
+    served: bool,
+    status: int,
+    attempts: tuple[AttemptRecord, ...],
+    cut: bool = False,
+    client_gone: bool = False,
+) -> Outcome:
+    """How a request ended (`Outcome`), from what its record says; called once,
+    where the record is made."""
+    if client_gone:
+        return "cancelled"
+    if cut:
+        return "cut"
+    if served:
+        return "served"
+    last_kind = attempts[-1].kind if attempts else ""
+    if last_kind == "client_error" or (400 <= status < 500 and status != 429):
+        return "client_error"
+    return "failed"

@@ -1,6 +1,6 @@
 """``traywire`` with no command: the proxy plus the tray icon.
 
-The proxy runs on its own thread (`threads.Proxy`); the tray owns the main
+The proxy runs on its own thread (`proxythread.Proxy`); the tray owns the main
 thread. Where no tray can be shown (no display, pystray cannot load, no tray
 host, no notification service) this says so once, with what is missing and
 how to fix it, and keeps serving as a plain proxy until Ctrl-C / SIGTERM;
@@ -27,10 +27,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .. import config
+from .. import config, threads
 
 if TYPE_CHECKING:  # the proxy and tray modules load only when the app runs
-    from ..threads import Proxy
+    from .proxythread import Proxy
     from .tray import Command
     from .trayicon import Tray
 
@@ -244,10 +244,10 @@ def open_path(target: str) -> None:
         webbrowser.open(target)
         return
     if sys.platform == "win32":
-        os.startfile(target)  # type: ignore[attr-defined]
+        threads.open_with_system(target)
         return
     opener = "open" if sys.platform == "darwin" else "xdg-open"
-    subprocess.Popen(
+    threads.start_process(
         [opener, target],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -440,8 +440,8 @@ def app_args(args: argparse.Namespace, dest_prefix: str = "") -> argparse.Namesp
 def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
     """``traywire`` / ``traywire app``. Returns the exit code."""
     from .. import app
-    from ..threads import Proxy
     from . import instance, statefile
+    from .proxythread import Proxy
 
     logging.basicConfig(
         level=str(getattr(args, "log_level", "info")).upper(),
@@ -534,7 +534,7 @@ def _install_signals(handler: Callable[[], None]) -> None:
 
 
 def _headless(proxy: Proxy, grace: float, stop: _Stop) -> int:
-    from ..threads import Poller
+    from .proxythread import Poller
 
     stop.action = None
     # The poll keeps the state file up to date (changes made through /admin).
@@ -550,7 +550,7 @@ def _headless(proxy: Proxy, grace: float, stop: _Stop) -> int:
 
 
 def _with_tray(proxy: Proxy, args: argparse.Namespace, stop: _Stop) -> int:
-    from ..threads import Poller
+    from .proxythread import Poller
     from .trayicon import Tray
 
     controller = Controller(proxy, args.config, args.grace)

@@ -4,7 +4,7 @@ Pure part (no I/O, no clock, no threads; safe on any thread):
 
 * `Snapshot` - an immutable picture of the running proxy: the frozen
   `Runtime.status()`, the config's routing topology, the endpoint URL, whether
-  start-at-login is on. `threads.Proxy.snapshot()` builds it.
+  start-at-login is on. `proxythread.Proxy.snapshot()` builds it.
 * `icon_state`, `tooltip`, `menu_model` (a tuple of immutable `Item`s whose
   actions are `Command` values), `notices` / `notifications` (what changed
   between two snapshots worth a desktop notification) and `RateLimiter`

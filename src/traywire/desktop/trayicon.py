@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .. import threads
 from .icon import IconState, draw_icon
 from .tray import Command, Item, RateLimiter, Snapshot, icon_state, menu_model, notices, tooltip
 
@@ -231,7 +232,7 @@ def copy_with_tool(text: str) -> bool:
         if shutil.which(argv[0]) is None:
             continue
         try:
-            subprocess.run(argv, input=text.encode(), check=True, timeout=5)
+            threads.run_process(argv, input=text.encode(), check=True, timeout=5)
             return True
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("%s failed: %s", argv[0], exc)

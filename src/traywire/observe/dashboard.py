@@ -42,7 +42,6 @@ response, page, URL or log line carries one; errors are redacted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -55,20 +54,22 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import __version__, config
+from .. import __version__, config, threads
 from .. import secrets as keystore
 from ..errors import ConfigError
 from ..proxy import replies
 from ..proxy.runtime import Runtime
 from ..proxy.security import SESSION, SESSION_HEADER, new_session
-from ..types import CAPABILITIES, PREFERENCES
-from . import reqlog
+from ..types import CAPABILITIES, OUTCOMES, PREFERENCES
+from .logqueries import LogQueries
+from .wiring import RequestLogHandle
 
 __all__ = ["CONFIG_FILE", "SESSION", "SESSION_HEADER", "setup"]
 
 log = logging.getLogger("traywire")
 
 DASH_RUNTIME: web.AppKey[Runtime] = web.AppKey("dashboard_runtime", Runtime)
+DASH_LOG: web.AppKey[RequestLogHandle] = web.AppKey("dashboard_log", RequestLogHandle)
 # The config file the proxy was started with (None: the default layering).
 CONFIG_FILE: web.AppKey[str | None] = web.AppKey("config_file", str)
 _FILES: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("dashboard_files", dict)
@@ -206,16 +207,21 @@ async def meta(request: web.Request) -> web.Response:
                 for name, r in cfg.routes.items()
             },
             "capabilities": list(CAPABILITIES),
-            "outcomes": list(reqlog.OUTCOMES),
+            "outcomes": list(OUTCOMES),
             "preferences": list(PREFERENCES),
             "groups": {
                 name: {"members": list(g.members), "switch": g.switch is not None}
                 for name, g in cfg.groups.items()
             },
-            "log": reqlog.attached(rt) is not None,
+            "log": _queries(request) is not None,
             "config_file": request.app[CONFIG_FILE],
         }
     )
+
+
+def _queries(request: web.Request) -> LogQueries | None:
+    """The request log's queries while it is open."""
+    return request.app[DASH_LOG].queries
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +229,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def requests(request: web.Request) -> web.Response:
-    lg = reqlog.attached(request.app[DASH_RUNTIME])
+    lg = _queries(request)
     if lg is None:
         return _ok({"requests": [], "next_before": None, "log": False})
     q = request.query
@@ -231,11 +237,11 @@ async def requests(request: web.Request) -> web.Response:
         limit = _int_arg(request, "limit", 50, 1, _MAX_PAGE) or 50
         before = _int_arg(request, "before", None, 1, 2**62)
         outcome = q.get("outcome") or None
-        if outcome is not None and outcome not in reqlog.OUTCOMES:
-            raise ValueError(f"outcome must be one of: {', '.join(reqlog.OUTCOMES)}")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of: {', '.join(OUTCOMES)}")
     except ValueError as exc:
         return _error(400, str(exc))
-    rows = await asyncio.to_thread(
+    rows = await threads.run_blocking(
         lg.recent,
         limit,
         before,
@@ -248,9 +254,9 @@ async def requests(request: web.Request) -> web.Response:
 
 
 async def one_request(request: web.Request) -> web.Response:
-    lg = reqlog.attached(request.app[DASH_RUNTIME])
+    lg = _queries(request)
     rid = int(request.match_info["id"])
-    row = None if lg is None else await asyncio.to_thread(lg.get, rid)
+    row = None if lg is None else await threads.run_blocking(lg.get, rid)
     if row is None:
         return _error(404, f"no request {rid} in the log")
     return _ok(row)
@@ -266,7 +272,7 @@ async def latency(request: web.Request) -> web.Response:
         bucket = _int_arg(request, "bucket", 60, 10, 3600) or 60
     except ValueError as exc:
         return _error(400, str(exc))
-    lg = reqlog.attached(rt)
+    lg = _queries(request)
     now = time.time()
     # whole buckets only: the first starts at a multiple of bucket
     since = math.floor((now - minutes * 60) / bucket + 1) * bucket
@@ -282,7 +288,12 @@ async def latency(request: web.Request) -> web.Response:
         return out
 
     return _ok(
-        {"since": since, "bucket_s": bucket, "backends": await asyncio.to_thread(read), "log": True}
+        {
+            "since": since,
+            "bucket_s": bucket,
+            "backends": await threads.run_blocking(read),
+            "log": True,
+        }
     )
 
 
@@ -299,7 +310,7 @@ async def keys(request: web.Request) -> web.Response:
         except keystore.SecretsError as exc:
             return {}, str(exc)
 
-    found, problem = await asyncio.to_thread(read)
+    found, problem = await threads.run_blocking(read)
     out = []
     for (kind, name), backends in sorted(
         refs.items(), key=lambda kv: (kv[0][0] != "keyring", kv[0])
@@ -336,7 +347,7 @@ async def set_key(request: web.Request) -> web.Response:
         return existed
 
     try:
-        existed = await asyncio.to_thread(store)
+        existed = await threads.run_blocking(store)
     except keystore.KeyringUnavailable as exc:
         return _error(503, keystore.redact(str(exc), [value]))
     except (keystore.SecretsError, ValueError) as exc:
@@ -354,7 +365,7 @@ async def delete_key(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, str(exc))
     try:
-        deleted = await asyncio.to_thread(keystore.delete_key, name)
+        deleted = await threads.run_blocking(keystore.delete_key, name)
     except keystore.KeyringUnavailable as exc:
         return _error(503, str(exc))
     except keystore.SecretsError as exc:
@@ -372,7 +383,7 @@ async def reload(request: web.Request) -> web.Response:
 
     rt = request.app[DASH_RUNTIME]
     try:
-        cfg = await asyncio.to_thread(config.load, request.app[CONFIG_FILE])
+        cfg = await threads.run_blocking(config.load, request.app[CONFIG_FILE])
     except ConfigError as exc:
         return _error(400, str(exc))
     old = rt.cfg
@@ -415,10 +426,18 @@ def routes() -> list[tuple[str, str, Handler]]:
     ]
 
 
-def setup(app: web.Application, rt: Runtime, *, config_file: str | Path | None = None) -> None:
-    """The dashboard's state on ``app`` (call before the app starts); its
-    endpoints are `routes`."""
+def setup(
+    app: web.Application,
+    rt: Runtime,
+    request_log: RequestLogHandle,
+    *,
+    config_file: str | Path | None = None,
+) -> None:
+    """The dashboard's state on ``app`` (call before the app starts): the
+    runtime, the request log it reads (`wiring.setup`'s handle); its endpoints
+    are `routes`."""
     session = new_session(app)
     app[DASH_RUNTIME] = rt
+    app[DASH_LOG] = request_log
     app[CONFIG_FILE] = None if config_file is None else str(config_file)
     app[_FILES] = _load_files(session)

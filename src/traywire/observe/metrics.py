@@ -24,8 +24,10 @@ Read from ``Runtime.status()`` at scrape time:
   closed, open, half_open);
 - ``traywire_in_flight{backend}``, ``traywire_capacity{backend}``,
   ``traywire_backend_latency_seconds{backend}`` (smoothed; absent until measured);
-- ``traywire_request_log_records_total{result}`` (written, dropped, failed) and
-  ``traywire_request_log_queue`` when a request log is attached.
+- ``traywire_request_log_records_total{result}`` (written, dropped, failed),
+  ``traywire_request_log_queue`` and
+  ``traywire_request_log_writer_restarts_total`` while the request log is open
+  (the `wiring.RequestLogHandle` given to `setup`).
 
 The request metrics are plain-Python aggregates (`_Counter`, `_Histogram`),
 not prometheus-client's ``Counter``/``Histogram``, whose lock per update and
@@ -71,10 +73,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ..types import RequestRecord
-from . import reqlog
 
 if TYPE_CHECKING:
     from ..proxy.runtime import Runtime
+    from .wiring import RequestLogHandle
 
 __all__ = ["METRICS", "Metrics", "setup"]
 
@@ -100,10 +102,11 @@ HEALTH_WORDS = ("up", "degraded", "down", "unknown")
 
 
 class _Live(Collector):
-    """Gauges read from the runtime at scrape time (on the proxy's loop)."""
+    """Gauges read from the runtime and the request log at scrape time."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, request_log: RequestLogHandle | None) -> None:
         self.rt = rt
+        self.request_log = request_log
 
     def describe(self) -> Iterable[Metric]:
         return ()  # names are fixed and unique; no need to collect at registration
@@ -147,21 +150,27 @@ class _Live(Collector):
             if b.get("latency_ms") is not None:
                 latency.add_metric([name], float(b["latency_ms"]) / 1000.0)
         yield from (up, health, circuit, in_flight, capacity, latency)
-        log = reqlog.attached(self.rt)
-        if log is not None:
+        writer = None if self.request_log is None else self.request_log.writer
+        if writer is not None:
+            c = writer.counters()
             records = CounterMetricFamily(
                 "traywire_request_log_records",
                 "Request records written to the request log, dropped (queue full) or lost",
                 labels=["result"],
             )
-            records.add_metric(["written"], float(log.written))
-            records.add_metric(["dropped"], float(log.dropped))
-            records.add_metric(["failed"], float(log.failed))
+            records.add_metric(["written"], float(c.written))
+            records.add_metric(["dropped"], float(c.dropped))
+            records.add_metric(["failed"], float(c.failed))
             yield records
             yield GaugeMetricFamily(
                 "traywire_request_log_queue",
                 "Request records waiting for the log writer",
-                value=float(log.queued),
+                value=float(c.queued + c.writing),
+            )
+            yield CounterMetricFamily(
+                "traywire_request_log_writer_restarts",
+                "Times the request log's writer thread was replaced",
+                value=float(c.writer_restarts),
             )
 
 
@@ -274,7 +283,7 @@ class Metrics:
     (see the module docstring).
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, request_log: RequestLogHandle | None = None) -> None:
         self.rt = rt
         self.requests = _Counter(
             "traywire_requests",
@@ -311,7 +320,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         recorded = (self.requests, self.duration, self.ttfb, self.fallbacks, self.attempts)
         self.registry.register(_Recorded((*recorded, self.tokens)))
-        self.registry.register(_Live(rt))
+        self.registry.register(_Live(rt, request_log))
 
     def observe(self, rec: RequestRecord) -> None:
         """Count one request: the hot path, a few dict updates (no locks, see the class)."""
@@ -323,7 +332,7 @@ class Metrics:
             rec.capability or "",
             backend,
             model,
-            reqlog.outcome_of(rec),
+            rec.outcome,
         )
         if key in counts:
             counts[key] += 1.0
@@ -378,10 +387,11 @@ class Metrics:
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
-def setup(app: web.Application, rt: Runtime) -> Metrics:
+def setup(app: web.Application, rt: Runtime, request_log: RequestLogHandle | None) -> Metrics:
     """Count every request ``rt`` observes; ``GET /metrics`` is the returned
-    object's ``handle`` (`server` adds the route)."""
-    m = Metrics(rt)
+    object's ``handle`` (`server` adds the route). ``request_log``: the app's
+    (its counters are served too)."""
+    m = Metrics(rt, request_log)
     app[METRICS] = m
     rt.observers.append(m.observe)
 

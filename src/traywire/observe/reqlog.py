@@ -1,301 +1,113 @@
-"""The request log: every `RequestRecord` in a SQLite file, written off the request path
-and out of the proxy's process.
+"""The request log's writing side: every `RequestRecord` into the SQLite file
+(`logfile`), off the request path, and nothing accepted lost without saying so.
 
 `RequestLog.observe` is the observer the proxy calls once per request, on its
-event loop. It turns the record into a row of plain values (the plan and the
-skipped candidates as JSON, cached by value: plans repeat), marshals it to
-bytes (nothing for the garbage collector to track while it waits; the feeder
-splices the bytes into a frame without touching the values again) and appends
-that to a bounded in-memory queue (when the queue is full the oldest row is
-dropped and counted). About 2 µs; it never blocks on I/O, never awaits and
-never raises.
+event loop: it turns the record into a flat row of plain values
+(`logfile.row_of`) and appends it to a bounded queue. A few µs; it never
+blocks on I/O, never awaits, never raises.
 
-The SQLite writing happens in a child process (`traywire.reqlog_writer`), so
-that neither its CPU nor its GIL hand-offs (sqlite3 releases and retakes the
-GIL for every row) land on the proxy. A small *feeder* thread in the proxy
-process sleeps until a row is queued, lets rows gather for ``linger`` seconds,
-then sends up to ``batch_size`` of them to the child in ONE `marshal` frame
-(spliced from the rows' bytes, see `reqlog_writer.rows_frame`) over a pipe
-and waits (blocked in a read, without the GIL) for the child's answer: the
-child inserts them in one transaction and says how it went. Only then are
-they counted ``written`` and does `flush` see them done, so `flush` waits for
-the child's acknowledgement. The feeder also asks the child for a
-retention pass every ``prune_interval`` seconds (or after a tenth of
-``max_requests`` new rows): rows older than ``max_age_days`` and all but the
-newest ``max_requests`` requests go. The retention clock is read in this
-process (``clock``), and sent along.
+A writer thread (``traywire-request-log``, started through `traywire.threads`)
+sleeps until rows are queued, lets them gather for ``linger`` seconds, and
+inserts up to ``batch_size`` of them in one transaction; `flush` waits for
+that. Every ``prune_interval`` seconds (or after a tenth of ``max_requests``
+new rows) it runs a retention pass: rows older than ``max_age_days`` and all
+but the newest ``max_requests`` requests go (the retention clock is
+``clock``). SQLite releases the GIL while it works. (A child process wrote
+the log until a same-run measurement showed it saved ~4% of the proxy's CPU
+per request at saturation for ~13 MiB more memory: README, Benchmarks.)
 
-The feeder starts the child when it first has work for it (the retention
-pass it runs just after the log opens, or the first batch), so opening the log
-costs no more than before: the ~20 ms the child takes to be ready are spent on
-the feeder thread, while the proxy starts. It runs ``sys.executable -I -S -c
-<bootstrap>``: the same interpreter, isolated, loading only the standard
-library and `traywire.reqlog_writer` (about 16 MB of memory), in a session of
-its own (POSIX) and ignoring SIGINT, so a terminal's Ctrl-C reaches only this
-process, which then closes the log gracefully. The child exits when its stdin
-ends, which the OS guarantees when this process exits or is killed, however.
-`close` closes the pipe after the last batch and reaps the child (killing it if
-it does not go), so it is never left behind. A plain subprocess rather than
-`multiprocessing`: its 'spawn' start re-imports the parent's ``__main__`` (the
-whole CLI, when traywire runs from its console script) in the child and starts
-a resource-tracker process besides; here the child is one small process and
-the pipe protocol is a dozen lines.
+What can go wrong, and what the log does about it:
 
-If the child cannot be started, or dies, the feeder writes in-process instead
-(the pre-process design: the same `reqlog_writer.Writer`, on the feeder
-thread) for the rest of the log's life, and says so once, as a warning. The
-batch that was with a dead child is written in-process too: nothing that
-could have been written is lost (a child that dies after committing a batch
-but before answering makes that batch appear twice, a window of
-microseconds). Frozen builds (PyInstaller: ``sys.executable`` is the app, not
-a Python) use the in-process writer; ``writer="thread"`` asks for it anywhere.
+- **The queue is full** (the writer is behind or blocked): the oldest row is
+  dropped and counted (``dropped``).
+- **The file cannot be written** (another program holds its write lock, the
+  disk is full, an I/O error): the batch stays with the writer, which tries
+  again every ``retry_after`` seconds (each try waits at most
+  ``busy_timeout_s`` for the lock); ``last_problem`` says why. New rows queue
+  up to the bound meanwhile.
+- **The database refuses a row** (a constraint: a bug): the batch is written
+  row by row, and the rows refused are counted ``failed``.
+- **The writer thread dies** (a bug): `check` starts a new one
+  (``writer_restarts``), which writes the batch the dead one held.
+- **The writer is stuck in one database call** longer than ``stall_after``
+  seconds (a hung disk or network file system): `check` says so. It cannot be
+  replaced: a thread cannot be killed, and a new writer would wait for the same
+  file. The queue keeps taking rows up to its bound, and the writer carries on
+  when the call returns.
+- **Exit** (`close`, on SIGTERM/SIGINT through the app's shutdown): what is
+  queued is written, waiting up to ``timeout``; rows still not written then
+  are counted ``failed`` and said.
 
-No prompt or answer text is stored: a record carries none. Rows hold the
-routing decision (plan and skipped candidates with their reasons, as JSON),
-each attempt and how it ended, timings, token counts and the outcome::
-
-    served        a backend answered in full
-    failed        every attempt failed (or the plan was empty)
-    client_error  the client's own error (a 4xx other than 429), not failed over
-    cut           the stream broke after it had started
-    cancelled     the client went away before the answer was complete
-
-Reads (`recent`, `get`, `count`, `usage_since`, `usage_buckets`,
-`latency_series`) stay in this process, on their own connection (WAL mode
-lets them read while the child writes), and may be called from any thread; on
-an event loop, call them through ``asyncio.to_thread`` (they touch the disk).
-
-`attach` hangs a log on a `Runtime` (``rt.log``, plus the observer); `setup`
-does that for an aiohttp app from the config's ``log:`` section, seeds the
-usage window of ``usage_based`` routing from the log (`seed_usage`), and closes
-the log when the app shuts down.
+`check` says all of this in one WARNING at most every ``warn_every`` seconds,
+with counts (and once more when writing works again); it runs after every
+batch on the writer thread and every few seconds on the proxy's loop
+(`wiring`), where it also notices a dead writer. `counters` is the same in
+numbers, for ``/status`` and ``/metrics``. Time for stalls and warnings comes
+from ``monotonic`` (tests pass their own).
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
-import json
 import logging
-import marshal
 import math
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
-from ..config import APP_NAME, LogSettings
+from .. import threads
+from ..config import LogSettings
 from ..types import RequestRecord
-from . import reqlog_writer
-from .reqlog_writer import Writer
-from .reqlog_writer import dump_row as _dump_row
+from . import logfile
 
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from ..proxy.health import Health
-    from ..proxy.runtime import Runtime
-
-__all__ = [
-    "FILENAME",
-    "OUTCOMES",
-    "RequestLog",
-    "UsageBucket",
-    "attach",
-    "attached",
-    "default_path",
-    "detach",
-    "outcome_of",
-    "path_for",
-    "seed_usage",
-    "setup",
-]
+__all__ = ["LogCounters", "RequestLog", "WriterState"]
 
 log = logging.getLogger("traywire")
 
-FILENAME: Final = "requests.sqlite3"
-OUTCOMES: Final = ("served", "failed", "client_error", "cut", "cancelled")
-SCHEMA_VERSION: Final = 1
-# recent() never returns more rows than this in one call.
-MAX_PAGE: Final = 1000
-# A request never lasts longer than this (the longest total timeout is far
-# shorter): bounds the scan for requests that *finished* after a time.
-_LONGEST_REQUEST_S: Final = 86400.0
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    dialect TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    requested TEXT NOT NULL,
-    capability TEXT,
-    strategy TEXT,
-    route TEXT,
-    preference TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    stream INTEGER NOT NULL,
-    served_model TEXT,
-    served_backend TEXT,
-    status INTEGER NOT NULL,
-    ttfb_ms REAL,
-    total_ms REAL NOT NULL,
-    tokens_in INTEGER NOT NULL,
-    tokens_out INTEGER NOT NULL,
-    error TEXT NOT NULL,
-    cut INTEGER NOT NULL,
-    client_gone INTEGER NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ({", ".join(repr(o) for o in OUTCOMES)})),
-    plan TEXT NOT NULL,
-    skipped TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-    n INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    error TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    ms REAL NOT NULL,
-    PRIMARY KEY (request_id, n)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE INDEX IF NOT EXISTS requests_backend ON requests (served_backend, ts);
-CREATE INDEX IF NOT EXISTS requests_capability ON requests (capability, ts);
-CREATE INDEX IF NOT EXISTS requests_outcome ON requests (outcome, ts);
-CREATE INDEX IF NOT EXISTS attempts_backend ON attempts (backend, request_id);
-"""
-
-_REQUEST_COLUMNS: Final = reqlog_writer.REQUEST_COLUMNS
-_BOOLEAN_COLUMNS: Final = ("stream", "cut", "client_gone")
+WriterState = Literal["idle", "writing", "retrying", "stuck", "dead", "closed"]
+_THREAD_NAME: Final = "traywire-request-log"
 
 
-# --------------------------------------------------------------------------- helpers
+class LogCounters(NamedTuple):
+    """The request log in numbers, at one moment (``/status``' ``request_log``)."""
 
-
-def outcome_of(rec: RequestRecord) -> str:
-    """The request's outcome, one of `OUTCOMES` (see the module docstring)."""
-    if rec.client_gone:
-        return "cancelled"
-    if rec.cut:
-        return "cut"
-    if rec.served_backend is not None:
-        return "served"
-    last_kind = rec.attempts[-1].kind if rec.attempts else ""
-    if last_kind == "client_error" or (400 <= rec.status < 500 and rec.status != 429):
-        return "client_error"
-    return "failed"
-
-
-def default_path() -> Path:
-    """``requests.sqlite3`` in the platformdirs data dir."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / FILENAME
-
-
-def path_for(settings: LogSettings) -> Path:
-    return Path(settings.path).expanduser() if settings.path else default_path()
-
-
-def _row(rec: RequestRecord) -> tuple[Any, ...]:
-    """The values the writer inserts for ``rec``, flat (see `reqlog_writer`):
-    plain str/int/float/None, for `marshal`. Flat, because small nested tuples
-    come and go through CPython's free list in a way that leaves the garbage
-    collector's young-generation count one higher per call: a young collection
-    every ~700 requests more, for nothing."""
-    row: tuple[Any, ...] = (
-        rec.ts,
-        rec.dialect,
-        rec.endpoint,
-        rec.requested,
-        rec.capability,
-        rec.strategy,
-        rec.route,
-        rec.preference,
-        rec.prompt_tokens,
-        int(rec.stream),
-        rec.served_model,
-        rec.served_backend,
-        rec.status,
-        rec.ttfb_ms,
-        rec.total_ms,
-        rec.tokens_in,
-        rec.tokens_out,
-        rec.error,
-        int(rec.cut),
-        int(rec.client_gone),
-        outcome_of(rec),
-        _json_of(rec.plan),
-        _json_of(rec.skipped),
-    )
-    for a in rec.attempts:
-        row += a  # (model, backend, outcome, error, kind, ms): ATTEMPT_FIELDS
-    return row
-
-
-_JSON_CACHE: dict[tuple[Any, ...], str] = {}
-
-
-def _json_of(items: tuple[Any, ...]) -> str:
-    """JSON of a plan or skip list. Plans repeat (same route, same state), so the
-    text is cached by value; the cache is small and cleared when full."""
-    text = _JSON_CACHE.get(items)
-    if text is None:
-        text = json.dumps([i._asdict() for i in items], separators=(",", ":"))
-        if len(_JSON_CACHE) >= 256:
-            _JSON_CACHE.clear()
-        _JSON_CACHE[items] = text
-    return text
-
-
-def _percentile(ordered: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not ordered:
-        return None
-    k = max(0, math.ceil(p * len(ordered)) - 1)
-    return ordered[min(k, len(ordered) - 1)]
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
-class UsageBucket(NamedTuple):
-    """Tokens served for one public model name, finishing by wall time ``t``."""
-
-    model: str
-    t: float
-    tokens: int
-
-
-# --------------------------------------------------------------------------- the log
-
-WriterKind = Literal["process", "thread"]
+    path: str
+    writer: WriterState
+    queued: int  # rows waiting for the writer
+    writing: int  # rows with the writer (being written, or to be tried again)
+    written: int
+    dropped: int  # the queue was full (or the log closed)
+    failed: int  # refused by the database, or not written by exit
+    pruned: int  # deleted by retention
+    writer_restarts: int
+    # seconds the writer has had rows without writing any (None: keeping up)
+    behind_s: float | None
+    last_problem: str | None
 
 
 class RequestLog:
-    """A SQLite request log, written by a child process (see the module docstring).
+    """A SQLite request log written by a thread (see the module docstring).
+
+    Opening it touches the disk (call it through `threads.run_blocking` on a
+    loop); it raises OSError / sqlite3.Error when the file cannot be opened.
 
     Args:
-        path: The SQLite file (its directory is created).
+        path: The SQLite file (its directory is created, private).
         max_age_days: Rows older than this are deleted.
         max_requests: At most this many requests are kept (the oldest go first).
-        queue_size: Records waiting for the writer; beyond it the oldest is dropped.
+        queue_size: Rows waiting for the writer; beyond it the oldest is dropped.
         prune_interval: Seconds between retention passes.
-        batch_size: At most this many records go to the writer at once (one
-            transaction).
-        linger: Seconds the feeder lets records gather after the first one.
-        clock: Wall-clock seconds (``time.time``), for retention; tests pass their own.
-        writer: ``"process"``: a child process writes (the feeder thread does
-            if none can be had); ``"thread"``: the feeder thread writes.
+        batch_size: At most this many rows go in one transaction.
+        linger: Seconds the writer lets rows gather after the first one.
+        clock: Wall-clock seconds (``time.time``), for retention.
+        monotonic: Seconds (``time.monotonic``), for stalls and warnings.
+        stall_after: Seconds in one database call after which the writer is stuck.
+        warn_every: At most one warning per this many seconds.
+        retry_after: Seconds between tries of a batch that could not be written.
+        busy_timeout_s: How long one try waits for another program's write lock.
     """
 
     def __init__(
@@ -309,75 +121,78 @@ class RequestLog:
         batch_size: int = 1000,
         linger: float = 0.2,
         clock: Callable[[], float] = time.time,
-        writer: WriterKind = "process",
+        monotonic: Callable[[], float] = time.monotonic,
+        stall_after: float = 30.0,
+        warn_every: float = 30.0,
+        retry_after: float = 1.0,
+        busy_timeout_s: float = logfile.WRITER_BUSY_TIMEOUT_S,
     ) -> None:
         if not max_age_days > 0:
             raise ValueError("max_age_days must be > 0")
         if max_requests < 1 or queue_size < 1 or batch_size < 1:
             raise ValueError("max_requests, queue_size and batch_size must be >= 1")
-        if not prune_interval > 0:
-            raise ValueError("prune_interval must be > 0")
-        if writer not in ("process", "thread"):
-            raise ValueError("writer must be 'process' or 'thread'")
+        if not (prune_interval > 0 and stall_after > 0 and retry_after > 0):
+            raise ValueError("prune_interval, stall_after and retry_after must be > 0")
         self.path = Path(path)
         self.max_age_s = float(max_age_days) * 86400.0
         self.max_requests = int(max_requests)
         self.queue_size = int(queue_size)
         self.prune_interval = float(prune_interval)
         self.batch_size = int(batch_size)
-        # seconds the feeder waits after the first record, to batch the rest
         self.linger = float(linger)
+        self.stall_after = float(stall_after)
+        self.warn_every = float(warn_every)
+        self.retry_after = float(retry_after)
+        self.busy_timeout_s = float(busy_timeout_s)
         self._clock = clock
+        self._mono = monotonic
         # Prune early when this many rows went in since the last pass.
         self._prune_every = max(1, self.max_requests // 10)
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._reader = self._connect(check_same_thread=False)
-        try:
-            self._create_schema(self._reader)
-        except BaseException:
-            self._reader.close()
-            raise
-        self._read_lock = threading.Lock()
+        logfile.open_file(self.path)
+        # opened here, so that a file that cannot be written fails here
+        first_writer = logfile.Writer(
+            self.path, busy_timeout_s=self.busy_timeout_s, check_same_thread=False
+        )
 
-        # Queue state, guarded by _lock (observe takes it bare: cheaper) and
-        # _cond, its condition. Nothing slow ever happens under it.
+        # Everything below is guarded by _lock (observe takes it bare: cheaper)
+        # and _cond, its condition. Nothing slow ever happens under it.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue: collections.deque[bytes] = collections.deque()  # marshalled rows
-        self._seq = 0  # sequence number of the last record queued
-        self._done_seq = 0  # every record up to this one is written (or dropped)
-        self.dropped = 0  # records dropped because the queue was full (or after close)
-        self.written = 0  # records committed to the file
-        self.failed = 0  # records lost to a database error
-        self.pruned = 0  # rows deleted by retention
-        self.prune_passes = 0  # retention passes run
-        self.in_flight = 0  # records with the writer, not answered for yet
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._seq = 0  # sequence number of the last row queued
+        self._done_seq = 0  # every row up to this one is written (or counted lost)
+        self._batch: list[tuple[Any, ...]] | None = None  # with the writer
+        self._batch_last = 0  # sequence number of its last row
+        self._busy_since: float | None = None  # in a database call since
+        self._progress_at = self._mono()  # last time the writer got anywhere
+        self.written = 0
+        self.dropped = 0
+        self.failed = 0
+        self.pruned = 0
+        self.prune_passes = 0
+        self.writer_restarts = 0
+        self.last_problem: str | None = None  # the latest, until a write succeeds
+        self._blocked_by: str | None = None  # why rows cannot be written now
+        self._prune_problem: str | None = None  # a failed retention pass, to say once
         self._closing = False
-        self._abandoned = False  # close() stopped waiting for the writer
-        self._prune_now = False
-        self._complained_at = -math.inf
+        self._closed = False
+        self._gen = 0  # the writer thread of this generation is the live one
+        # what the last warning said, and when
+        self._warned_at = -math.inf
+        self._said_dropped = 0
+        self._said_failed = 0
+        self._warned = False
 
-        # The writer, used by the feeder thread only: a child process while
-        # _mode is "process" (started on first use), else a Writer of its own.
-        frozen = bool(getattr(sys, "frozen", False))  # sys.executable is no Python
-        self._mode: WriterKind = "thread" if frozen else writer
-        self._child: _WriterProcess | None = None
-        self._local: Writer | None = None
-        self._local_failed = False
-        # how long the child took to start and open the file, once it has
-        self.writer_start_ms: float | None = None
-
-        self._wake = threading.Event()
-        # flush()/close()/prune_soon() set it to cut the linger short
-        self._urgent = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="traywire-request-log", daemon=True)
-        self._thread.start()
+        self._wake = threading.Event()  # rows queued, or closing
+        self._urgent = threading.Event()  # flush()/close(): cut the linger short
+        self._retry = threading.Event()  # close(): try again now
+        self._thread = threads.start_thread(lambda: self._run(0, first_writer), _THREAD_NAME)
 
     @classmethod
     def from_settings(cls, settings: LogSettings, **kwargs: Any) -> RequestLog:
         return cls(
-            path_for(settings),
+            logfile.path_for(settings),
             max_age_days=settings.max_age_days,
             max_requests=settings.max_requests,
             **kwargs,
@@ -386,12 +201,12 @@ class RequestLog:
     def __repr__(self) -> str:
         return f"<RequestLog {self.path} written={self.written} dropped={self.dropped}>"
 
-    # ------------------------------------------------------------------ writing
+    # ------------------------------------------------------------------ the request path
 
     def observe(self, record: RequestRecord) -> None:
         """Queue ``record`` for the writer. Never blocks on I/O, never raises."""
         try:
-            row = _dump_row(_row(record))
+            row = logfile.row_of(record)
         except Exception:  # not a well-formed record: count it, never fail the request
             with self._lock:
                 self.failed += 1
@@ -409,25 +224,34 @@ class RequestLog:
         if not self._wake.is_set():
             self._wake.set()
 
+    # ------------------------------------------------------------------ for everyone else
+
     @property
     def queued(self) -> int:
-        """Records waiting for the writer (not counting those it has)."""
+        """Rows waiting for the writer (not counting those it has)."""
         return len(self._queue)
 
-    @property
-    def writer(self) -> WriterKind:
-        """Who writes: ``"process"`` (a child; started on first use) or ``"thread"``."""
-        return self._mode
-
-    @property
-    def writer_pid(self) -> int | None:
-        """The writer process's id, while there is one."""
-        child = self._child
-        return None if child is None else child.pid
+    def counters(self) -> LogCounters:
+        now = self._mono()
+        with self._lock:
+            pending = bool(self._queue) or self._batch is not None
+            return LogCounters(
+                path=str(self.path),
+                writer=self._state(now),
+                queued=len(self._queue),
+                writing=len(self._batch or ()),
+                written=self.written,
+                dropped=self.dropped,
+                failed=self.failed,
+                pruned=self.pruned,
+                writer_restarts=self.writer_restarts,
+                behind_s=round(max(0.0, now - self._progress_at), 1) if pending else None,
+                last_problem=self.last_problem,
+            )
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until everything queued so far is written (the writer has said
-        so) or lost. False on timeout."""
+        """Wait until every row queued so far is written (or counted lost).
+        False on timeout."""
         with self._cond:
             target = self._seq
             if self._done_seq >= target:
@@ -437,589 +261,276 @@ class RequestLog:
         with self._cond:
             return self._cond.wait_for(lambda: self._done_seq >= target, timeout)
 
-    def prune_soon(self) -> None:
-        """Ask the writer for a retention pass now (it runs them periodically anyway)."""
-        self._prune_now = True
-        self._urgent.set()
-        self._wake.set()
-
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Write what is queued, stop the writer (thread and process) and close
-        the file. Idempotent."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (waiting up to ``timeout`` seconds), stop the
+        writer and count and say what could not be written. Idempotent."""
         with self._cond:
+            if self._closed:
+                return
             self._closing = True
+        self._revive()  # a dead writer would leave the queue behind
         self._urgent.set()
         self._wake.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("request log writer did not finish within %ss", timeout)
-                # Stop waiting for a stuck child: what it had is lost (and counted).
-                self._abandoned = True
-                child = self._child
-                if child is not None:
-                    child.kill()
-                self._thread.join(5.0)
-        with self._read_lock:
-            self._reader.close()
-
-    def stats(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "queued": self.queued,
-            "in_flight": self.in_flight,
-            "written": self.written,
-            "dropped": self.dropped,
-            "failed": self.failed,
-            "pruned": self.pruned,
-            "prune_passes": self.prune_passes,
-            "writer": self.writer,
-            "writer_pid": self.writer_pid,
-        }
-
-    # ------------------------------------------------------------------ reading
-
-    def recent(
-        self,
-        limit: int = 50,
-        before_id: int | None = None,
-        backend: str | None = None,
-        capability: str | None = None,
-        outcome: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The newest requests first, each with its ``attempts``.
-
-        ``before_id`` pages backwards (ids only grow). ``backend`` matches the
-        backend that served and any backend attempted. ``limit`` is capped at
-        `MAX_PAGE`.
-        """
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        if outcome is not None and outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of: {', '.join(OUTCOMES)}")
-        where: list[str] = []
-        args: list[object] = []
-        if before_id is not None:
-            where.append("id < ?")
-            args.append(before_id)
-        if backend is not None:
-            where.append(
-                "(served_backend = ? OR id IN (SELECT request_id FROM attempts WHERE backend = ?))"
-            )
-            args += [backend, backend]
-        if capability is not None:
-            where.append("capability = ?")
-            args.append(capability)
-        if outcome is not None:
-            where.append("outcome = ?")
-            args.append(outcome)
-        sql = "SELECT * FROM requests"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(min(limit, MAX_PAGE))
-        with self._read_lock:
-            rows = [dict(r) for r in self._reader.execute(sql, args)]
-            self._add_attempts(rows)
-        return [self._decode(r) for r in rows]
-
-    def get(self, request_id: int) -> dict[str, Any] | None:
-        """One request with its attempts, or None."""
-        with self._read_lock:
-            rows = [
-                dict(r)
-                for r in self._reader.execute("SELECT * FROM requests WHERE id = ?", (request_id,))
-            ]
-            self._add_attempts(rows)
-        return self._decode(rows[0]) if rows else None
-
-    def count(self) -> int:
-        """How many requests the file holds."""
-        with self._read_lock:
-            (n,) = self._reader.execute("SELECT COUNT(*) FROM requests").fetchone()
-        return int(n)
-
-    def usage_since(self, ts: float) -> dict[str, int]:
-        """Tokens (prompt + reply) per served public model name, for requests that
-        finished at or after wall time ``ts``."""
-        out: dict[str, int] = {}
-        for b in self.usage_buckets(ts, math.inf):
-            out[b.model] = out.get(b.model, 0) + b.tokens
-        return out
-
-    def usage_buckets(self, since: float, bucket_s: float) -> list[UsageBucket]:
-        """Token usage since ``since`` per model and ``bucket_s`` bucket of finishing
-        time, oldest first; each bucket's ``t`` is the latest finish in it."""
-        if not bucket_s > 0:
-            raise ValueError("bucket_s must be > 0")
-        done = "(ts + total_ms / 1000.0)"
-        group = (
-            f"served_model, CAST({done} / ? AS INTEGER)"
-            if math.isfinite(bucket_s)
-            else "served_model"
-        )
-        sql = (
-            f"SELECT served_model, MAX({done}) AS t, SUM(tokens_in + tokens_out) AS tokens "
-            f"FROM requests WHERE served_model IS NOT NULL AND ts >= ? AND {done} >= ? "
-            f"AND tokens_in + tokens_out > 0 GROUP BY {group} ORDER BY t"
-        )
-        args: list[object] = [since - _LONGEST_REQUEST_S, since]
-        if math.isfinite(bucket_s):
-            args.append(bucket_s)
-        with self._read_lock:
-            rows = self._reader.execute(sql, args).fetchall()
-        return [UsageBucket(str(m), float(t), int(n)) for m, t, n in rows]
-
-    def latency_series(
-        self,
-        backend: str,
-        since: float,
-        bucket_s: float = 60.0,
-        until: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Per-bucket latency of the requests ``backend`` served, from ``since`` to
-        ``until`` (default: now), for a dashboard chart.
-
-        One entry per bucket (``t`` = bucket start, wall seconds, aligned to
-        multiples of ``bucket_s``), empty buckets included: ``count``,
-        ``avg_ms``/``p50_ms``/``p95_ms``/``max_ms`` of the total time,
-        ``ttfb_avg_ms``/``ttfb_p50_ms``, and ``failures`` (failed attempts on the
-        backend, whichever request they belonged to).
-        """
-        if not bucket_s > 0:
-            raise ValueError("bucket_s must be > 0")
-        end = self._clock() if until is None else until
-        first = math.floor(since / bucket_s)
-        last = math.floor(end / bucket_s)
-        if last - first > 10000:
-            raise ValueError("too many buckets; use a larger bucket_s")
-        with self._read_lock:
-            served = self._reader.execute(
-                "SELECT ts, total_ms, ttfb_ms FROM requests "
-                "WHERE served_backend = ? AND ts >= ? AND ts <= ?",
-                (backend, since, end),
-            ).fetchall()
-            failed = self._reader.execute(
-                "SELECT r.ts FROM attempts a JOIN requests r ON r.id = a.request_id "
-                "WHERE a.backend = ? AND a.outcome = 'failed' AND r.ts >= ? AND r.ts <= ?",
-                (backend, since, end),
-            ).fetchall()
-        totals: dict[int, list[float]] = collections.defaultdict(list)
-        ttfbs: dict[int, list[float]] = collections.defaultdict(list)
-        failures: collections.Counter[int] = collections.Counter()
-        for ts, total_ms, ttfb_ms in served:
-            idx = math.floor(ts / bucket_s)
-            totals[idx].append(float(total_ms))
-            if ttfb_ms is not None:
-                ttfbs[idx].append(float(ttfb_ms))
-        for (ts,) in failed:
-            failures[math.floor(ts / bucket_s)] += 1
-        out: list[dict[str, Any]] = []
-        for idx in range(first, last + 1):
-            tot = sorted(totals.get(idx, ()))
-            tt = sorted(ttfbs.get(idx, ()))
-            out.append(
-                {
-                    "t": idx * bucket_s,
-                    "count": len(tot),
-                    "avg_ms": _r(sum(tot) / len(tot)) if tot else None,
-                    "p50_ms": _r(_percentile(tot, 0.5)),
-                    "p95_ms": _r(_percentile(tot, 0.95)),
-                    "max_ms": _r(tot[-1]) if tot else None,
-                    "ttfb_avg_ms": _r(sum(tt) / len(tt)) if tt else None,
-                    "ttfb_p50_ms": _r(_percentile(tt, 0.5)),
-                    "failures": failures.get(idx, 0),
-                }
-            )
-        return out
-
-    def _add_attempts(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        by_id: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
-        for r in rows:
-            r["attempts"] = by_id[r["id"]]
-        ids = list(by_id)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for a in self._reader.execute(
-                "SELECT n, model, backend, outcome, error, kind, ms, request_id FROM attempts "
-                f"WHERE request_id IN ({marks}) ORDER BY request_id, n",
-                chunk,
-            ):
-                entry = dict(a)
-                by_id[entry.pop("request_id")].append(entry)
-
-    @staticmethod
-    def _decode(row: dict[str, Any]) -> dict[str, Any]:
-        for key in _BOOLEAN_COLUMNS:
-            row[key] = bool(row[key])
-        row["plan"] = json.loads(row["plan"])
-        row["skipped"] = json.loads(row["skipped"])
-        return row
-
-    # ------------------------------------------------------------------ the feeder thread
-
-    def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
-        conn = reqlog_writer.connect(self.path, check_same_thread=check_same_thread)
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        # auto_vacuum only takes effect before the first table exists: deleted
-        # rows then give their pages back with incremental_vacuum.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        # WAL: the reads here go on while the writer writes.
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(_SCHEMA)
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version == 0:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            log.warning(
-                "request log schema version %s (this traywire writes %s)", version, SCHEMA_VERSION
-            )
-
-    def _take(self) -> tuple[list[bytes], int]:
-        """Up to ``batch_size`` of the oldest rows, and the sequence number of the
-        last (the queue always holds the newest ``len(queue)`` numbers)."""
+        self._retry.set()
+        thread = self._thread
+        if thread is not threading.current_thread():
+            thread.join(timeout)
         with self._cond:
-            queue = self._queue
-            n = min(len(queue), self.batch_size)
-            taken: Sequence[bytes]
-            if n == len(queue):
-                taken, self._queue = queue, collections.deque()
-            else:
-                taken = [queue.popleft() for _ in range(n)]
-            self.in_flight = n
-            last = self._seq - len(self._queue)
-        return list(taken), last
+            left = len(self._queue) + len(self._batch or ())
+            stuck = thread.is_alive()
+            self._gen += 1  # a writer still in a call touches nothing more
+            self.failed += left
+            self._queue.clear()
+            self._batch = None
+            self._done_seq = self._seq
+            self._closed = True
+            self._cond.notify_all()
+            unsaid = self.dropped - self._said_dropped
+            problem = self.last_problem
+        if left:
+            why = "it is stuck in a database call" if stuck else (problem or "it stopped")
+            log.warning(
+                "request log %s: %d record(s) not written at exit: the writer did not finish "
+                "within %g s (%s)",
+                self.path,
+                left,
+                timeout,
+                why,
+            )
+        if unsaid:
+            log.warning(
+                "request log %s: %d record(s) dropped since the last warning (queue full at %d)",
+                self.path,
+                unsaid,
+                self.queue_size,
+            )
 
-    def _run(self) -> None:
-        next_prune = time.monotonic()
+    def check(self) -> None:
+        """Replace a writer thread that died, and say (a rate-limited WARNING)
+        what is stuck, retried or lost. Quick; from any thread."""
+        self._revive()
+        now = self._mono()
+        with self._lock:
+            if self._closed:
+                return
+            message = self._warning(now)
+        if message is not None:
+            level, text, args = message
+            log.log(level, text, *args)
+
+    # ------------------------------------------------------------------ supervision
+
+    def _state(self, now: float) -> WriterState:
+        if self._closed:
+            return "closed"
+        if not self._thread.is_alive():
+            return "dead"
+        if self._busy_since is not None:
+            return "stuck" if now - self._busy_since >= self.stall_after else "writing"
+        if self._blocked_by is not None:
+            return "retrying"
+        return "idle"
+
+    def _revive(self) -> None:
+        """Start a new writer thread if the current one is gone and rows wait."""
+        with self._lock:
+            if self._closed or self._thread.is_alive():
+                return
+            if self._closing and not self._queue and self._batch is None:
+                return
+            self._gen += 1
+            gen = self._gen
+            self.writer_restarts += 1
+            problem = self.last_problem
+            # under the lock: two supervisors never start two writers
+            self._thread = threads.start_thread(lambda: self._run(gen, None), _THREAD_NAME)
+        log.warning(
+            "request log %s: the writer thread had stopped%s; started a new one",
+            self.path,
+            f" ({problem})" if problem else "",
+        )
+
+    def _warning(self, now: float) -> tuple[int, str, tuple[object, ...]] | None:
+        """The warning to give now, if any (under the lock)."""
+        dropped = self.dropped - self._said_dropped
+        failed = self.failed - self._said_failed
+        busy = self._busy_since
+        stuck = busy is not None and now - busy >= self.stall_after
+        retrying = busy is None and self._blocked_by is not None
+        pruning = self._prune_problem
+        if not (dropped or failed or stuck or retrying or pruning):
+            if self._warned:
+                self._warned = False
+                text = "request log %s: writing again (%d queued)"
+                return logging.INFO, text, (self.path, len(self._queue))
+            return None
+        if now - self._warned_at < self.warn_every:
+            return None
+        self._warned_at = now
+        self._warned = True
+        self._said_dropped = self.dropped
+        self._said_failed = self.failed
+        self._prune_problem = None
+        parts: list[str] = []
+        if stuck and busy is not None:
+            parts.append(f"the writer has been stuck in one database call for {now - busy:.0f} s")
+        elif retrying:
+            parts.append(
+                f"cannot write ({self._blocked_by}); trying again every {self.retry_after:g} s"
+            )
+        if pruning:
+            parts.append(pruning)
+        if dropped:
+            parts.append(
+                f"{dropped} record(s) dropped since the last warning (queue full at "
+                f"{self.queue_size}; {self.dropped} in all)"
+            )
+        if failed:
+            parts.append(f"{failed} record(s) lost ({self.last_problem or 'see above'})")
+        text = "request log %s: %s; %d queued"
+        return logging.WARNING, text, (self.path, "; ".join(parts), len(self._queue))
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _run(self, gen: int, writer: logfile.Writer | None) -> None:
+        next_prune = time.monotonic()  # a retention pass first
         since_prune = 0
         try:
-            while not self._abandoned:
-                now = time.monotonic()
-                self._wake.wait(max(0.0, min(next_prune - now, self.prune_interval)))
-                # Let records gather so one frame (one transaction) carries many:
-                # the request path then pays a deque append, not a thread wake-up.
-                if self.linger > 0 and not self._urgent.is_set():
-                    self._urgent.wait(self.linger)
-                self._urgent.clear()
-                self._wake.clear()
-                while not self._abandoned:
-                    rows, last = self._take()
-                    if rows:
-                        answer = self._call(reqlog_writer.rows_frame(rows))
-                        ok = answer is not None and answer[0] == "ok"
-                        if answer is not None and not ok:
-                            self._complain("cannot write %d record(s): %s", len(rows), answer[1])
-                        with self._cond:
-                            if ok:
-                                self.written += len(rows)
-                            else:
-                                self.failed += len(rows)
-                            self.in_flight = 0
-                            self._done_seq = last
-                            self._cond.notify_all()
-                        if ok:
-                            since_prune += len(rows)
-                    # Retention runs between batches too: a queue that never
-                    # empties must not starve it.
-                    now = time.monotonic()
-                    due = now >= next_prune or since_prune >= self._prune_every or self._prune_now
-                    if due and not self._abandoned:
-                        self._prune_now = False
-                        answer = self._call(
-                            marshal.dumps(("p", self._clock(), self.max_age_s, self.max_requests))
-                        )
-                        if answer is not None and answer[0] == "ok":
-                            with self._cond:
-                                self.pruned += int(answer[1])
-                                self.prune_passes += 1
-                        elif answer is not None:
-                            self._complain("retention pass failed: %s", answer[1])
-                        since_prune = 0
-                        next_prune = now + self.prune_interval
-                    if not rows:
-                        break
+            while True:
                 with self._cond:
-                    if self._closing and not self._queue:
-                        break
-        except Exception:  # a bug here must not leave flush() waiting
-            log.exception("request log %s: the feeder thread failed", self.path)
-        finally:
-            self._stop_writers()
-            with self._cond:
-                # Nothing will write what is left (or comes later): do not let
-                # flush() wait for it.
-                self._closing = True
-                self.failed += len(self._queue) + self.in_flight
-                self.in_flight = 0
-                self._queue.clear()
-                self._done_seq = self._seq
-                self._cond.notify_all()
-
-    def _call(self, command: bytes) -> tuple[str, Any] | None:
-        """Run one writer command (marshalled, see `reqlog_writer`) in the child
-        process, or here when there is none; its answer, or None if nothing can
-        write."""
-        if self._mode == "process":
-            if self._child is None:
-                self._start_child()
-            child = self._child
-            if child is not None:
-                try:
-                    return child.call(command)
-                except _ChildGone as exc:
-                    self._child = None
-                    child.stop(0.0)
-                    if self._abandoned:
-                        return None
-                    self._fall_back(f"the writer process {exc}")
-        if self._abandoned:
-            return None
-        writer = self._local_writer()
-        return None if writer is None else writer.handle(marshal.loads(command))
-
-    def _start_child(self) -> None:
-        t0 = time.perf_counter()
-        try:
-            popen = _launch_writer(self.path)
-        except Exception as exc:  # no interpreter, no processes left, ...
-            self._fall_back(f"cannot start the writer process: {exc!r}")
-            return
-        child = _WriterProcess(popen)
-        self._child = child  # before it answers: close() may have to kill it
-        try:
-            child.hello()
-        except _ChildGone as exc:
-            self._child = None
-            child.stop(1.0)
-            self._fall_back(f"the writer process did not start: it {exc}")
-            return
-        self.writer_start_ms = (time.perf_counter() - t0) * 1e3
-        log.debug(
-            "request log %s: writer process %d ready in %.0f ms",
-            self.path,
-            child.pid,
-            self.writer_start_ms,
-        )
-
-    def _fall_back(self, why: str) -> None:
-        """From now on, write in this process (said once: the mode changes once)."""
-        self._mode = "thread"
-        if not self._abandoned:
-            log.warning("request log %s: %s; writing in-process instead", self.path, why)
-
-    def _local_writer(self) -> Writer | None:
-        if self._local is None and not self._local_failed:
-            try:
-                self._local = Writer(self.path)
-            except sqlite3.Error:
-                self._local_failed = True
-                log.exception("request log: cannot open %s; requests will not be logged", self.path)
-        return self._local
-
-    def _stop_writers(self) -> None:
-        child, self._child = self._child, None
-        if child is not None:
-            # EOF on its stdin: it has answered for everything, so it just exits.
-            code = child.stop(0.0 if self._abandoned else 10.0)
-            if code not in (0, None) and not self._abandoned:
-                log.warning("request log writer process exited with code %s", code)
-        if self._local is not None:
-            self._local.close()
-            self._local = None
-
-    def _complain(self, what: str, *args: object) -> None:
-        """Log a writer error, at most once a minute."""
-        now = time.monotonic()
-        if now - self._complained_at >= 60.0:
-            self._complained_at = now
-            log.warning("request log %s: " + what, self.path, *args)
-
-
-# --------------------------------------------------------------------------- the writer process
-
-_BOOTSTRAP: Final = (
-    "import sys; sys.path.append(sys.argv[1]); "
-    "from traywire.observe.reqlog_writer import main; sys.exit(main(sys.argv[2:]))"
-)
-
-
-def _launch_writer(path: Path) -> subprocess.Popen[bytes]:
-    """Start the writer process for ``path``: this interpreter, isolated (``-I``:
-    no environment variables, no user site, not the working directory) and
-    without ``site`` (``-S``: nothing from site-packages runs), finding
-    `traywire.reqlog_writer` where this one was found."""
-    if not sys.executable:
-        raise OSError("no interpreter to run (sys.executable is empty)")
-    # where `traywire` was found (not resolved: the package dir may be a link)
-    package_dir = os.path.dirname(
-        os.path.dirname(os.path.dirname(os.path.abspath(reqlog_writer.__file__)))
-    )
-    return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, package_dir, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        # its tracebacks, if any, go where ours go
-        stderr=subprocess.DEVNULL if sys.stderr is None else None,
-        close_fds=True,
-        # POSIX: a session of its own, so a terminal's Ctrl-C (sent to the
-        # foreground process group) does not reach it; it goes at EOF instead
-        start_new_session=True,
-        # Windows: no console window (pythonw.exe parents have none to share)
-        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-    )
-
-
-class _ChildGone(Exception):
-    """The writer process is gone (or out of step)."""
-
-
-class _WriterProcess:
-    """The parent's end of a writer process: one command, one answer."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        if popen.stdin is None or popen.stdout is None:
-            raise ValueError("the writer process needs pipes")
-        self.popen = popen
-        self.pid = popen.pid
-        self._to: IO[bytes] = popen.stdin
-        self._from: IO[bytes] = popen.stdout
-
-    def hello(self) -> None:
-        """Wait for the child to say it has opened the file."""
-        answer = self._receive()
-        if answer[0] != "ready":
-            raise _ChildGone(f"said: {answer[1]}")
-
-    def call(self, command: bytes) -> tuple[str, Any]:
-        """Send one marshalled command and wait for its answer."""
-        try:
-            reqlog_writer.send(self._to, command)
-        except (OSError, ValueError) as exc:
-            raise _ChildGone(self._why(exc)) from exc
-        return self._receive()
-
-    def _receive(self) -> tuple[str, Any]:
-        try:
-            answer = reqlog_writer.receive(self._from)
-        except (OSError, ValueError, EOFError, TypeError) as exc:
-            raise _ChildGone(self._why(exc)) from exc
-        if answer is None:
-            raise _ChildGone(self._why(None))
-        if not (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], str)):
-            raise _ChildGone(f"answered {answer!r:.100}")
-        return answer
-
-    def _why(self, exc: BaseException | None) -> str:
-        try:
-            code = self.popen.wait(1.0)
-        except subprocess.TimeoutExpired:
-            return f"stopped answering ({exc})"
-        return f"exited (code {code})"
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.popen.kill()
-
-    def stop(self, timeout: float) -> int | None:
-        """Close its stdin (it exits at EOF) and reap it; kill it if it does not
-        exit within ``timeout``. Its exit code (None if it would not die)."""
-        with contextlib.suppress(OSError, ValueError):
-            self._to.close()
-        code: int | None = None
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self.popen.wait(5.0)
-        with contextlib.suppress(OSError, ValueError):
-            self._from.close()
-        return code
-
-
-# --------------------------------------------------------------------------- wiring
-
-
-def attach(rt: Runtime, request_log: RequestLog) -> None:
-    """Make ``request_log`` the runtime's log (``rt.log``) and one of its observers."""
-    rt.log = request_log  # type: ignore[attr-defined]
-    rt.observers.append(request_log.observe)
-
-
-def attached(rt: Runtime) -> RequestLog | None:
-    """The log attached to ``rt``, if any."""
-    found = getattr(rt, "log", None)
-    return found if isinstance(found, RequestLog) else None
-
-
-def detach(rt: Runtime) -> RequestLog | None:
-    """Undo `attach`; returns the log that was attached."""
-    found = attached(rt)
-    if found is not None:
-        if found.observe in rt.observers:
-            rt.observers.remove(found.observe)
-        rt.log = None  # type: ignore[attr-defined]
-    return found
-
-
-def seed_usage(
-    health: Health, request_log: RequestLog, now_wall: float, now_mono: float, window_s: float
-) -> int:
-    """Feed the last ``window_s`` seconds of token usage from the log into
-    ``health`` (so ``usage_based`` routing survives a restart). Each bucket is
-    counted at the monotonic time matching when its requests finished, so it
-    leaves the window when it would have had traywire kept running. Returns the
-    number of tokens seeded. Call it on the thread that owns ``health``.
-    """
-    total = 0
-    # oldest first, as Health.add_usage expects
-    for b in request_log.usage_buckets(now_wall - window_s, health.usage_bucket_s):
-        health.add_usage(b.model, now_mono - max(0.0, now_wall - b.t), b.tokens)
-        total += b.tokens
-    return total
-
-
-def setup(app: web.Application, rt: Runtime) -> None:
-    """Open the request log the config asks for when ``app`` starts, attach it to
-    ``rt``, seed the usage window from it, and close it when ``app`` shuts down
-    (after in-flight requests are done). A log already attached to ``rt`` is
-    left alone (and not closed). A log that cannot be opened is reported and
-    the proxy runs without it."""
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        owned: RequestLog | None = None
-        settings = rt.cfg.log
-        if attached(rt) is None and settings.enabled:
-            try:
-                owned = await asyncio.to_thread(RequestLog.from_settings, settings)
-            except (OSError, sqlite3.Error) as exc:
-                log.warning("request log disabled: cannot open %s: %s", path_for(settings), exc)
-            else:
-                try:
-                    # Before the listener opens: no request waits for this read.
-                    seed_usage(
-                        rt.health,
-                        owned,
-                        time.time(),
-                        time.monotonic(),
-                        rt.cfg.health.usage_window,
+                    if self._gen != gen:
+                        return
+                    idle = not self._queue and self._batch is None
+                    if idle and self._closing:
+                        return
+                if idle:
+                    self._wake.wait(
+                        max(0.0, min(next_prune - time.monotonic(), self.prune_interval))
                     )
-                except sqlite3.Error as exc:
-                    log.warning("request log: cannot read past usage: %s", exc)
-                attach(rt, owned)
-        try:
-            yield
+                    # Let rows gather so one transaction carries many: the
+                    # request path then pays a deque append, not a thread wake-up.
+                    if self.linger > 0 and not self._urgent.is_set():
+                        self._urgent.wait(self.linger)
+                    self._urgent.clear()
+                    self._wake.clear()
+                    with self._cond:
+                        self._progress_at = self._mono()
+                if writer is None:
+                    writer = self._open_writer()
+                    if writer is None:
+                        self._pause()
+                        continue
+                rows = self._take(gen)
+                if rows is None:
+                    return
+                if rows:
+                    done = self._write(gen, writer, rows)
+                    if done is None:
+                        return
+                    if not done:
+                        self._pause()
+                        continue
+                    since_prune += len(rows)
+                now = time.monotonic()
+                if now >= next_prune or since_prune >= self._prune_every:
+                    self._prune(writer)
+                    since_prune = 0
+                    next_prune = now + self.prune_interval
+                self.check()
+        except Exception as exc:  # a bug: say so; check() starts a new writer
+            log.exception("request log %s: the writer thread failed", self.path)
+            with self._cond:
+                self._busy_since = None
+                self.last_problem = f"the writer thread failed: {type(exc).__name__}: {exc}"
         finally:
-            if owned is not None:
-                detach(rt)
-                await asyncio.to_thread(owned.close)
+            if writer is not None:
+                writer.close()
 
-    app.cleanup_ctx.append(lifecycle)
+    def _pause(self) -> None:
+        """Say what is wrong (rate-limited), then wait ``retry_after`` seconds
+        before the next try (close() cuts the wait short once)."""
+        self.check()
+        if self._retry.wait(self.retry_after):
+            self._retry.clear()
+
+    def _open_writer(self) -> logfile.Writer | None:
+        try:
+            return logfile.Writer(self.path, busy_timeout_s=self.busy_timeout_s)
+        except sqlite3.Error as exc:
+            with self._cond:
+                self.last_problem = self._blocked_by = f"cannot open the file: {exc}"
+            return None
+
+    def _take(self, gen: int) -> list[tuple[Any, ...]] | None:
+        """The batch to write: the one held since a failed try, else up to
+        ``batch_size`` of the oldest rows. None: this writer is superseded."""
+        with self._cond:
+            if self._gen != gen:
+                return None
+            if self._batch is None:
+                queue = self._queue
+                n = min(len(queue), self.batch_size)
+                if n == 0:
+                    return []
+                self._batch = [queue.popleft() for _ in range(n)]
+                self._batch_last = self._seq - len(queue)
+            self._busy_since = self._mono()
+            return self._batch
+
+    def _write(self, gen: int, writer: logfile.Writer, rows: list[tuple[Any, ...]]) -> bool | None:
+        """Write ``rows``: True when done with them (written, or refused and
+        counted), False to try the rest again later, None when this writer is
+        superseded."""
+        written = refused = 0
+        rest: list[tuple[Any, ...]] = []
+        problem: str | None = None
+        try:
+            writer.write(rows)
+            written = len(rows)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O
+            rest, problem = rows, str(exc)
+        except sqlite3.Error:
+            # A row the database refuses (a bug): find it, keep the others.
+            for i, row in enumerate(rows):
+                try:
+                    writer.write([row])
+                    written += 1
+                except sqlite3.OperationalError as exc:
+                    rest, problem = rows[i:], str(exc)
+                    break
+                except sqlite3.Error as exc:
+                    refused += 1
+                    problem = f"a record refused: {type(exc).__name__}: {exc}"
+        with self._cond:
+            self._busy_since = None
+            if self._gen != gen:
+                return None
+            self.written += written
+            self.failed += refused
+            self.last_problem = problem
+            self._blocked_by = problem if rest else None
+            if written:
+                self._progress_at = self._mono()
+            if rest:
+                self._batch = rest
+                return False
+            self._batch = None
+            self._done_seq = self._batch_last
+            self._cond.notify_all()
+            return True
+
+    def _prune(self, writer: logfile.Writer) -> None:
+        with self._cond:
+            self._busy_since = self._mono()
+        try:
+            deleted: int | None = writer.prune(self._clock(), self.max_age_s, self.max_requests)
+            problem = None
+        except sqlite3.Error as exc:
+            deleted, problem = None, f"retention pass failed: {exc}"
+        with self._cond:
+            self._busy_since = None
+            if deleted is None:
+                self.last_problem = self._prune_problem = problem
+            else:
+                self.pruned += deleted
+                self.prune_passes += 1

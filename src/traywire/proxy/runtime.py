@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from .. import __version__
+from .. import __version__, threads
 from ..clock import SYSTEM, Clock
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
@@ -104,7 +104,7 @@ class Runtime:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         if resolve_keys:
-            await asyncio.to_thread(self._resolve_keys)
+            await threads.run_blocking(self._resolve_keys)
         if probes:
             self.prober = Prober(
                 self.health,
@@ -145,7 +145,7 @@ class Runtime:
         if resolve_keys:
             self.keys = {}
             self.key_problem = None
-            await asyncio.to_thread(self._resolve_keys)
+            await threads.run_blocking(self._resolve_keys)
         else:
             self._apply_keys()
         if self.prober is not None:
@@ -216,7 +216,7 @@ class Runtime:
                     keys[name], problem = None, str(exc)
             return keys, problem
 
-        self.keys, self.key_problem = await asyncio.to_thread(read)
+        self.keys, self.key_problem = await threads.run_blocking(read)
         self._apply_keys()
         if self.prober is not None:
             self.prober.set_targets(self._probe_targets())

@@ -18,7 +18,7 @@ from .. import __version__
 from ..core import request as inbound
 from ..core import routing, validate
 from ..errors import UnknownModelError
-from ..observe import dashboard, metrics, reqlog
+from ..observe import dashboard, metrics, wiring
 from ..redact import REDACTOR
 from ..types import Dialect, Op
 from . import failover, listener, replies
@@ -217,7 +217,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return replies.json_response(request.app[RUNTIME].status())
+    body = request.app[RUNTIME].status()
+    body["request_log"] = request.app[wiring.REQUEST_LOG].status()
+    return replies.json_response(body)
 
 
 async def _admin_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -291,9 +293,9 @@ def make_app(
     app = web.Application(client_max_size=int(rt.cfg.server.max_body_mb * 1024 * 1024))
     app[RUNTIME] = rt
     app[TOKEN] = token
-    m = metrics.setup(app, rt)  # counts every request
-    reqlog.setup(app, rt)  # the request log (config log:), opened at startup
-    dashboard.setup(app, rt, config_file=config_file)  # the session token
+    request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
+    m = metrics.setup(app, rt, request_log)  # counts every request
+    dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/v1/chat/completions", inference("openai", "chat")),
         ("POST", "/v1/completions", inference("openai", "completion")),

@@ -64,6 +64,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import threads
 from ..clock import Clock
 from ..core.schema import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
 from .health import Health
@@ -353,8 +354,8 @@ class Switcher:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                proc = await threads.start_process_async(
+                    argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
@@ -472,8 +473,8 @@ class Switcher:
     async def _command(self, what: str, argv: tuple[str, ...], sw: SwitchSettings) -> None:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                proc = await threads.start_process_async(
+                    argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,

@@ -17,6 +17,7 @@ from ..types import (
     Decision,
     Dialect,
     RequestRecord,
+    outcome_of,
 )
 
 
@@ -77,6 +78,7 @@ class Trace:
         self.served = (step.model, step.backend)
 
     def record(self, dialect: Dialect, endpoint: str, stream: bool, d: Decision) -> RequestRecord:
+        attempts = tuple(self.attempts)
         return RequestRecord(
             ts=self.wall,
             dialect=dialect,
@@ -90,7 +92,7 @@ class Trace:
             stream=stream,
             plan=d.plan,
             skipped=d.skipped,
-            attempts=tuple(self.attempts),
+            attempts=attempts,
             served_model=self.served[0] if self.served else None,
             served_backend=self.served[1] if self.served else None,
             status=self.status,
@@ -98,6 +100,13 @@ class Trace:
             total_ms=self.elapsed_ms(),
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
+            outcome=outcome_of(
+                served=self.served is not None,
+                status=self.status,
+                attempts=attempts,
+                cut=self.cut,
+                client_gone=self.client_gone,
+            ),
             error=self.error,
             cut=self.cut,
             client_gone=self.client_gone,

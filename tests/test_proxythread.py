@@ -1,5 +1,5 @@
-"""The module that owns the threads: the proxy on its loop thread, commands
-posted to it, immutable snapshots, the status poll, stopping with a drain."""
+"""The proxy on its own loop thread (`desktop.proxythread`): commands posted to
+it, immutable snapshots, the status poll, stopping with a drain."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from harness import config_for
 
 from traywire import config
 from traywire.desktop import statefile
+from traywire.desktop.proxythread import Poller, Proxy
 from traywire.desktop.tray import Snapshot, icon_state
 from traywire.errors import ConfigError
-from traywire.threads import Poller, Proxy
 
 
 def backends(**fakes: FakeBackend) -> dict[str, dict[str, Any]]:
