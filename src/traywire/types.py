@@ -54,8 +54,11 @@ BACKEND_KINDS: tuple[BackendKind, ...] = ("ollama", "openai")
 
 Circuit = Literal["closed", "open", "half_open"]
 
-# The API a client speaks (and the one a backend kind speaks).
+# The wire dialect of a request body and of a backend kind.
 Dialect = Literal["openai", "ollama"]
+# The API a client speaks: the two dialects, and two more translated to and
+# from OpenAI chat at the edge (Anthropic Messages, OpenAI Responses).
+Front = Literal["openai", "ollama", "anthropic", "responses"]
 # What the client asked for: chat, a plain completion (OpenAI /v1/completions,
 # Ollama /api/generate) or embeddings.
 Op = Literal["chat", "completion", "embed"]
@@ -216,7 +219,7 @@ class RequestRecord(NamedTuple):
     """
 
     ts: float  # wall-clock seconds (time.time()) at arrival
-    dialect: str  # "openai" or "ollama"
+    dialect: str  # the API the client spoke: "openai", "ollama", "anthropic", "responses"
     endpoint: str  # request path
     requested: str
     capability: str | None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..types import Dialect, Op, RouteRequest
+from ..types import Dialect, Front, Op, RouteRequest
 from . import validate
 from .validate import BadRequest
 
@@ -22,6 +22,7 @@ __all__ = ["BadRequest", "Inbound", "parse"]
 
 
 class Inbound(NamedTuple):
+    # The wire dialect of ``body`` (what adapters translate from).
     dialect: Dialect
     op: Op
     # The client's body, checked (unknown fields kept for same-dialect backends).
@@ -30,6 +31,12 @@ class Inbound(NamedTuple):
     # to; embeddings never stream.)
     stream: bool
     route: RouteRequest
+    # The API the client speaks (answers and errors go back in it); the same as
+    # ``dialect`` except for the Anthropic and Responses fronts, whose bodies
+    # arrive translated to OpenAI chat.
+    front: Front
+    # The client's own body where it differs from ``body`` (a front's).
+    original: dict[str, Any] | None = None
 
 
 _PARSERS: dict[tuple[Dialect, Op], Callable[[dict[str, Any]], RouteRequest]] = {
@@ -52,4 +59,4 @@ def parse(dialect: Dialect, op: Op, body: object) -> Inbound:
         stream = b.get("stream") is not False
     else:
         stream = b.get("stream") is True
-    return Inbound(dialect, op, b, stream, route)
+    return Inbound(dialect, op, b, stream, route, dialect)

@@ -43,9 +43,9 @@ from ..core.schema import Backend, Model
 from ..core.validate import MAX_MODEL
 from ..errors import BackendError
 from ..redact import REDACTOR
-from ..types import AttemptRecord, Decision, Dialect
+from ..types import AttemptRecord, Decision, Front
 from . import dialects as tr
-from . import replies
+from . import fronts, replies
 from .backends import ADAPTERS, Ids, Prepared, error_from_status
 from .deadline import Deadline
 from .health import Attempt
@@ -56,7 +56,12 @@ from .transport import Response
 
 log = logging.getLogger("traywire")
 
-_CONTENT_TYPE = {"openai": "text/event-stream", "ollama": "application/x-ndjson"}
+_CONTENT_TYPE = {
+    "openai": "text/event-stream",
+    "ollama": "application/x-ndjson",
+    "anthropic": "text/event-stream",
+    "responses": "text/event-stream",
+}
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 _ID_PREFIX = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 _ids = itertools.count(1)
@@ -87,7 +92,7 @@ async def execute(
             # answer it (nothing was sent yet) rather than cut the connection
             task.uncancel()
             trace.status, trace.error = 503, SHUTTING_DOWN
-            return replies.error(inb.dialect, 503, SHUTTING_DOWN, code="shutting_down")
+            return replies.error(inb.front, 503, SHUTTING_DOWN, code="shutting_down")
         trace.client_gone = not rt.stopping
         trace.status = trace.status or 499
         raise
@@ -98,19 +103,19 @@ async def execute(
         # runs this before it reads anything more (so the next request, e.g.
         # GET /metrics, sees this one counted).
         asyncio.get_running_loop().call_soon(
-            _observe, rt, trace, inb.dialect, request.path, inb.stream, d
+            _observe, rt, trace, inb.front, request.path, inb.stream, d
         )
 
 
 def _observe(
-    rt: Runtime, trace: Trace, dialect: Dialect, endpoint: str, stream: bool, d: Decision
+    rt: Runtime, trace: Trace, dialect: Front, endpoint: str, stream: bool, d: Decision
 ) -> None:
     rt.observe(trace.record(dialect, endpoint, stream, d))
 
 
 def record_rejection(
     rt: Runtime,
-    dialect: Dialect,
+    dialect: Front,
     body: dict[str, Any] | None,
     endpoint: str,
     response: web.Response,
@@ -181,7 +186,7 @@ async def _run(
             trace.failed(step, exc, attempt.elapsed_ms())
             if not exc.failover:
                 trace.error = REDACTOR.text(str(exc))
-                return _client_error(inb.dialect, exc, headers)
+                return _client_error(inb.front, exc, headers)
             if exc.kind == "context_length":
                 larger_than = max(larger_than, model.context)
             elif exc.kind == "unsupported":
@@ -194,19 +199,19 @@ async def _run(
             raise
         trace.served_by(step, attempt.elapsed_ms())
         return resp
-    resp = _all_failed(inb.dialect, d, trace.attempts, last, route)
+    resp = _all_failed(inb.front, d, trace.attempts, last, route)
     trace.error = d.note or "all attempts failed"
     return resp
 
 
-def _client_error(dialect: Dialect, exc: BackendError, headers: dict[str, str]) -> web.Response:
+def _client_error(dialect: Front, exc: BackendError, headers: dict[str, str]) -> web.Response:
     status = exc.status or 400
     message = REDACTOR.text(tr.upstream_error_message(exc.body, default=str(exc)))
     return replies.error(dialect, status, message, code=None, headers=headers)
 
 
 def _all_failed(
-    dialect: Dialect,
+    dialect: Front,
     d: Decision,
     tried: list[AttemptRecord],
     last: BackendError | None,
@@ -331,16 +336,12 @@ async def _unary(
     if r.status >= 400:
         raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
     elapsed_ms = attempt.elapsed_ms()
+    reported, ids = _reported(rt, d, model), new_ids(rt)
     answer = ADAPTERS[backend.kind].answer(
-        prep,
-        inb.dialect,
-        inb.op,
-        raw,
-        _reported(rt, d, model),
-        new_ids(rt),
-        inb.body,
-        int(elapsed_ms * 1e6),
+        prep, inb.dialect, inb.op, raw, reported, ids, inb.body, int(elapsed_ms * 1e6)
     )
+    if inb.front != inb.dialect:  # Anthropic or Responses: say it again in theirs
+        answer = answer._replace(body=fronts.answer(inb, answer.body, reported, ids))
     attempt.ok(elapsed_ms)
     trace.ttfb_ms = round(elapsed_ms, 2)
     trace.tokens_in, trace.tokens_out = answer.tokens_in, answer.tokens_out
@@ -365,9 +366,10 @@ async def _stream(
     attempt: Attempt,
 ) -> web.StreamResponse:
     t = backend.timeouts
-    relay = ADAPTERS[backend.kind].relay(
-        prep, inb.dialect, inb.op, _reported(rt, d, model), new_ids(rt), inb.body
-    )
+    reported, ids = _reported(rt, d, model), new_ids(rt)
+    relay = ADAPTERS[backend.kind].relay(prep, inb.dialect, inb.op, reported, ids, inb.body)
+    if inb.front != inb.dialect:  # Anthropic or Responses
+        relay = fronts.relay(inb, relay, reported, ids, d.prompt_tokens)
     r: Response | None = None
     first = b""
     try:
@@ -394,7 +396,7 @@ async def _stream(
     trace.ttfb_ms = trace.elapsed_ms()
 
     response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = _CONTENT_TYPE[inb.dialect]
+    response.content_type = _CONTENT_TYPE[inb.front]
     response.headers["Cache-Control"] = "no-cache"
     problem: BackendError | None = None
     stopped = False

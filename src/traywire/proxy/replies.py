@@ -9,16 +9,20 @@ from typing import Any
 
 from aiohttp import web
 
-from ..types import Dialect
+from ..types import Front
 from . import dialects as tr
+from .dialects import anthropic
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def dialect_of(path: str) -> Dialect | None:
-    """The dialect a path's answers are in: OpenAI under /v1, Ollama under
-    /api, None (plain ``{"error": ...}``) elsewhere."""
-    if path.startswith("/v1/") or path == "/v1":
+def dialect_of(path: str) -> Front | None:
+    """The protocol a path's answers are in: Anthropic's under /v1/messages,
+    OpenAI's elsewhere under /v1 (the Responses API shares its error shape),
+    Ollama's under /api, None (plain ``{"error": ...}``) elsewhere."""
+    if path.startswith("/v1/"):
+        return "anthropic" if path.startswith("/v1/messages") else "openai"
+    if path == "/v1":
         return "openai"
     if path.startswith("/api/") or path == "/api":
         return "ollama"
@@ -39,7 +43,7 @@ def json_response(
 
 
 def error(
-    dialect: Dialect | None,
+    dialect: Front | None,
     status: int,
     message: str,
     *,
@@ -49,7 +53,11 @@ def error(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     body: dict[str, Any]
-    if dialect == "openai":
+    if dialect == "anthropic":
+        body = anthropic.error_body(status, message)
+        if extra:
+            body["error"].update(extra)
+    elif dialect in ("openai", "responses"):
         body = tr.openai_error_body(
             message, error_type=tr.openai_error_type(status), param=param, code=code
         )

@@ -134,12 +134,13 @@ def same_origin(origin: str, request: web.Request) -> bool:
 
 
 def token_ok(request: web.Request, token: str) -> bool:
+    """The token as a bearer (OpenAI SDKs' api_key), ``x-api-key`` (Anthropic
+    SDKs') or ``X-Traywire-Token``."""
     given = request.headers.get("Authorization", "")
-    given = (
-        given[7:]
-        if given.lower().startswith("bearer ")
-        else request.headers.get("X-Traywire-Token", "")
-    )
+    if given.lower().startswith("bearer "):
+        given = given[7:]
+    else:
+        given = request.headers.get("x-api-key") or request.headers.get("X-Traywire-Token") or ""
     return hmac.compare_digest(given.encode(), token.encode())
 
 

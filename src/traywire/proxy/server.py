@@ -20,8 +20,8 @@ from ..core import routing, validate
 from ..errors import UnknownModelError
 from ..observe import dashboard, metrics, wiring
 from ..redact import REDACTOR
-from ..types import Dialect, Op
-from . import failover, listener, replies
+from ..types import Dialect, Front, Op
+from . import failover, fronts, listener, replies
 from .runtime import Runtime
 from .security import TOKEN, guarded, is_loopback
 
@@ -103,6 +103,45 @@ def inference(dialect: Dialect, op: Op) -> Handler:
         return await failover.execute(rt, inb, decision, request)
 
     return handle
+
+
+def front(which: Front) -> Handler:
+    """``/v1/messages`` (Anthropic) and ``/v1/responses`` (OpenAI Responses):
+    translated to OpenAI chat here, then served as any chat request."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        rt = request.app[RUNTIME]
+        started = (rt.clock.time(), rt.clock.monotonic())
+        body: dict[str, Any] | None = None
+        try:
+            body = await _body(request)
+            try:
+                inb = fronts.parse(which, body)
+            except inbound.BadRequest as exc:
+                raise _Refused(400, exc.message, "invalid_request", exc.param) from None
+            try:
+                decision = routing.decide(inb.route, rt.cfg, rt.snapshot())
+            except UnknownModelError as exc:
+                raise _Refused(404, str(exc), "model_not_found", "model") from None
+        except _Refused as r:
+            response = replies.error(which, r.status, r.message, param=r.param, code=r.code)
+            return failover.record_rejection(
+                rt, which, body, request.path, response, r.message, started
+            )
+        return await failover.execute(rt, inb, decision, request)
+
+    return handle
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """``/v1/messages/count_tokens``: traywire's estimate, as Anthropic's API answers."""
+    try:
+        body = await _body(request)
+        return replies.json_response(fronts.count_tokens(body))
+    except _Refused as r:
+        return replies.error("anthropic", r.status, r.message)
+    except inbound.BadRequest as exc:
+        return replies.error("anthropic", 400, exc.message)
 
 
 # --------------------------------------------------------------------------- listings
@@ -300,6 +339,9 @@ def make_app(
         ("POST", "/v1/chat/completions", inference("openai", "chat")),
         ("POST", "/v1/completions", inference("openai", "completion")),
         ("POST", "/v1/embeddings", inference("openai", "embed")),
+        ("POST", "/v1/messages", front("anthropic")),
+        ("POST", "/v1/messages/count_tokens", count_tokens),
+        ("POST", "/v1/responses", front("responses")),
         ("GET", "/v1/models", list_models),
         ("GET", r"/v1/models/{model:[\s\S]+}", get_model),
         ("POST", "/api/chat", inference("ollama", "chat")),

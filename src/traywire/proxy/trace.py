@@ -15,7 +15,7 @@ from ..types import (
     Attempt,
     AttemptRecord,
     Decision,
-    Dialect,
+    Front,
     RequestRecord,
     outcome_of,
 )
@@ -77,7 +77,7 @@ class Trace:
         )
         self.served = (step.model, step.backend)
 
-    def record(self, dialect: Dialect, endpoint: str, stream: bool, d: Decision) -> RequestRecord:
+    def record(self, dialect: Front, endpoint: str, stream: bool, d: Decision) -> RequestRecord:
         attempts = tuple(self.attempts)
         return RequestRecord(
             ts=self.wall,
