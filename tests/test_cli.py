@@ -73,7 +73,7 @@ def test_check_default_ok_without_warnings(capsys: pytest.CaptureFixture[str]) -
     rc, out, err = run(capsys, "check")
     assert rc == 0
     assert err == ""
-    assert out.startswith("config OK: 6 backends, 13 models, 13 fallback chains, 8 routes")
+    assert out.startswith("config OK: 6 backends, 14 models, 13 fallback chains, 8 routes")
     assert "(from <built-in default>)" in out
     assert "warning" not in out
 
@@ -592,10 +592,10 @@ def test_route_state_with_wrong_usage_type_exits_2(
 def test_route_unknown_model_exits_2_and_lists_known_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rc, out, err = run(capsys, "route", "--model", "gpt-5", "--prompt", "hi")
+    rc, out, err = run(capsys, "route", "--model", "no-such-model-9", "--prompt", "hi")
     assert rc == 2
     assert out == ""
-    assert err.startswith("traywire: unknown model 'gpt-5'; known models and aliases: ")
+    assert err.startswith("traywire: unknown model 'no-such-model-9'; known models and aliases: ")
     known = config.load(user_file=False).names()
     listed = err.strip().split("known models and aliases: ", 1)[1].split(", ")
     assert listed == known

@@ -99,9 +99,9 @@ def test_name_without_tag_means_latest() -> None:
 
 def test_unknown_model_lists_the_names_the_user_can_ask_for() -> None:
     with pytest.raises(UnknownModelError) as exc:
-        routing.decide(req("gpt-5"), CFG)
+        routing.decide(req("no-such-model-9"), CFG)
     msg = str(exc.value)
-    assert "'gpt-5'" in msg
+    assert "'no-such-model-9'" in msg
     for name in ("auto", "code", DEEPSEEK, LLAMA, "large_context"):
         assert name in msg
 
@@ -593,7 +593,9 @@ def test_known_model_plans_are_never_empty_unless_the_preference_rules_all_out(
     s: LiveState, name: str, prompt: str
 ) -> None:
     d = routing.decide(req(name, prompt), CFG, s)
-    if not d.plan:
+    if not d.plan and d.unmet:  # a model that cannot chat (an embedding model)
+        assert d.unmet == ("chat",) and "chat" not in CFG.models[name].features
+    elif not d.plan:
         pref = s.preference or CFG.preference
         assert pref in ("local_only", "cloud_only")
         assert d.note.startswith(pref)

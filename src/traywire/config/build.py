@@ -14,6 +14,7 @@ from ..core.schema import (
     DEFAULT_PORT,
     MEASURES,
     SWITCH_MODES,
+    Aliases,
     AutoSettings,
     Backend,
     Band,
@@ -74,6 +75,7 @@ class Builder(Reader):
                 "fallbacks",
                 "routes",
                 "log",
+                "aliases",
             ),
             ("backends", "models"),
         )
@@ -107,6 +109,7 @@ class Builder(Reader):
             if name == "auto":
                 self.fail(("routes", name), "'auto' is reserved (it classifies, then routes)")
         auto = self.auto(d.get("auto", {}), routes)
+        aliases = self.aliases(d.get("aliases", {}), models, routes)
         server_spec = self.mapping(
             d.get("server", {}),
             ("server",),
@@ -183,6 +186,7 @@ class Builder(Reader):
             health=health,
             principles=principles,
             auto=auto,
+            aliases=aliases,
             log=log,
             sources=self.sources,
             origins=MappingProxyType(dict(self.origins)),
@@ -491,6 +495,40 @@ class Builder(Reader):
             measure=self.choice(s.get("measure", "prompt_tokens"), (*path, "measure"), MEASURES),
             headroom=self.number(s.get("headroom", 0.0), (*path, "headroom"), low=0, high=0.9),
             description=str(s.get("description", "")),
+        )
+
+    def aliases(
+        self, spec: Any, models: Mapping[str, Model], routes: Mapping[str, Route]
+    ) -> Aliases:
+        s = self.mapping(spec, ("aliases",), ("names", "unknown"))
+        targets = {*models, *routes, *(("auto",) if routes else ())}
+
+        def target(value: Any, path: tuple[Any, ...]) -> str:
+            name = self.string(value, path)
+            if name not in targets:
+                hint = difflib.get_close_matches(name, sorted(targets), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.fail(path, f"not a model, a route or auto: {name!r}{extra}")
+            return name
+
+        names = s.get("names", {})
+        exact: dict[str, str] = {}
+        patterns: list[tuple[str, str]] = []
+        for name, value in self.mapping(names, ("aliases", "names"), names).items():
+            path = ("aliases", "names", name)
+            if not isinstance(name, str) or not name:
+                self.fail(path, "an alias is a non-empty name or pattern")
+            if name in targets:
+                self.fail(path, f"{name!r} is already a model or route name")
+            if "*" in name or "?" in name:
+                patterns.append((name, target(value, path)))
+            else:
+                exact[name] = target(value, path)
+        unknown = s.get("unknown", "reject")
+        return Aliases(
+            exact=MappingProxyType(exact),
+            patterns=tuple(patterns),
+            unknown=None if unknown == "reject" else target(unknown, ("aliases", "unknown")),
         )
 
     def auto(self, spec: Any, routes: Mapping[str, Route]) -> AutoSettings:

@@ -39,6 +39,7 @@ How a plan is made:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -112,13 +113,41 @@ def _index(cfg: Config) -> _Index:
     return index
 
 
-def resolve_name(name: str, cfg: Config) -> str:
-    """The configured name a client's model name refers to, or UnknownModelError."""
+def resolve_name(name: str, cfg: Config) -> tuple[str, str]:
+    """The configured name a client's model name refers to, and how ("" when
+    it is that name); UnknownModelError when nothing takes it."""
     if name in cfg.models or name in cfg.routes or (name == "auto" and cfg.routes):
-        return name
+        return name, ""
     if ":" not in name and f"{name}:latest" in cfg.models:
-        return f"{name}:latest"
+        return f"{name}:latest", ""
+    al = cfg.aliases
+    target = al.exact.get(name)
+    if target is not None:
+        return target, f"alias {name} → {target}"
+    for pattern, rx, target in _patterns(cfg):
+        if rx.fullmatch(name):
+            return target, f"alias {pattern} → {target}"
+    if al.unknown is not None:
+        return al.unknown, f"unknown name {name}: aliases.unknown → {al.unknown}"
     raise UnknownModelError(name, cfg.names())
+
+
+_PATTERNS: dict[int, tuple[Config, tuple[tuple[str, re.Pattern[str], str], ...]]] = {}
+
+
+def _patterns(cfg: Config) -> tuple[tuple[str, re.Pattern[str], str], ...]:
+    """The config's alias patterns as regexes (``*`` any run, ``?`` one character)."""
+    hit = _PATTERNS.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    out = tuple(
+        (p, re.compile(re.escape(p).replace(r"\*", ".*").replace(r"\?", "."), re.S), target)
+        for p, target in cfg.aliases.patterns
+    )
+    if len(_PATTERNS) > 8:
+        _PATTERNS.clear()
+    _PATTERNS[id(cfg)] = (cfg, out)
+    return out
 
 
 _NO_STATE = LiveState()
@@ -155,7 +184,7 @@ def features_of(model: Model, state: LiveState) -> frozenset[Feature]:
 
 def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> Decision:
     idx = _index(cfg)
-    name = resolve_name(request.model, cfg)
+    name, via = resolve_name(request.model, cfg)
     tokens = estimate(request)
     need = tokens + (request.max_tokens if request.max_tokens else REPLY_RESERVE)
     pref: Preference = state.preference or cfg.preference
@@ -168,7 +197,7 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     if name in cfg.models:
         model = cfg.models[name]
         capability = model.primary_capability if "embed" not in needs else None
-        steps = [_Step(model, "requested by name"), *idx.chain_steps[name]]
+        steps = [_Step(model, via or "requested by name"), *idx.chain_steps[name]]
     elif "embed" in needs:
         capability = None
         steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
@@ -179,10 +208,12 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             route_name = capability if capability in cfg.routes else cfg.auto.default
             route = cfg.routes[route_name]
             lead = f"auto → {cls.reason} → route {route_name}"
+            if via:
+                lead = f"{via}; {lead}"
         else:
             route = cfg.routes[name]
             capability = _route_capability(route, cfg)
-            lead = f"route {name}"
+            lead = f"{via}: route {name}" if via else f"route {name}"
         strategy = route.strategy
         ordered, why = _order(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)

@@ -183,6 +183,18 @@ class LogSettings:
     path: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Aliases:
+    """Names apps hard-code (``gpt-4o``, ``claude-sonnet-4-5``), mapped to a
+    model or a route. ``exact`` wins over ``patterns``, which are tried in
+    order (``*`` any run of characters, ``?`` one); ``unknown`` is where a name
+    nothing matches goes (None: refused with 404, naming what there is)."""
+
+    exact: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    patterns: tuple[tuple[str, str], ...] = ()
+    unknown: str | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     backends: Mapping[str, Backend]
@@ -197,13 +209,17 @@ class Config:
     principles: PrincipleSettings = PrincipleSettings()
     auto: AutoSettings = AutoSettings()
     log: LogSettings = LogSettings()
+    aliases: Aliases = Aliases()
     sources: tuple[str, ...] = ()
     # Where each key path was defined: path -> "file:line" (for messages).
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def names(self) -> list[str]:
-        """Every name a client can ask for: models, routes and ``auto``."""
-        return sorted({*self.models, *self.routes, *(("auto",) if self.routes else ())})
+        """Every name a client can ask for: models, routes and ``auto``, and
+        the exact alias names."""
+        return sorted(
+            {*self.models, *self.routes, *(("auto",) if self.routes else ()), *self.aliases.exact}
+        )
 
     def where(self, path: str) -> str:
         return self.origins.get(path, "")
