@@ -165,6 +165,8 @@ class ServerSettings:
     # send; required when host is not a loopback address.
     token: str | None = None
     max_body_mb: float = 32.0
+    # The largest non-streamed answer read from a backend (decoded), in MiB.
+    max_answer_mb: float = 64.0
     # The `model` field in answers: the name the client asked for (requested),
     # the public name of the model that served (served), or the backend's own
     # id for it (upstream).
@@ -529,7 +531,7 @@ class _Builder:
         server_spec = self.mapping(
             d.get("server", {}),
             ("server",),
-            ("host", "port", "token", "max_body_mb", "report_model"),
+            ("host", "port", "token", "max_body_mb", "max_answer_mb", "report_model"),
         )
         server = ServerSettings(
             host=self.string(server_spec.get("host", "127.0.0.1"), ("server", "host")),
@@ -549,6 +551,12 @@ class _Builder:
             ),
             max_body_mb=self.number(
                 server_spec.get("max_body_mb", 32), ("server", "max_body_mb"), low=0, low_open=True
+            ),
+            max_answer_mb=self.number(
+                server_spec.get("max_answer_mb", 64),
+                ("server", "max_answer_mb"),
+                low=0,
+                low_open=True,
             ),
             report_model=self.choice(
                 server_spec.get("report_model", "requested"),

@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from .. import __version__
 from ..core import request as inbound
 from ..core import routing
-from ..errors import UnknownModelError
+from ..errors import BackendError, UnknownModelError
 from ..observe import dashboard, metrics, reqlog
 from ..types import Dialect, Op
 from . import failover, replies
@@ -36,6 +35,7 @@ TOKEN: web.AppKey[str | None] = web.AppKey("token", str)
 OLLAMA_COMPAT_VERSION = "0.12.6"
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+_PS_LIMIT = 4 * 1024 * 1024  # an /api/ps listing larger than this is not one
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -313,23 +313,24 @@ async def version(request: web.Request) -> web.Response:
 async def ps(request: web.Request) -> web.Response:
     """What is loaded where, from the Ollama backends (they say; others do not)."""
     rt = request.app[RUNTIME]
-    assert rt.session is not None
+    pool = rt.pool
+    assert pool is not None
 
     async def one(name: str) -> list[dict[str, Any]]:
         b = rt.cfg.backends[name]
         try:
-            async with rt.session.get(  # type: ignore[union-attr]
-                b.url + "/api/ps",
-                headers=rt.auth_headers(b),
-                timeout=aiohttp.ClientTimeout(total=2),
-            ) as r:
-                if r.status != 200:
-                    return []
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            status, body = await pool.get(
+                b.url,
+                "/api/ps",
+                tuple(rt.auth_headers(b).items()),
+                timeout=2,
+                limit=_PS_LIMIT,
+            )
+            data = json.loads(body) if status == 200 else {}
+        except (BackendError, ValueError):
             return []
         out = []
-        for m in data.get("models") or []:
+        for m in (data.get("models") if isinstance(data, dict) else None) or []:
             if isinstance(m, dict):
                 m["traywire_backend"] = name
                 out.append(m)

@@ -8,8 +8,8 @@ body comes with ``read(limit)`` (all of it, at most ``limit`` bytes) or
 ``readany()`` (what has arrived, decoded a bounded piece at a time; ``b""`` at
 the end). ``release()`` hands a finished connection back to the pool;
 ``close()`` drops it (a cancelled or abandoned request must close, so the
-backend sees the client go and stops generating). ``pool.get(url, ...)`` is a
-whole GET for the checks off the request path.
+backend sees the client go and stops generating). ``pool.get(base, path,
+...)`` is a whole GET for the checks off the request path.
 
 Low-level failures are mapped here, where they come in: they leave as
 `TransportError`, a `BackendError` of one of traywire's kinds (refused, dns,
@@ -509,18 +509,19 @@ class Pool:
 
     async def get(
         self,
-        url: str,
+        base: str,
+        path: str = "",
         headers: Sequence[tuple[str, str]] = (),
         *,
         timeout: float,
         limit: int,
     ) -> tuple[int, bytes]:
-        """``GET url``: (status, body of at most ``limit`` bytes), all within
-        ``timeout`` (else `TransportError` ``total_timeout``)."""
+        """``GET base + path``: (status, body of at most ``limit`` bytes), all
+        within ``timeout`` (else `TransportError` ``total_timeout``)."""
         r: Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                r = await self.request("GET", url, "", headers, b"", connect_timeout=timeout)
+                r = await self.request("GET", base, path, headers, b"", connect_timeout=timeout)
                 body = await r.read(limit)
         except TimeoutError:
             if r is not None:
