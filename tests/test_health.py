@@ -770,26 +770,20 @@ async def test_probe_openai_models(serve: Serve, pool: Pool) -> None:
     assert r.detail == "ok"
 
 
-async def test_probe_openai_404_then_health_ok(
-    serve: Serve, pool: Pool
-) -> None:
+async def test_probe_openai_404_then_health_ok(serve: Serve, pool: Pool) -> None:
     base = await serve(app_with({"/health": json_handler({"status": "ok"})}))
     r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.models, r.detail) == (True, None, "ok (/health)")
 
 
-async def test_probe_openai_health_503_is_loading(
-    serve: Serve, pool: Pool
-) -> None:
+async def test_probe_openai_health_503_is_loading(serve: Serve, pool: Pool) -> None:
     loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
     base = await serve(app_with({"/health": json_handler(loading, 503)}))
     r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.models, r.detail) == (False, None, "loading")
 
 
-async def test_probe_openai_models_503_loading(
-    serve: Serve, pool: Pool
-) -> None:
+async def test_probe_openai_models_503_loading(serve: Serve, pool: Pool) -> None:
     loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
     base = await serve(app_with({"/v1/models": json_handler(loading, 503)}))
     r = await probe(pool, "openai", base + "/v1", {}, 2.0)
@@ -805,9 +799,7 @@ async def test_probe_openai_404_everywhere(serve: Serve, pool: Pool) -> None:
 @pytest.mark.parametrize(
     ("status", "detail"), [(500, "HTTP 500"), (401, "HTTP 401"), (503, "HTTP 503")]
 )
-async def test_probe_non_2xx(
-    serve: Serve, pool: Pool, status: int, detail: str
-) -> None:
+async def test_probe_non_2xx(serve: Serve, pool: Pool, status: int, detail: str) -> None:
     base = await serve(
         app_with(
             {
@@ -862,9 +854,7 @@ async def test_probe_dns_failure(pool: Pool) -> None:
     assert r.detail in {"DNS lookup failed", "timeout"}
 
 
-async def test_probe_timeout(
-    serve: Serve, pool: Pool, release: asyncio.Event
-) -> None:
+async def test_probe_timeout(serve: Serve, pool: Pool, release: asyncio.Event) -> None:
     async def hang(request: web.Request) -> web.StreamResponse:
         await release.wait()
         return web.json_response({"models": []})
@@ -972,9 +962,7 @@ async def test_prober_stop_cancels_promptly_and_cleans_up(release: asyncio.Event
         await runner.cleanup()
 
 
-async def test_probe_all_feeds_health_and_skips_no_key(
-    serve: Serve, pool: Pool
-) -> None:
+async def test_probe_all_feeds_health_and_skips_no_key(serve: Serve, pool: Pool) -> None:
     base = await serve(
         app_with(
             {

@@ -374,17 +374,23 @@ class Response:
             if length.isdigit() and int(length) > limit:
                 self.close()
                 raise self._too_large(limit, limit_name, f" ({length} bytes announced)")
-        parts: list[bytes] = []
-        size = n = 0
+        first = b""
+        buf: bytearray | None = None  # past one piece: one growing block, handed back whole
+        n = 0
         while True:
             chunk = await self.readany()
             if not chunk:
-                return b"".join(parts) if len(parts) != 1 else parts[0]
-            size += len(chunk)
-            if limit is not None and size > limit:
+                return first if buf is None else bytes(buf)
+            if buf is None and not first:
+                first = chunk
+            else:
+                if buf is None:
+                    buf, first = bytearray(first), b""
+                buf += chunk
+            if limit is not None and len(buf if buf is not None else first) > limit:
                 self.close()
+                buf = None  # not kept alive by the traceback
                 raise self._too_large(limit, limit_name, "")
-            parts.append(chunk)
             n += 1
             if n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a long answer decoded in a row: let others run
