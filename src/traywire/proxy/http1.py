@@ -185,11 +185,6 @@ class ResponseParser:
 
     # ---------------------------------------------------------------- llhttp's callbacks
 
-    def on_message_begin(self) -> None:
-        if self.done:
-            self.keep_alive = False  # a second answer nobody asked for
-            raise _Stop
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.has_head:
             return  # a trailer (after a chunked body): read and dropped
@@ -198,7 +193,14 @@ class ResponseParser:
             raise ProtocolError(f"response head longer than {self.max_head} bytes")
         if name[-1:] in (b" ", b"\t"):  # llhttp's leniency lets "Name : value" through
             raise ProtocolError(f"whitespace before the colon of {name!r}")
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").rstrip(" \t")
+        if value[-1:] in (b" ", b"\t"):
+            value = value.rstrip(b" \t")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.keep_alive = False  # a second answer nobody asked for
+            raise _Stop
 
     def on_headers_complete(self) -> None:
         p = self._p
