@@ -25,6 +25,8 @@ from harness import ProxyThread
 from hostile import BEHAVIOURS, Hostile
 from proxy_fixtures import USER, make_config, model, raw, status_of, wait_until
 
+from traywire.errors import BackendError, ConfigError
+
 MIB = 1 << 20
 
 
@@ -358,3 +360,19 @@ def test_served_proxy_still_answers_normally(served: tuple[Serve, Hostile]) -> N
     status, body = s.post(chat("ok"))
     assert status == 200, body[:300]
     assert json.loads(body)["message"]["content"] == "hello from the hostile backend"
+
+
+# ================================================================ the setting and the kinds
+
+
+def test_max_answer_mb_is_a_validated_server_setting(hostile: Hostile) -> None:
+    cfg = make_config({"hostile": backend(hostile)}, models())
+    assert cfg.server.max_answer_mb == 64
+    with pytest.raises(ConfigError, match=r"server\.max_answer_mb"):
+        make_config({"hostile": backend(hostile)}, models(), server={"max_answer_mb": 0})
+
+
+@pytest.mark.parametrize("kind", ["tls", "too_large"])
+def test_new_kinds_fail_over_and_count_against_the_backend(kind: str) -> None:
+    err = BackendError(kind, "x")
+    assert err.failover and err.counts_against_backend
