@@ -175,8 +175,12 @@ def _json(body: bytes) -> object:
 def _describe(exc: TransportError) -> str:
     if exc.kind == "tls":
         return f"TLS: {exc.detail}"
-    if exc.kind == "refused" and exc.detail.startswith("invalid URL"):
-        return "invalid URL"
+    if exc.kind == "refused":
+        if exc.detail.startswith("invalid URL"):
+            return "invalid URL"
+        reason = exc.detail.rpartition(": ")[2]  # "cannot connect to h:p: <why>"
+        if reason and reason != "Connection refused":
+            return f"cannot connect ({reason})"
     return _DETAILS.get(exc.kind, exc.kind)
 
 
