@@ -179,7 +179,7 @@ def _describe(exc: TransportError) -> str:
         if exc.detail.startswith("invalid URL"):
             return "invalid URL"
         reason = exc.detail.rpartition(": ")[2]  # "cannot connect to h:p: <why>"
-        if reason and reason != "Connection refused":
+        if reason and "refused" not in reason.lower():
             return f"cannot connect ({reason})"
     return _DETAILS.get(exc.kind, exc.kind)
 

@@ -39,6 +39,7 @@ import asyncio
 import base64
 import collections
 import ipaddress
+import os
 import select
 import socket
 import ssl
@@ -444,7 +445,7 @@ def _connect_error(exc: OSError, host: str, port: int, what: str) -> TransportEr
         return TransportError("tls", f"the TLS certificate of {where} is not accepted: {why}")
     if isinstance(exc, ssl.SSLError):
         return TransportError("tls", f"TLS with {where} failed: {exc.reason or exc}")
-    reason = exc.strerror or str(exc) or type(exc).__name__
+    reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
     return TransportError("refused", f"cannot connect to {what}{where}: {reason}")
 
 
