@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import MappingProxyType
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 from traywire.errors import BackendError
 from traywire.proxy.health import Attempt, Health, HealthWord
 from traywire.proxy.probe import Prober, ProbeResult, ProbeTarget, probe
+from traywire.proxy.transport import Pool
 from traywire.types import BackendState, LiveState
 
 Changes = list[tuple[str, HealthWord, HealthWord]]
@@ -670,9 +670,12 @@ async def serve() -> AsyncIterator[Serve]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
+async def pool() -> AsyncIterator[Pool]:
+    p = Pool(proxies={})
+    try:
+        yield p
+    finally:
+        await p.close()
 
 
 @pytest.fixture
@@ -721,7 +724,7 @@ def text_handler(
     return handler
 
 
-async def test_probe_ollama_tags(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_ollama_tags(serve: Serve, pool: Pool) -> None:
     seen_auth: list[str | None] = []
 
     async def tags(request: web.Request) -> web.StreamResponse:
@@ -738,7 +741,7 @@ async def test_probe_ollama_tags(serve: Serve, session: aiohttp.ClientSession) -
         )
 
     base = await serve(app_with({"/api/tags": tags}))
-    r = await probe(session, "ollama", base + "/", {"Authorization": "Bearer k"}, 2.0)
+    r = await probe(pool, "ollama", base + "/", {"Authorization": "Bearer k"}, 2.0)
     assert r.ok is True
     assert r.detail == "ok"
     assert r.models == frozenset(
@@ -748,13 +751,13 @@ async def test_probe_ollama_tags(serve: Serve, session: aiohttp.ClientSession) -
     assert seen_auth == ["Bearer k"]
 
 
-async def test_probe_ollama_with_no_models(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_ollama_with_no_models(serve: Serve, pool: Pool) -> None:
     base = await serve(app_with({"/api/tags": json_handler({"models": []})}))
-    r = await probe(session, "ollama", base, {}, 2.0)
+    r = await probe(pool, "ollama", base, {}, 2.0)
     assert (r.ok, r.models, r.detail) == (True, frozenset(), "ok")
 
 
-async def test_probe_openai_models(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_openai_models(serve: Serve, pool: Pool) -> None:
     doc = {
         "object": "list",
         "data": [
@@ -764,50 +767,42 @@ async def test_probe_openai_models(serve: Serve, session: aiohttp.ClientSession)
         ],
     }
     base = await serve(app_with({"/v1/models": json_handler(doc)}))
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert r.ok is True
     assert r.models == frozenset({"Qwen/Qwen2.5-7B-Instruct", "lora-a"})
     assert r.detail == "ok"
 
 
-async def test_probe_openai_404_then_health_ok(
-    serve: Serve, session: aiohttp.ClientSession
-) -> None:
+async def test_probe_openai_404_then_health_ok(serve: Serve, pool: Pool) -> None:
     base = await serve(app_with({"/health": json_handler({"status": "ok"})}))
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.models, r.detail) == (True, None, "ok (/health)")
 
 
-async def test_probe_openai_health_503_is_loading(
-    serve: Serve, session: aiohttp.ClientSession
-) -> None:
+async def test_probe_openai_health_503_is_loading(serve: Serve, pool: Pool) -> None:
     loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
     base = await serve(app_with({"/health": json_handler(loading, 503)}))
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.models, r.detail) == (False, None, "loading")
 
 
-async def test_probe_openai_models_503_loading(
-    serve: Serve, session: aiohttp.ClientSession
-) -> None:
+async def test_probe_openai_models_503_loading(serve: Serve, pool: Pool) -> None:
     loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
     base = await serve(app_with({"/v1/models": json_handler(loading, 503)}))
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.detail) == (False, "loading")
 
 
-async def test_probe_openai_404_everywhere(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_openai_404_everywhere(serve: Serve, pool: Pool) -> None:
     base = await serve(app_with({}))
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.detail) == (False, "HTTP 404")
 
 
 @pytest.mark.parametrize(
     ("status", "detail"), [(500, "HTTP 500"), (401, "HTTP 401"), (503, "HTTP 503")]
 )
-async def test_probe_non_2xx(
-    serve: Serve, session: aiohttp.ClientSession, status: int, detail: str
-) -> None:
+async def test_probe_non_2xx(serve: Serve, pool: Pool, status: int, detail: str) -> None:
     base = await serve(
         app_with(
             {
@@ -817,11 +812,11 @@ async def test_probe_non_2xx(
         )
     )
     for kind, url in (("openai", base + "/v1"), ("ollama", base)):
-        r = await probe(session, kind, url, {}, 2.0)  # type: ignore[arg-type]
+        r = await probe(pool, kind, url, {}, 2.0)  # type: ignore[arg-type]
         assert (r.ok, r.models, r.detail) == (False, None, detail)
 
 
-async def test_probe_invalid_json(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_invalid_json(serve: Serve, pool: Pool) -> None:
     base = await serve(
         app_with(
             {
@@ -830,55 +825,53 @@ async def test_probe_invalid_json(serve: Serve, session: aiohttp.ClientSession) 
             }
         )
     )
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert (r.ok, r.models, r.detail) == (False, None, "invalid JSON")
-    r = await probe(session, "ollama", base, {}, 2.0)
+    r = await probe(pool, "ollama", base, {}, 2.0)
     assert (r.ok, r.detail) == (False, "invalid JSON")
 
 
-async def test_probe_unexpected_json_shape(serve: Serve, session: aiohttp.ClientSession) -> None:
+async def test_probe_unexpected_json_shape(serve: Serve, pool: Pool) -> None:
     base = await serve(
         app_with({"/v1/models": json_handler([1, 2]), "/api/tags": json_handler({"x": 1})})
     )
-    r = await probe(session, "openai", base + "/v1", {}, 2.0)
+    r = await probe(pool, "openai", base + "/v1", {}, 2.0)
     assert r.ok is False and r.detail.startswith("unexpected JSON")
-    r = await probe(session, "ollama", base, {}, 2.0)
+    r = await probe(pool, "ollama", base, {}, 2.0)
     assert r.ok is False and r.detail.startswith("unexpected JSON")
 
 
-async def test_probe_refused(session: aiohttp.ClientSession) -> None:
+async def test_probe_refused(pool: Pool) -> None:
     port = free_port()
     for kind, url in (
         ("openai", f"http://127.0.0.1:{port}/v1"),
         ("ollama", f"http://127.0.0.1:{port}"),
     ):
-        r = await probe(session, kind, url, {}, 2.0)  # type: ignore[arg-type]
+        r = await probe(pool, kind, url, {}, 2.0)  # type: ignore[arg-type]
         assert (r.ok, r.models, r.detail) == (False, None, "connection refused")
 
 
-async def test_probe_dns_failure(session: aiohttp.ClientSession) -> None:
-    r = await probe(session, "ollama", "http://no-such-host.invalid", {}, 3.0)
+async def test_probe_dns_failure(pool: Pool) -> None:
+    r = await probe(pool, "ollama", "http://no-such-host.invalid", {}, 3.0)
     assert r.ok is False
     assert r.detail in {"DNS lookup failed", "timeout"}
 
 
-async def test_probe_timeout(
-    serve: Serve, session: aiohttp.ClientSession, release: asyncio.Event
-) -> None:
+async def test_probe_timeout(serve: Serve, pool: Pool, release: asyncio.Event) -> None:
     async def hang(request: web.Request) -> web.StreamResponse:
         await release.wait()
         return web.json_response({"models": []})
 
     base = await serve(app_with({"/api/tags": hang}))
     # the handler never answers: only the probe's own timeout can end it
-    r = await asyncio.wait_for(probe(session, "ollama", base, {}, 0.2), 10)
+    r = await asyncio.wait_for(probe(pool, "ollama", base, {}, 0.2), 10)
     assert (r.ok, r.models, r.detail) == (False, None, "timeout")
 
 
-async def test_probe_never_raises_on_bad_input(session: aiohttp.ClientSession) -> None:
-    r = await probe(session, "bogus", "http://127.0.0.1:1", {}, 1.0)  # type: ignore[arg-type]
+async def test_probe_never_raises_on_bad_input(pool: Pool) -> None:
+    r = await probe(pool, "bogus", "http://127.0.0.1:1", {}, 1.0)  # type: ignore[arg-type]
     assert r.ok is False and "unknown kind" in r.detail
-    r = await probe(session, "ollama", "not a url", {}, 1.0)
+    r = await probe(pool, "ollama", "not a url", {}, 1.0)
     assert (r.ok, r.detail) == (False, "invalid URL")
 
 
@@ -962,7 +955,7 @@ async def test_prober_stop_cancels_promptly_and_cleans_up(release: asyncio.Event
         await asyncio.sleep(0.2)  # the probe is now stuck in the request (for 20 s)
         await asyncio.wait_for(prober.stop(), 5)  # cancelled, not waited for
         assert not prober.running
-        assert prober._own_session is None
+        assert prober._own_pool is None
         assert h.health("slow") == "unknown"  # the cancelled probe recorded nothing
         h.success("slow", 0.0, 1.0)
         assert seen == []  # the hook left with the prober
@@ -972,9 +965,7 @@ async def test_prober_stop_cancels_promptly_and_cleans_up(release: asyncio.Event
         await runner.cleanup()
 
 
-async def test_probe_all_feeds_health_and_skips_no_key(
-    serve: Serve, session: aiohttp.ClientSession
-) -> None:
+async def test_probe_all_feeds_health_and_skips_no_key(serve: Serve, pool: Pool) -> None:
     base = await serve(
         app_with(
             {
@@ -992,7 +983,7 @@ async def test_probe_all_feeds_health_and_skips_no_key(
             ProbeTarget("oa", "openai", base + "/v1"),
             ProbeTarget("cloud", "openai", "http://127.0.0.1:1/v1", {"Authorization": "x"}),
         ],
-        session=session,
+        pool=pool,
         timeout_s=2.0,
     )
     results = await prober.probe_all()
@@ -1005,8 +996,8 @@ async def test_probe_all_feeds_health_and_skips_no_key(
     snap = h.snapshot(time.monotonic())
     assert snap.backends["ol"].latency_ms is not None
     assert snap.backends["oa"].missing_models == frozenset({"r"})
-    await prober.stop()  # never started: harmless; the shared session stays open
-    assert not session.closed
+    await prober.stop()  # never started: harmless; the shared pool stays open
+    assert not pool._closed and prober._own_pool is None
 
 
 async def test_probe_soon_runs_a_round_early(serve: Serve) -> None:

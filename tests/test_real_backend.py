@@ -110,8 +110,8 @@ def test_probe_sees_the_real_server_up(proxy: ProxyThread, real_server: RealServ
     from traywire.proxy.probe import probe
 
     async def go() -> object:
-        assert proxy.rt.session is not None
-        return await probe(proxy.rt.session, "openai", real_server.url_v1, {}, 5.0)
+        assert proxy.rt.pool is not None
+        return await probe(proxy.rt.pool, "openai", real_server.url_v1, {}, 5.0)
 
     result = proxy.run(go())
     assert result.ok, result  # type: ignore[attr-defined]

@@ -23,7 +23,9 @@ import json
 import socket
 import ssl
 import tempfile
+import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from traywire.proxy.transport import Pool, TransportError, origin_of
+from traywire.proxy.transport import DECODE_STEP, Pool, TransportError, _no_proxy, origin_of
 
 CT = 5.0  # connect timeout towards servers that are up
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
@@ -167,6 +169,7 @@ async def echo(peer: Peer) -> None:
 
 @contextlib.asynccontextmanager
 async def open_pool(**kwargs: Any) -> AsyncIterator[Pool]:
+    kwargs.setdefault("proxies", {})  # whatever this machine's environment says
     pool = Pool(**kwargs)
     try:
         yield pool
@@ -388,25 +391,72 @@ async def test_idle_connection_answered_408_then_closed_is_not_reused() -> None:
 
 
 @bounded()
-async def test_reused_connection_closed_without_answer_is_retried_once() -> None:
+async def test_reused_connection_closed_after_the_request_is_not_resent() -> None:
+    """The backend may have started generating: the request goes once, the
+    failure goes to the failover rules (issue 12, finding 4)."""
+
     async def handler(peer: Peer) -> None:
         if peer.n == 1:
             await peer.request()
             await peer.send(ok(b"first"))
-            await peer.request()  # the backend closes as the second request comes in
+            await peer.request()  # the backend dies as the second request comes in
             return
         await echo(peer)
 
     async with RawServer(handler) as srv, open_pool() as pool:
         assert await get(pool, srv.url, "/first") == (200, b"first")
-        resp = await pool.request("POST", srv.url, "/second", [], b"payload", connect_timeout=CT)
-        assert (resp.status, await resp.read()) == (200, b"/second")
-        assert pool.opened == srv.connections == 2
+        ask = pool.request("POST", srv.url, "/second", [], b"payload", connect_timeout=CT)
+        await fails("reset", ask)
+        assert pool.opened == srv.connections == 1
         assert [(r.path, r.body) for r in srv.requests] == [
             ("/first", b""),
             ("/second", b"payload"),
-            ("/second", b"payload"),
         ]
+        assert await get(pool, srv.url, "/third") == (200, b"/third")  # a new connection
+
+
+def _blocking_server(answers: int) -> tuple[int, threading.Event, threading.Event, list[bytes]]:
+    """A server on a thread of its own: answers ``answers`` requests on one
+    connection; closes it when ``close`` is set (then sets ``closed``); each
+    later connection is echoed. Returns (port, close, closed, requests)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    close, closed = threading.Event(), threading.Event()
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                for _ in range(answers):
+                    seen.append(conn.recv(65536))
+                    conn.sendall(ok(b"first"))
+                close.wait(10)
+            closed.set()
+            conn, _ = listener.accept()
+            with conn:
+                seen.append(conn.recv(65536))
+                conn.sendall(ok(b"second", "Connection: close"))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port, close, closed, seen
+
+
+@bounded()
+async def test_pooled_connection_found_closed_before_writing_is_replaced() -> None:
+    """The backend closed the idle connection and the loop has not yet seen
+    it: found closed before the request is written, another connection carries it."""
+    port, close, closed, seen = _blocking_server(1)
+    base = f"http://127.0.0.1:{port}"
+    async with open_pool() as pool:
+        assert await get(pool, base, "/first") == (200, b"first")
+        close.set()
+        assert closed.wait(5)
+        time.sleep(0.1)  # the FIN is in; the loop has not run since (no await)
+        assert pool.idle_count() == 1
+        assert await get(pool, base, "/second") == (200, b"second")
+        assert pool.opened == 2
+        assert [r.split(b" ")[1] for r in seen] == [b"/first", b"/second"]
 
 
 @bounded()
@@ -418,20 +468,6 @@ async def test_new_connection_closed_without_answer_is_reset_not_retried() -> No
         await fails("reset", get(pool, srv.url))
         assert pool.opened == srv.connections == 1
         assert pool.idle_count() == 0
-
-
-@bounded()
-async def test_retry_happens_once_then_reset() -> None:
-    async def handler(peer: Peer) -> None:
-        if peer.n == 1:
-            await peer.request()
-            await peer.send(ok(b"first"))
-        await peer.request()  # close on every later request
-
-    async with RawServer(handler) as srv, open_pool() as pool:
-        assert await get(pool, srv.url) == (200, b"first")
-        await fails("reset", get(pool, srv.url, "/again"))
-        assert pool.opened == srv.connections == 2
 
 
 @bounded()
@@ -456,6 +492,21 @@ async def test_idle_connections_expire_after_keepalive_s() -> None:
         assert await get(pool, srv.url, "/b") == (200, b"/b")
         assert pool.opened == srv.connections == 2
         await closes_within(srv, 1)
+
+
+@bounded()
+async def test_idle_connections_close_on_a_timer_without_further_requests() -> None:
+    """Issue 12, finding 9: closed by the keep-alive timer, not by the next request."""
+    async with RawServer(echo) as srv, open_pool(keepalive_s=0.3) as pool:
+        t0 = time.monotonic()
+        await asyncio.gather(get(pool, srv.url, "/a"), get(pool, srv.url, "/b"))
+        assert pool.status() == {"idle": 2, "opened": 2}
+        await asyncio.sleep(0.15)
+        assert await get(pool, srv.url, "/c") == (200, b"/c")  # one of them, idle again
+        await closes_within(srv, 1, 3)
+        await closes_within(srv, 2, 3)
+        assert 0.3 <= time.monotonic() - t0 < 2
+        assert pool.status() == {"idle": 0, "opened": 2}
 
 
 # ================================================================ connect failures
@@ -762,7 +813,11 @@ def _self_signed() -> tuple[bytes, bytes]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("backend.test"),  # reached through a proxy's tunnel
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
@@ -808,9 +863,223 @@ async def test_https_with_a_trusted_self_signed_certificate() -> None:
 async def test_https_with_an_untrusted_certificate_is_refused() -> None:
     with _tls_contexts() as (server_ctx, _):
         async with RawServer(echo, tls=server_ctx) as srv, open_pool() as pool:
-            err = await fails("refused", get(pool, srv.url))
-            assert "certificate" in err.detail.lower()
+            err = await fails("tls", get(pool, srv.url))
+            assert "certificate" in err.detail and "self-signed" in err.detail, err.detail
+            assert f"127.0.0.1:{srv.port}" in err.detail
             assert pool.opened == 0 and srv.requests == []
+
+
+# ================================================================ proxies from the environment
+
+
+@dataclass
+class FakeProxy:
+    """An HTTP proxy: a CONNECT tunnel to ``target`` (whatever the host asked
+    for), or, for an absolute-form request, an answer echoing its request line."""
+
+    target: int  # the port every tunnel leads to, on 127.0.0.1
+    status: int = 200  # the answer to CONNECT
+    seen: list[Request] = field(default_factory=list)
+
+    async def __aenter__(self) -> FakeProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            peer = Peer(RawServer(echo), reader, writer, 1)
+            while (req := await peer.request()) is not None:
+                self.seen.append(req)
+                if not req.line.startswith("CONNECT "):
+                    await peer.send(ok(req.line.encode()))
+                    continue
+                if self.status != 200:
+                    await peer.send(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % self.status)
+                    return
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+                await peer.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+                async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                    with contextlib.suppress(ConnectionError):
+                        while data := await r.read(65536):
+                            w.write(data)
+                            await w.drain()
+                    w.close()
+
+                await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+                return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@bounded()
+async def test_http_backend_through_a_proxy_is_asked_in_absolute_form() -> None:
+    async with FakeProxy(0) as proxy:
+        url = f"http://user:p%40ss@127.0.0.1:{proxy.port}"
+        async with open_pool(proxies={"http": url}) as pool:
+            base = "http://backend.test:8080/v1?api-version=2"
+            status, body = await pool.get(base, "/models", timeout=CT, limit=1000)
+            assert (status, body) == (
+                200,
+                b"GET http://backend.test:8080/v1/models?api-version=2 HTTP/1.1",
+            )
+            assert await pool.get(base, "/again", timeout=CT, limit=1000) == (
+                200,
+                b"GET http://backend.test:8080/v1/again?api-version=2 HTTP/1.1",
+            )
+            assert pool.opened == 1
+        req = proxy.seen[0]
+        assert req.headers["host"] == "backend.test:8080"
+        assert req.headers["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+
+
+@bounded()
+async def test_https_backend_through_a_connect_tunnel() -> None:
+    with _tls_contexts() as (server_ctx, client_ctx):
+        async with (
+            RawServer(echo, tls=server_ctx) as srv,
+            FakeProxy(0) as proxy,
+        ):
+            proxy.target = srv.port
+            proxies = {"https": f"127.0.0.1:{proxy.port}"}  # no scheme: http:// meant
+            async with open_pool(ssl_context=client_ctx, proxies=proxies) as pool:
+                assert await get(pool, "https://backend.test/v1", "/a") == (200, b"/v1/a")
+                assert await get(pool, "https://backend.test/v1", "/b") == (200, b"/v1/b")
+                assert pool.opened == srv.connections == 1
+            assert [r.line for r in proxy.seen] == ["CONNECT backend.test:443 HTTP/1.1"]
+            assert [r.headers["host"] for r in srv.requests] == ["backend.test"] * 2
+
+
+@bounded()
+async def test_a_proxy_refusing_the_tunnel_is_refused_naming_it() -> None:
+    async with FakeProxy(0, status=407) as proxy:
+        proxies = {"https": f"http://127.0.0.1:{proxy.port}"}
+        async with open_pool(proxies=proxies) as pool:
+            err = await fails("refused", get(pool, "https://backend.test"))
+            assert f"127.0.0.1:{proxy.port} answered 407 to CONNECT backend.test:443" in err.detail
+
+
+@bounded()
+async def test_loopback_and_no_proxy_hosts_go_direct() -> None:
+    async with RawServer(echo) as srv, open_pool(proxies={"http": "http://127.0.0.1:9"}) as pool:
+        assert await get(pool, srv.url, "/direct") == (200, b"/direct")  # never via the proxy
+        assert await get(pool, f"http://localhost:{srv.port}", "/too") == (200, b"/too")
+    assert _no_proxy("api.corp.example", 443, "localhost, .corp.example")
+    assert _no_proxy("corp.example", 443, "corp.example")
+    assert not _no_proxy("notcorp.example", 443, "corp.example")
+    assert _no_proxy("anything", 80, "*")
+    assert _no_proxy("10.1.2.3", 80, "10.0.0.0/8")
+    assert not _no_proxy("11.1.2.3", 80, "10.0.0.0/8")
+    assert _no_proxy("h.example", 8080, "h.example:8080")
+    assert not _no_proxy("h.example", 443, "h.example:8080")
+    assert not _no_proxy("h.example", 443, None)
+
+
+def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    pool = Pool()
+    assert pool._route("https://api.example/v1").proxy is not None
+    assert pool._route("https://x.internal.example/v1").proxy is None
+    assert pool._route("https://127.0.0.1:8443/v1").proxy is None
+    assert pool._route("http://api.example/v1").proxy is None  # no HTTP_PROXY
+
+
+# ================================================================ bounded answers
+
+
+@bounded()
+async def test_base_url_query_is_merged_with_the_request_path() -> None:
+    async with RawServer(echo) as srv, open_pool() as pool:
+        base = srv.url + "/openai/deployments/d?api-version=2024-06-01"
+        assert await get(pool, base, "/chat/completions") == (
+            200,
+            b"/openai/deployments/d/chat/completions?api-version=2024-06-01",
+        )
+        assert await get(pool, base, "/x?stream=1") == (
+            200,
+            b"/openai/deployments/d/x?stream=1&api-version=2024-06-01",
+        )
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@bounded()
+async def test_read_past_the_limit_is_too_large_naming_it(framing: str) -> None:
+    size = 3 << 20
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        if framing == "length":
+            await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        else:
+            await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(3):
+                block = b"x" * (1 << 20)
+                await peer.send(
+                    block if framing == "length" else b"%x\r\n%s\r\n" % (len(block), block)
+                )
+        await peer.until_close()
+
+    async with RawServer(handler) as srv, open_pool() as pool:
+        resp = await pool.request("GET", srv.url, "/", [], b"", connect_timeout=CT)
+        err = await fails("too_large", resp.read(1 << 20, limit_name="server.max_answer_mb"))
+        assert "1 MiB, server.max_answer_mb" in err.detail
+        assert ("announced" in err.detail) is (framing == "length")
+        await closes_within(srv, 1)
+        assert pool.idle_count() == 0
+
+
+@bounded(30)
+async def test_a_gzip_bomb_is_read_in_bounded_pieces() -> None:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(z.compress(bytes(1 << 20)) for _ in range(64)) + z.flush()
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+        await peer.send(head % len(bomb) + bomb)
+        await echo(peer)
+
+    async with RawServer(handler) as srv, open_pool() as pool:
+        resp = await pool.request("GET", srv.url, "/", [], b"", connect_timeout=CT)
+        total = 0
+        while piece := await resp.readany():
+            assert len(piece) <= DECODE_STEP
+            total += len(piece)
+        assert total == 64 << 20
+        assert pool.idle_count() == 1  # the whole answer was read: reusable
+
+
+@bounded()
+async def test_get_gives_status_and_body_within_a_timeout() -> None:
+    async def handler(peer: Peer) -> None:
+        while (req := await peer.request()) is not None:
+            if req.path == "/slow":
+                await peer.until_close()
+                return
+            await peer.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope")
+
+    async with RawServer(handler) as srv, open_pool() as pool:
+        assert await pool.get(srv.url, "/x", timeout=CT, limit=100) == (404, b"nope")
+        err = await fails("total_timeout", pool.get(srv.url, "/slow", timeout=0.2, limit=100))
+        assert "0.2s" in err.detail
+        await fails("too_large", pool.get(srv.url, "/x", timeout=CT, limit=2))
 
 
 # ================================================================ bugs found

@@ -46,11 +46,13 @@ class BackendError(TraywireError):
     ============================  =========  ===========================
     refused, dns, reset           yes        yes
     connect_timeout               yes        yes
+    tls (certificate, handshake)  yes        yes
     first_byte_timeout            yes        yes (streams: no data in time)
     total_timeout                 yes        yes (a whole answer not in time)
     idle_timeout                  yes        yes (a stream went silent)
     server_error (5xx)            yes        yes
     invalid_response              yes        yes
+    too_large                     yes        yes (past server.max_answer_mb)
     rate_limited (429)            yes        no: a cooldown of its own
     model_not_found (404)         yes        no: the backend answered
     context_length                yes        no: caused by the request
@@ -69,6 +71,7 @@ class BackendError(TraywireError):
             "refused",
             "dns",
             "connect_timeout",
+            "tls",
             "first_byte_timeout",
             "total_timeout",
             "idle_timeout",
@@ -77,6 +80,7 @@ class BackendError(TraywireError):
             "rate_limited",
             "model_not_found",
             "invalid_response",
+            "too_large",
             "context_length",
             "unsupported",
             "translation",

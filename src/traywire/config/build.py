@@ -113,7 +113,16 @@ class Builder(Reader):
         server_spec = self.mapping(
             d.get("server", {}),
             ("server",),
-            ("host", "port", "token", "max_body_mb", "report_model"),
+            (
+                "host",
+                "port",
+                "token",
+                "max_body_mb",
+                "max_answer_mb",
+                "head_timeout",
+                "max_connections",
+                "report_model",
+            ),
         )
         server = ServerSettings(
             host=self.string(server_spec.get("host", "127.0.0.1"), ("server", "host")),
@@ -133,6 +142,26 @@ class Builder(Reader):
             ),
             max_body_mb=self.number(
                 server_spec.get("max_body_mb", 32), ("server", "max_body_mb"), low=0, low_open=True
+            ),
+            max_answer_mb=self.number(
+                server_spec.get("max_answer_mb", 64),
+                ("server", "max_answer_mb"),
+                low=0,
+                low_open=True,
+            ),
+            head_timeout=self.number(
+                server_spec.get("head_timeout", 30),
+                ("server", "head_timeout"),
+                low=0,
+                low_open=True,
+            ),
+            max_connections=int(
+                self.number(
+                    server_spec.get("max_connections", 1024),
+                    ("server", "max_connections"),
+                    low=16,
+                    integer=True,
+                )
             ),
             report_model=self.choice(
                 server_spec.get("report_model", "requested"),
@@ -208,10 +237,11 @@ class Builder(Reader):
         )
 
     def timeouts(self, spec: Any, path: tuple[Any, ...], base: Timeouts) -> Timeouts:
-        s = self.mapping(spec, path, ("connect", "first_byte", "idle", "total"))
+        keys = ("connect", "first_byte", "idle", "total", "stream")
+        s = self.mapping(spec, path, keys)
         vals = {
             k: self.number(s[k], (*path, k), low=0, low_open=True) if k in s else getattr(base, k)
-            for k in ("connect", "first_byte", "idle", "total")
+            for k in keys
         }
         return Timeouts(**vals)
 

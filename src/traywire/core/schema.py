@@ -29,6 +29,9 @@ class Timeouts:
     first_byte: float = 60.0
     idle: float = 30.0
     total: float = 600.0
+    # A stream's whole life, however it keeps flowing (keep-alive comments
+    # included): generous, a bound against a stream that never ends.
+    stream: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,13 @@ class ServerSettings:
     # the public name of the model that served (served), or the backend's own
     # id for it (upstream).
     report_model: str = "requested"
+    # A backend's whole (not streamed) answer is read up to this size, decoded.
+    max_answer_mb: float = 64.0
+    # Seconds a client has to send its request head (and the longest idle
+    # keep-alive between requests); connections at once, past which new ones
+    # get 503 (also bounded by the open-file limit).
+    head_timeout: float = 30.0
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

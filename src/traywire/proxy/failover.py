@@ -24,6 +24,11 @@ The rules:
 Timeouts: ``connect`` for the TCP/TLS connect; streams: ``first_byte`` until
 the first data, then ``idle`` between chunks; non-streaming requests: the
 whole answer within ``total`` (backends send nothing before they are done).
+
+Size: a non-streamed answer is read up to ``server.max_answer_mb`` (decoded);
+past it the attempt fails as ``too_large``. A request is written to a backend
+once: the transport never resends it after a failure (the backend may have
+started generating); the next attempt is the plan's next step.
 """
 
 from __future__ import annotations
@@ -307,6 +312,14 @@ def _reported(rt: Runtime, d: Decision, model: Model) -> str:
     return model.name if how == "served" else model.upstream if how == "upstream" else d.requested
 
 
+def _max_answer(rt: Runtime) -> int:
+    """The largest non-streamed answer (or error body) read from a backend, in bytes."""
+    return int(rt.cfg.server.max_answer_mb * (1 << 20))
+
+
+_MAX_ANSWER = "server.max_answer_mb"
+
+
 def _close(r: Response | None) -> None:
     if r is not None:
         r.close()
@@ -329,7 +342,7 @@ async def _unary(
     try:
         async with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
             r = await _send(rt, backend, prep)
-            raw = await r.read()
+            raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
     except BaseException:
         _close(r)
         raise
@@ -378,7 +391,7 @@ async def _stream(
         ):
             r = await _send(rt, backend, prep)
             if r.status >= 400:
-                raw = await r.read()
+                raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
                 raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
             while not first:
                 chunk = await r.readany()
@@ -404,7 +417,8 @@ async def _stream(
         trace.began = True
         await response.prepare(request)
         await response.write(REDACTOR.data(first))
-        async with Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s") as idle:
+        whole = Deadline(t.stream, "total_timeout", f"still streaming after {t.stream:g}s")
+        async with whole, Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s") as idle:
             # once the backend sent its end marker the answer is whole: do not
             # wait for its body to end too
             while not relay.ended:

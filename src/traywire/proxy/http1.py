@@ -1,36 +1,48 @@
-"""HTTP/1.1, client side, as plain data: request bytes out, response bytes in.
+"""HTTP/1.1, client side, as plain data: request bytes out, response events in.
 
-No sockets, no clock, no event loop (`transport` does the I/O). Just what
-traywire needs to talk to its backends, and strict about it:
+No sockets, no clock, no event loop (`transport` does the I/O). The response
+side is llhttp (through `httptools`, the parser behind uvicorn) driven by
+callbacks; this module only reacts to its events and enforces traywire's
+limits:
 
-- requests: a method, a target, headers and a body with its length;
-- responses: status line and headers (up to `MAX_HEAD` bytes), then a body
-  delimited by Content-Length, chunked transfer coding (trailers read and
-  dropped) or the end of the connection; none after 1xx/204/304 or a HEAD;
-  interim 1xx responses skipped; ``gzip``/``deflate`` content codings
-  decoded (traywire asks for ``identity``, but a server may not listen);
-- anything else (a malformed status line or header, a bad chunk size, an
-  unknown content coding, a body cut short) raises `ProtocolError`.
+- requests: a method, a target, headers and a body with its length
+  (`encode_request`);
+- responses (`ResponseParser`): status line and headers, at most `MAX_HEAD`
+  bytes, then the body as llhttp frames it (Content-Length, chunked, or until
+  the connection closes; none after 1xx/204/304, nor for a request that asked
+  for no body: HEAD, CONNECT); at most `MAX_INTERIM` interim (1xx) responses
+  are skipped; obs-fold is unfolded and a bare LF ends a line (both are what
+  RFC 9112 asks of a recipient); ``Connection: close`` anywhere ends the
+  connection;
+- content codings (`Decoder`): ``gzip``/``deflate`` decoded as the body is
+  read, never more than the reader asks for at a time, so a small answer that
+  expands enormously costs only what the reader accepts;
+- anything else (a malformed head, a bad chunk, an unknown coding, a body cut
+  short, too many interim responses) raises `ProtocolError`.
 
-Why not aiohttp's client: on the request path it costs about 70 µs of CPU per
-request on the benchmark machine, more than all the rest of what traywire does
-(see README, "Benchmarks"). This module and `transport` cost a few µs.
+Why not aiohttp's client: on the request path it costs about three times the
+CPU per request of `transport` with this module (README, "Benchmarks").
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Iterable
 
-MAX_HEAD = 64 * 1024  # status line + headers
-MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
+import httptools
 
-_CRLF = b"\r\n"
-_HEX = b"0123456789abcdefABCDEF"
+MAX_HEAD = 64 * 1024  # status line + headers, interim responses included
+MAX_INTERIM = 8  # 100 Continue, 103 Early Hints, ... before the real answer
+_INPUT_STEP = 64 * 1024  # compressed bytes handed to zlib at once
 
 
 class ProtocolError(Exception):
     """The peer broke HTTP/1.1 (or closed the connection mid-response)."""
+
+
+class _Stop(Exception):
+    """Raised from a callback to stop llhttp: the message is over for us."""
 
 
 def encode_request(
@@ -42,254 +54,262 @@ def encode_request(
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise ValueError(f"header {name!r}: line breaks are not allowed")
         lines.append(f"{name}: {value}\r\n")
-    if body or method not in ("GET", "HEAD"):
+    if body or method not in ("GET", "HEAD", "CONNECT"):
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
     head = "".join(lines).encode("latin-1")
     return head + body if body else head
 
 
-# body modes
-_NONE, _LENGTH, _CHUNKED, _CLOSE = 0, 1, 2, 3
-# chunked sub-states
-_SIZE, _DATA, _DATA_END, _TRAILER = 0, 1, 2, 3
-
-
 class ResponseParser:
-    """Feed it the bytes of one response as they arrive.
+    """The responses of one connection, one at a time.
 
-    ``feed`` returns the body bytes (decoded) that the data completed; after the
-    head, ``status``, ``reason`` and ``headers`` (lower-case names; a repeated
-    header keeps its last value) are set; ``done`` turns true at the end of the
-    message, and then ``keep_alive`` tells whether the connection may carry the
-    next request. Bytes past the end of the message make the connection
-    unusable (``keep_alive`` false), they are not a second response.
+    ``begin()`` before each request; then ``feed`` the bytes as they arrive:
+    it returns the body bytes (as sent: content codings are `Decoder`'s) that
+    the data completed. Once the head is in (``has_head``), ``status`` and
+    ``headers`` (lower-case names; a repeated header keeps its last value) are
+    set; ``done`` turns true at the end of the message, and then
+    ``keep_alive`` tells whether the connection may carry the next request.
+    Bytes past the end of the message make the connection unusable
+    (``keep_alive`` false); they are never a second response.
     """
 
     __slots__ = (
-        "_buf",
-        "_chunk_left",
-        "_chunk_state",
-        "_decoder",
-        "_head_request",
-        "_left",
-        "_mode",
+        "_fed",
+        "_head_bytes",
+        "_interim",
+        "_is_interim",
+        "_no_body",
+        "_out",
+        "_p",
+        "_stale",
+        "close_delimited",
         "done",
+        "has_head",
         "headers",
         "keep_alive",
-        "reason",
+        "max_head",
+        "max_interim",
         "status",
     )
 
-    def __init__(self, *, head_request: bool = False) -> None:
-        self._head_request = head_request
-        self._buf = b""
-        self._mode = -1  # not yet known: the head is not complete
-        self._left = 0
-        self._chunk_state = _SIZE
-        self._chunk_left = 0
-        self._decoder: zlib._Decompress | None = None
+    def __init__(self, *, max_head: int = MAX_HEAD, max_interim: int = MAX_INTERIM) -> None:
+        self.max_head = max_head
+        self.max_interim = max_interim
+        self._p = self._new_parser()
+        self._stale = False
+        self._out: list[bytes] = []
+        self.begin()
+
+    def _new_parser(self) -> httptools.HttpResponseParser:
+        p = httptools.HttpResponseParser(self)
+        # obs-fold becomes a space, a bare LF ends a line, spaces may follow a
+        # chunk size (RFC 9112 5.2, 2.2, 7.1.1); framing (Content-Length,
+        # Transfer-Encoding, the chunks themselves) stays strict
+        p.set_dangerous_leniencies(
+            lenient_headers=True,
+            lenient_optional_cr_before_lf=True,
+            lenient_spaces_after_chunk_size=True,
+        )
+        return p
+
+    def begin(self, *, no_body: bool = False) -> None:
+        """Ready for the answer to the next request (``no_body``: a HEAD or
+        CONNECT, whose answer ends with its head)."""
+        if self._stale:
+            self._p = self._new_parser()
+            self._stale = False
+        self._no_body = no_body
+        self._fed = 0
+        self._head_bytes = 0
+        self._interim = 0
+        self._is_interim = False
+        self._out.clear()
         self.status = 0
-        self.reason = ""
         self.headers: dict[str, str] = {}
+        self.has_head = False
+        self.close_delimited = False
         self.keep_alive = False
         self.done = False
 
-    @property
-    def has_head(self) -> bool:
-        return self._mode >= 0
+    # ---------------------------------------------------------------- input
 
     def feed(self, data: bytes) -> bytes:
         if self.done:
             if data:
                 self.keep_alive = False  # unasked-for bytes: never reuse this connection
             return b""
-        if self._mode < 0:
-            data = self._buf + data if self._buf else data
-            self._buf = b""
-            while self._mode < 0:
-                end = data.find(b"\r\n\r\n")
-                if end < 0:
-                    # the last 3 bytes may begin the blank line that ends the head
-                    if len(data) - 3 > MAX_HEAD:
-                        raise ProtocolError(f"response head longer than {MAX_HEAD} bytes")
-                    self._buf = data
-                    return b""
-                if end > MAX_HEAD:
-                    raise ProtocolError(f"response head longer than {MAX_HEAD} bytes")
-                self._head(data[:end])
-                data = data[end + 4 :]
-            if self.done:
-                if data:
-                    self.keep_alive = False
-                return b""
-        mode = self._mode
-        if mode == _LENGTH:
-            left = self._left
-            if len(data) >= left:
-                if len(data) > left:
-                    self.keep_alive = False
-                    data = data[:left]
-                self._left = 0
-                self.done = True
-            else:
-                self._left = left - len(data)
-            return self._decode(data)
-        if mode == _CHUNKED:
-            return self._decode(self._chunks(data))
-        return self._decode(data)  # _CLOSE: everything until the end
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                self._stale = True
+                raise cause from None
+            if not isinstance(cause, _Stop):
+                self._stale = True
+                raise ProtocolError(f"invalid HTTP response: {cause or exc}") from None
+            self._stale = True  # stopped mid-message: the next answer needs a new parser
+        except httptools.HttpParserUpgrade:
+            self._stale = True
+            raise ProtocolError("the backend switched protocols") from None
+        except httptools.HttpParserError as exc:
+            self._stale = True
+            if not self.done:
+                raise ProtocolError(str(exc) or type(exc).__name__) from None
+            self.keep_alive = False  # garbage after a complete answer
+        if not self.has_head:
+            self._fed += len(data)
+            if self._fed > self.max_head + 4:  # + the blank line that ends it
+                self._stale = True
+                raise ProtocolError(f"response head longer than {self.max_head} bytes")
+        out = self._out
+        if not out:
+            return b""
+        body = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return body
 
-    def feed_eof(self) -> bytes:
+    def feed_eof(self) -> None:
         """The connection closed: the end of a close-delimited body; for any
         other response not yet complete, a `ProtocolError`."""
+        self._stale = True
         if self.done:
-            return b""
-        if self._mode == _CLOSE:
+            return
+        if self.close_delimited:
             self.done = True
-            self.keep_alive = False
-            return self._flush()
-        if self._mode < 0:
+            return
+        if not self.has_head:
             raise ProtocolError("connection closed before a complete response head")
         raise ProtocolError("connection closed before the end of the response body")
 
-    # ------------------------------------------------------------------ head
+    # ---------------------------------------------------------------- llhttp's callbacks
 
-    def _head(self, head: bytes) -> None:
-        crlf = head.count(_CRLF)
-        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
-            raise ProtocolError("a bare CR or LF in the response head")
-        lines = head.split(_CRLF)
-        status_line = lines[0]
-        version = status_line[:9]
-        if version not in (b"HTTP/1.1 ", b"HTTP/1.0 ") or len(status_line) < 12:
-            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-        code = status_line[9:12]
-        if not code.isdigit() or (len(status_line) > 12 and status_line[12:13] != b" "):
-            raise ProtocolError(f"bad status code in {status_line[:80]!r}")
-        status = int(code)
-        if status < 100:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.has_head:
+            return  # a trailer (after a chunked body): read and dropped
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_head:
+            raise ProtocolError(f"response head longer than {self.max_head} bytes")
+        if name[-1:] in (b" ", b"\t"):  # llhttp's leniency lets "Name : value" through
+            raise ProtocolError(f"whitespace before the colon of {name!r}")
+        if value[-1:] in (b" ", b"\t"):
+            value = value.rstrip(b" \t")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.keep_alive = False  # a second answer nobody asked for
+            raise _Stop
+
+    def on_headers_complete(self) -> None:
+        p = self._p
+        status = p.get_status_code()
+        if p.get_http_version() not in ("1.1", "1.0"):
+            raise ProtocolError(f"not an HTTP/1.x response (HTTP/{p.get_http_version()})")
+        if not 100 <= status <= 999:
             raise ProtocolError(f"bad status code {status}")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or b" " in name:
-                raise ProtocolError(f"malformed header line {line[:80]!r}")
-            key = name.decode("latin-1").lower()
-            text = value.strip(b" \t").decode("latin-1")
-            if key == "content-length" and headers.get(key, text) != text:
-                raise ProtocolError("two different Content-Length headers")
-            headers[key] = text
-        if 100 <= status < 200:
+        if status < 200:
             if status == 101:
                 raise ProtocolError("the backend switched protocols")
-            return  # an interim response (100 Continue, 103 Early Hints): the real one follows
+            self._is_interim = True  # 100 Continue, 103 Early Hints: the real one follows
+            return
         self.status = status
-        self.reason = status_line[13:].decode("latin-1")
-        self.headers = headers
-        connection = headers.get("connection", "").lower()
-        if version == b"HTTP/1.1 ":
-            self.keep_alive = "close" not in connection
-        else:
-            self.keep_alive = "keep-alive" in connection
-        coding = headers.get("content-encoding", "identity").strip().lower()
-        if coding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif coding == "deflate":
-            self._decoder = zlib.decompressobj()
-        elif coding not in ("identity", ""):
-            raise ProtocolError(f"unsupported content coding {coding!r}")
-        transfer = headers.get("transfer-encoding", "").strip().lower()
-        if self._head_request or status in (204, 304):
-            self._mode = _NONE
+        self.has_head = True
+        self.keep_alive = p.should_keep_alive()  # llhttp: any "close" token wins
+        transfer = self.headers.get("transfer-encoding")
+        if transfer is not None and transfer.strip().lower() != "chunked":
+            raise ProtocolError(f"unsupported transfer coding {transfer!r}")
+        if self._no_body:
             self.done = True
-        elif transfer:
-            if transfer != "chunked":
-                raise ProtocolError(f"unsupported transfer coding {transfer!r}")
-            self._mode = _CHUNKED
-            if "content-length" in headers:
-                self.keep_alive = False  # both framings: chunked wins, then close (RFC 9112 6.3)
-        elif "content-length" in headers:
-            raw = headers["content-length"]
-            if not (raw.isascii() and raw.isdigit()):
-                raise ProtocolError(f"bad Content-Length {raw!r}")
-            self._left = int(raw)
-            self._mode = _LENGTH
-            if self._left == 0:
-                self.done = True
+            raise _Stop
+        self.close_delimited = (
+            transfer is None and "content-length" not in self.headers and status not in (204, 304)
+        )
+        if self.close_delimited:
+            self.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self._out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._is_interim:
+            self._is_interim = False
+            self._interim += 1
+            if self._interim > self.max_interim:
+                raise ProtocolError(f"more than {self.max_interim} interim (1xx) responses")
+            self.headers = {}
+            self._head_bytes = 0
+            return
+        self.done = True
+
+
+class Decoder:
+    """A content coding (gzip, deflate) undone as the reader asks.
+
+    ``push`` compressed bytes in; ``pull(n)`` gives at most ``n`` decoded bytes
+    (``pending`` says whether input is left to decode); ``finish`` at the end
+    of the body checks that the compressed stream was complete. Memory stays
+    within what is pushed plus ``n``, whatever the compression ratio.
+    """
+
+    __slots__ = ("_queue", "_used", "_z")
+
+    def __init__(self, coding: str) -> None:
+        if coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            self._z = zlib.decompressobj()
         else:
-            self._mode = _CLOSE
-            self.keep_alive = False
+            raise ProtocolError(f"unsupported content coding {coding!r}")
+        self._queue: deque[memoryview] = deque()
+        self._used = False
 
-    # ------------------------------------------------------------------ body
+    @staticmethod
+    def for_headers(headers: dict[str, str]) -> Decoder | None:
+        """The decoder the response's Content-Encoding needs (None: identity)."""
+        coding = headers.get("content-encoding")
+        if coding is None:
+            return None
+        coding = coding.strip().lower()
+        return None if coding in ("identity", "") else Decoder(coding)
 
-    def _chunks(self, data: bytes) -> bytes:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
+    def push(self, data: bytes) -> None:
+        if data:
+            self._queue.append(memoryview(data))
+            self._used = True
+
+    @property
+    def pending(self) -> bool:
+        return not self._z.eof and bool(self._z.unconsumed_tail or self._queue)
+
+    def pull(self, limit: int) -> bytes:
+        z, queue = self._z, self._queue
         out: list[bytes] = []
-        pos, size = 0, len(data)
-        while pos < size and not self.done:
-            state = self._chunk_state
-            if state == _DATA:
-                take = min(self._chunk_left, size - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._chunk_left -= take
-                if self._chunk_left == 0:
-                    self._chunk_state = _DATA_END
-                continue
-            end = data.find(_CRLF, pos)
-            if end < 0:
-                rest = data[pos:]
-                if len(rest) > MAX_CHUNK_LINE:
-                    raise ProtocolError("chunk-size line too long")
-                self._buf = rest
-                break
-            if end - pos > MAX_CHUNK_LINE:
-                raise ProtocolError("chunk-size or trailer line too long")
-            line = data[pos:end]
-            pos = end + 2
-            if state == _SIZE:
-                digits = line.split(b";", 1)[0].strip(b" \t")
-                if not digits or len(digits) > 16 or digits.strip(_HEX):
-                    raise ProtocolError(f"bad chunk size {line[:40]!r}")
-                n = int(digits, 16)
-                if n == 0:
-                    self._chunk_state = _TRAILER
+        room = limit
+        try:
+            while room > 0 and not z.eof:
+                src: bytes | memoryview
+                if z.unconsumed_tail:
+                    src = z.unconsumed_tail
+                elif queue:
+                    head = queue[0]
+                    if len(head) > _INPUT_STEP:  # small steps: the tail zlib keeps stays small
+                        src = head[:_INPUT_STEP]
+                        queue[0] = head[_INPUT_STEP:]
+                    else:
+                        src = queue.popleft()
                 else:
-                    self._chunk_left = n
-                    self._chunk_state = _DATA
-            elif state == _DATA_END:
-                if line:
-                    raise ProtocolError("chunk data longer than its size")
-                self._chunk_state = _SIZE
-            else:  # _TRAILER: header lines until an empty one
-                if not line:
-                    self.done = True
-        if self.done and pos < size:
-            self.keep_alive = False
-        return b"".join(out) if len(out) != 1 else out[0]
-
-    def _decode(self, data: bytes) -> bytes:
-        if self._decoder is None:
-            return data
-        try:
-            out = self._decoder.decompress(data) if data else b""
-            if self.done:
-                out += self._decoder.flush()
+                    break
+                got = z.decompress(src, room)
+                room -= len(got)
+                out.append(got)
         except zlib.error as exc:
             raise ProtocolError(f"cannot decode the response body: {exc}") from None
-        if self.done and not self._decoder.eof:
-            raise ProtocolError("the compressed response body is cut short")
-        return out
+        if z.eof:
+            queue.clear()  # anything after the compressed stream is dropped
+        return b"".join(out)
 
-    def _flush(self) -> bytes:
-        if self._decoder is None:
-            return b""
-        try:
-            out = self._decoder.flush()
-        except zlib.error as exc:
-            raise ProtocolError(f"cannot decode the response body: {exc}") from None
-        if not self._decoder.eof:
+    def finish(self) -> None:
+        if self._used and not self._z.eof:  # (no body at all is no body: HEAD, 204)
             raise ProtocolError("the compressed response body is cut short")
-        return out

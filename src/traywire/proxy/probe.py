@@ -13,7 +13,7 @@ A probe never loads a model: it only lists what the server has.
 
 `probe` never raises (except `asyncio.CancelledError`, which it lets through
 so the `Prober` can stop promptly); failures come back as ``ok=False`` with a
-short ``detail``.
+short ``detail``. Probes use the proxy's one HTTP client (`transport.Pool`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
-
-import aiohttp
+from urllib.parse import urlsplit, urlunsplit
 
 from ..types import BackendKind
 from .health import ChangeHook, Health
+from .transport import Pool, TransportError, origin_of
 
 __all__ = ["ProbeResult", "ProbeTarget", "Prober", "probe"]
 
@@ -50,7 +49,7 @@ class ProbeResult(NamedTuple):
     # Model ids the server listed; None if it gave no list (failure, /health).
     models: frozenset[str] | None
     # "ok", "ok (/health)", "loading", "timeout", "connection refused",
-    # "DNS lookup failed", "HTTP 500", "invalid JSON", ...
+    # "DNS lookup failed", "HTTP 500", "invalid JSON", "TLS: <the problem>", ...
     detail: str
 
 
@@ -58,8 +57,20 @@ class _Fail(Exception):
     """A probe failure with its detail string (internal)."""
 
 
+# Transport error kinds as probe details (tls keeps the transport's words).
+_DETAILS = {
+    "refused": "connection refused",
+    "dns": "DNS lookup failed",
+    "connect_timeout": "timeout",
+    "total_timeout": "timeout",
+    "reset": "server disconnected",
+    "invalid_response": "bad response",
+    "too_large": "response too large",
+}
+
+
 async def probe(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     kind: BackendKind,
     base_url: str,
     headers: Mapping[str, str] | None = None,
@@ -70,12 +81,14 @@ async def probe(
     hdrs = dict(headers or {})
     base = base_url.rstrip("/")
     models: frozenset[str] | None = None
+    get = _getter(pool, hdrs, timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
+            origin_of(base)  # a bad URL says so before anything is sent
             if kind == "ollama":
-                models, detail = await _probe_ollama(session, base, hdrs)
+                models, detail = await _probe_ollama(get, base)
             elif kind == "openai":
-                models, detail = await _probe_openai(session, base, hdrs)
+                models, detail = await _probe_openai(get, base)
             else:
                 raise _Fail(f"unknown kind {kind!r}")
         ok = True
@@ -83,7 +96,7 @@ async def probe(
         ok, detail = False, str(e)
     except TimeoutError:
         ok, detail = False, "timeout"
-    except aiohttp.ClientError as e:
+    except TransportError as e:
         ok, detail = False, _describe(e)
     except Exception as e:  # never raise: a probe answers, it does not crash the loop
         log.debug("probe of %s failed unexpectedly", base, exc_info=True)
@@ -92,10 +105,11 @@ async def probe(
     return ProbeResult(ok, latency_ms, models if ok else None, detail)
 
 
-async def _probe_ollama(
-    session: aiohttp.ClientSession, base: str, headers: dict[str, str]
-) -> tuple[frozenset[str], str]:
-    status, body = await _get(session, f"{base}/api/tags", headers)
+_Get = Callable[[str, str], Awaitable[tuple[int, bytes]]]
+
+
+async def _probe_ollama(get: _Get, base: str) -> tuple[frozenset[str], str]:
+    status, body = await get(base, "/api/tags")
     if not 200 <= status < 300:
         raise _Fail(f"HTTP {status}")
     doc = _json(body)
@@ -115,13 +129,12 @@ async def _probe_ollama(
     return frozenset(names), "ok"
 
 
-async def _probe_openai(
-    session: aiohttp.ClientSession, base: str, headers: dict[str, str]
-) -> tuple[frozenset[str] | None, str]:
-    status, body = await _get(session, f"{base}/models", headers)
+async def _probe_openai(get: _Get, base: str) -> tuple[frozenset[str] | None, str]:
+    status, body = await get(base, "/models")
     if status == 404:
-        root = base.removesuffix("/v1")
-        hstatus, _ = await _get(session, f"{root}/health", headers)
+        parts = urlsplit(base)  # the server's root keeps the base's query, if any
+        root = urlunsplit(parts._replace(path=parts.path.removesuffix("/v1")))
+        hstatus, _ = await get(root, "/health")
         if 200 <= hstatus < 300:
             return None, "ok (/health)"
         if hstatus == 503:
@@ -143,18 +156,13 @@ async def _probe_openai(
     return frozenset(ids), "ok"
 
 
-async def _get(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
-) -> tuple[int, bytes]:
-    async with session.get(url, headers=headers) as resp:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _Fail("response too large")
-            chunks.append(chunk)
-        return resp.status, b"".join(chunks)
+def _getter(pool: Pool, headers: dict[str, str], timeout_s: float) -> _Get:
+    items = tuple(headers.items())
+
+    async def get(base: str, path: str) -> tuple[int, bytes]:
+        return await pool.get(base, path, items, timeout=timeout_s, limit=MAX_BODY_BYTES)
+
+    return get
 
 
 def _json(body: bytes) -> object:
@@ -164,25 +172,16 @@ def _json(body: bytes) -> object:
         raise _Fail("invalid JSON") from None
 
 
-def _describe(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "TLS error"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        err = exc.os_error
-        if isinstance(err, socket.gaierror):
-            return "DNS lookup failed"
-        if isinstance(err, ConnectionRefusedError):
-            return "connection refused"
-        return f"cannot connect ({err.strerror or type(err).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "invalid URL"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "bad response body"
-    if isinstance(exc, aiohttp.ClientConnectionError):
-        return "connection error"
-    return f"client error: {type(exc).__name__}"
+def _describe(exc: TransportError) -> str:
+    if exc.kind == "tls":
+        return f"TLS: {exc.detail}"
+    if exc.kind == "refused":
+        if exc.detail.startswith("invalid URL"):
+            return "invalid URL"
+        reason = exc.detail.rpartition(": ")[2]  # "cannot connect to h:p: <why>"
+        if reason and "refused" not in reason.lower():
+            return f"cannot connect ({reason})"
+    return _DETAILS.get(exc.kind, exc.kind)
 
 
 # ------------------------------------------------------------------- Prober
@@ -215,7 +214,7 @@ class Prober:
         *,
         interval_s: float = 15.0,
         timeout_s: float = 5.0,
-        session: aiohttp.ClientSession | None = None,
+        pool: Pool | None = None,
         on_change: ChangeHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -225,8 +224,8 @@ class Prober:
         self.interval_s = float(interval_s)
         self.timeout_s = float(timeout_s)
         self._targets: tuple[ProbeTarget, ...] = tuple(targets)
-        self._session = session
-        self._own_session: aiohttp.ClientSession | None = None
+        self._pool = pool
+        self._own_pool: Pool | None = None  # when none is given: made on first use
         self._on_change = on_change
         self._unhook: Callable[[], None] | None = None
         self._clock = clock
@@ -267,16 +266,16 @@ class Prober:
         if self._unhook is not None:
             self._unhook()
             self._unhook = None
-        if self._own_session is not None:
-            session, self._own_session = self._own_session, None
-            await session.close()
+        if self._own_pool is not None:
+            pool, self._own_pool = self._own_pool, None
+            await pool.close()
 
     async def probe_all(self) -> dict[str, ProbeResult]:
         """Run one round now, feed `Health`, and return the results by backend."""
-        session = self._session_for_use()
+        pool = self._pool_for_use()
         targets = [t for t in self._targets if not self.health.no_key(t.backend)]
         results = await asyncio.gather(
-            *(probe(session, t.kind, t.base_url, t.headers, self.timeout_s) for t in targets)
+            *(probe(pool, t.kind, t.base_url, t.headers, self.timeout_s) for t in targets)
         )
         now = self._clock()
         out: dict[str, ProbeResult] = {}
@@ -285,12 +284,12 @@ class Prober:
             out[t.backend] = r
         return out
 
-    def _session_for_use(self) -> aiohttp.ClientSession:
-        if self._session is not None:
-            return self._session
-        if self._own_session is None or self._own_session.closed:
-            self._own_session = aiohttp.ClientSession()
-        return self._own_session
+    def _pool_for_use(self) -> Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._own_pool is None:
+            self._own_pool = Pool()
+        return self._own_pool
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,5 +1,5 @@
 """What the proxy holds while it runs: config, health, keys, preference, active
-vLLM members, the pooled HTTP client session and the prober.
+vLLM members, the one HTTP client (`transport.Pool`) and the prober.
 
 Everything here lives on the proxy's event-loop thread. Other threads (the
 tray) read immutable snapshots (`status()`) and change things only through
@@ -15,8 +15,6 @@ import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
-
-import aiohttp
 
 from .. import __version__, threads
 from ..clock import SYSTEM, Clock
@@ -66,9 +64,8 @@ class Runtime:
         # backend name -> key value (None: referenced but not set)
         self.keys: dict[str, str | None] = dict(keys or {})
         self.key_problem: str | None = None
-        # Probes, listings and switch checks use aiohttp's client; the request
-        # path uses `transport.Pool` (a few µs per request instead of ~70).
-        self.session: aiohttp.ClientSession | None = None
+        # The one HTTP client towards backends: the request path, probes,
+        # listings (/api/ps) and the switch's readiness checks.
         self.pool: Pool | None = None
         self.prober: Prober | None = None
         self._rng = random.Random()
@@ -94,15 +91,6 @@ class Runtime:
 
     async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
         self.pool = Pool()
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
-        # No cookie jar: a backend's cookies are never stored nor sent to another
-        # backend (and filtering cookies is work on every request).
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=True,
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
         if resolve_keys:
             await threads.run_blocking(self._resolve_keys)
         if probes:
@@ -111,7 +99,7 @@ class Runtime:
                 self._probe_targets(),
                 interval_s=self.cfg.health.probe_interval,
                 timeout_s=min(5.0, self.cfg.health.probe_interval * 0.8),
-                session=self.session,
+                pool=self.pool,
                 clock=self.clock.monotonic,
             )
             self.prober.start()
@@ -124,9 +112,6 @@ class Runtime:
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
 
     async def reload(self, cfg: Config, *, resolve_keys: bool = True) -> None:
         """Apply a new config while running (on the loop): backends keep their
@@ -155,7 +140,7 @@ class Runtime:
                 self._probe_targets(),
                 interval_s=cfg.health.probe_interval,
                 timeout_s=min(5.0, cfg.health.probe_interval * 0.8),
-                session=self.session,
+                pool=self.pool,
                 clock=self.clock.monotonic,
             )
             self.prober.start()
@@ -328,6 +313,8 @@ class Runtime:
             "saturation": self.cfg.saturation,
             "backends": backends,
             "keyring": self.key_problem,
+            # the one HTTP client: idle keep-alive connections, connections made
+            "pool": self.pool.status() if self.pool is not None else None,
         }
 
 

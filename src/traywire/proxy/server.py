@@ -5,19 +5,19 @@ the plan to :mod:`traywire.failover`; it never decides routes itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from .. import __version__
 from ..core import request as inbound
 from ..core import routing, validate
-from ..errors import UnknownModelError
+from ..errors import BackendError, UnknownModelError
 from ..observe import dashboard, metrics, wiring
 from ..redact import REDACTOR
 from ..types import Dialect, Front, Op
@@ -28,12 +28,11 @@ from .security import TOKEN, guarded, is_loopback
 log = logging.getLogger("traywire")
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-# Inbound limits (see `listener`).
-HEAD_TIMEOUT = 30.0  # seconds for a request head, and idle keep-alive
-MAX_CONNECTIONS = 1024
 # What /api/version reports: an Ollama version recent enough that Ollama
 # clients enable their features (tools, embed), plus traywire's own.
 OLLAMA_COMPAT_VERSION = "0.12.6"
+
+_PS_LIMIT = 4 * 1024 * 1024  # an /api/ps listing larger than this is not one
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -217,23 +216,24 @@ async def version(request: web.Request) -> web.Response:
 async def ps(request: web.Request) -> web.Response:
     """What is loaded where, from the Ollama backends (they say; others do not)."""
     rt = request.app[RUNTIME]
-    assert rt.session is not None
+    pool = rt.pool
+    assert pool is not None
 
     async def one(name: str) -> list[dict[str, Any]]:
         b = rt.cfg.backends[name]
         try:
-            async with rt.session.get(  # type: ignore[union-attr]
-                b.url + "/api/ps",
-                headers=rt.auth_headers(b),
-                timeout=aiohttp.ClientTimeout(total=2),
-            ) as r:
-                if r.status != 200:
-                    return []
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            status, body = await pool.get(
+                b.url,
+                "/api/ps",
+                tuple(rt.auth_headers(b).items()),
+                timeout=2,
+                limit=_PS_LIMIT,
+            )
+            data = json.loads(body) if status == 200 else {}
+        except (BackendError, ValueError):
             return []
         out = []
-        for m in data.get("models") or []:
+        for m in (data.get("models") if isinstance(data, dict) else None) or []:
             if isinstance(m, dict):
                 m["traywire_backend"] = name
                 out.append(m)
@@ -389,9 +389,10 @@ class Server:
         token: str | None = None,
         grace: float = 10.0,
         config_file: str | Path | None = None,
-        head_timeout: float = HEAD_TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        """``head_timeout``, ``max_connections``: the config's (server:) unless given."""
         if not is_loopback(host) and not token:
             raise ValueError(
                 f"refusing to listen on {host}: a non-loopback listener needs a token "
@@ -410,11 +411,11 @@ class Server:
             shutdown_timeout=grace,
             # a connection that has not sent its request head by then is closed
             # (slow clients), as is one idle that long between requests
-            keepalive_timeout=head_timeout,
+            keepalive_timeout=head_timeout or rt.cfg.server.head_timeout,
             logger=listener.OneLineLogger(logging.getLogger("traywire.http"), {}),
         )
         self.site: listener.CappedSite | None = None
-        self.max_connections = max_connections
+        self.max_connections = max_connections or rt.cfg.server.max_connections
 
     async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
         limits = listener.raise_open_file_limit()

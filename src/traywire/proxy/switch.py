@@ -62,13 +62,12 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from .. import threads
 from ..clock import Clock
 from ..core.schema import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
 from .health import Health
 from .probe import ProbeResult, probe
+from .transport import Pool
 
 
 class Host(Protocol):
@@ -86,7 +85,9 @@ class Host(Protocol):
     def clock(self) -> Clock: ...
 
     @property
-    def session(self) -> aiohttp.ClientSession | None: ...
+    def pool(self) -> Pool | None:
+        """The proxy's HTTP client (None before it starts and after it stops)."""
+        ...
 
     def member(self, group: str) -> str | None:
         """The group's active member now (None: none)."""
@@ -186,7 +187,7 @@ class Switcher:
         self._states: dict[str, SwitchState] = {}
         self._tasks: dict[str, asyncio.Task[SwitchState]] = {}
         self._children: dict[str, _Child] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None  # only while the host has none
         self._closed = False
         self._atexit = False
 
@@ -516,12 +517,12 @@ class Switcher:
             if child.proc.returncode is None:
                 _signal_group(child.proc, signal.SIGKILL)
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self.host.session is not None and not self.host.session.closed:
-            return self.host.session
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(trust_env=False)
-        return self._session
+    def _http(self) -> Pool:
+        if self.host.pool is not None:
+            return self.host.pool
+        if self._pool is None:
+            self._pool = Pool()
+        return self._pool
 
     async def close(self) -> None:
         """Cancel running switches and stop every managed server (SIGTERM, then SIGKILL)."""
@@ -537,9 +538,9 @@ class Switcher:
             if self._atexit:
                 atexit.unregister(self._kill_now)
                 self._atexit = False
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:

@@ -1,45 +1,60 @@
-"""Keep-alive HTTP/1.1 connections to the backends, for the request path.
+"""Keep-alive HTTP/1.1 connections to the backends: traywire's one HTTP client.
 
-The contract is small: ``await pool.request(method, base, path, headers, body,
-connect_timeout=...)`` gives a `Response` once its head has arrived (status,
-lower-case headers); its body comes with ``read()`` (all of it) or
-``readany()`` (what has arrived; ``b""`` at the end). ``release()`` hands a
-finished connection back to the pool; ``close()`` drops it (a cancelled or
-abandoned request must close, so the backend sees the client go and stops
-generating).
+The request path, the probes, ``/api/ps`` and the vLLM switch's readiness
+checks all go through one `Pool`. The contract is small:
+``await pool.request(method, base, path, headers, body, connect_timeout=...)``
+gives a `Response` once its head has arrived (status, lower-case headers); its
+body comes with ``read(limit)`` (all of it, at most ``limit`` bytes) or
+``readany()`` (what has arrived, decoded a bounded piece at a time; ``b""`` at
+the end). ``release()`` hands a finished connection back to the pool;
+``close()`` drops it (a cancelled or abandoned request must close, so the
+backend sees the client go and stops generating). ``pool.get(base, path,
+...)`` is a whole GET for the checks off the request path.
 
 Low-level failures are mapped here, where they come in: they leave as
 `TransportError`, a `BackendError` of one of traywire's kinds (refused, dns,
-connect_timeout, reset, invalid_response). Timeouts other than the connect
-timeout are the caller's (it knows first-byte, idle and total).
+connect_timeout, tls, reset, invalid_response, too_large). Timeouts other than
+the connect timeout are the caller's (it knows first-byte, idle and total).
 
-A connection reused from the pool that the backend had already closed (an idle
-keep-alive timeout on its side) fails with no byte of answer; then the request
-is sent once more on a new connection. That is the only retry here: every
-other failure is the failover policy's business.
+Resending: a request is written once. A pooled connection found closed (or
+with bytes nobody asked for) before the request is written is dropped and
+another one used; once the request is written, any failure goes to the
+failover rules, never to a silent second try, because the backend may already
+be generating.
 
-The protocol itself (bytes in, bytes out) is `http1`; this module does the
-I/O, on whatever asyncio loop runs it (uvloop in the app). Flow control: a
-stream the client reads slowly pauses reading from the backend past
-`HIGH_WATER` buffered bytes.
+Idle connections close after ``keepalive_s`` on a timer, whether or not more
+requests come. Base URLs keep their query strings (``?api-version=``).
+``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` are honoured for backends that are
+not on loopback (a CONNECT tunnel for https, absolute-form requests for http).
+
+The protocol itself (llhttp through httptools, content codings) is `http1`;
+this module does the I/O, on whatever asyncio loop runs it (uvloop in the
+app). Flow control: a stream the client reads slowly pauses reading from the
+backend past `HIGH_WATER` buffered bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import ipaddress
+import os
+import select
 import socket
 import ssl
-import time
-from collections.abc import Sequence
-from typing import NamedTuple
-from urllib.parse import urlsplit
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, cast
+from urllib.parse import unquote, urlsplit
 
 from .. import __version__
 from ..errors import BackendError
-from .http1 import ProtocolError, ResponseParser, encode_request
+from .http1 import Decoder, ProtocolError, ResponseParser, encode_request
 
 HIGH_WATER = 1 << 20  # bytes buffered from a backend before reading pauses
+DECODE_STEP = 256 * 1024  # decoded bytes one readany() gives at most
+_YIELD_EVERY = 16  # read(): let the loop run after this many pieces in a row
 
 
 class TransportError(BackendError):
@@ -57,6 +72,7 @@ class _Origin(NamedTuple):
     tls: bool
     host_header: str
     prefix: str  # the base URL's path, before each request's own path
+    query: str  # the base URL's query string, after each request's own
 
 
 _ORIGINS: dict[str, _Origin] = {}
@@ -68,34 +84,146 @@ def origin_of(base: str) -> _Origin:
     if o is None:
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransportError("refused", f"not an http(s) URL: {base!r}")
+            raise TransportError("refused", f"invalid URL (not http or https): {base!r}")
         tls = parts.scheme == "https"
         try:
             port = parts.port or (443 if tls else 80)
         except ValueError as exc:
-            raise TransportError("refused", f"bad port in {base!r}") from exc
+            raise TransportError("refused", f"invalid URL (bad port): {base!r}") from exc
         host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
         default = port == (443 if tls else 80)
         o = _Origin(
             (parts.scheme, host, port),
             host,
             port,
             tls,
-            shown if default else f"{shown}:{port}",
+            _authority(host, None if default else port),
             parts.path.rstrip("/"),
+            parts.query,
         )
         if len(_ORIGINS) < 256:
             _ORIGINS[base] = o
     return o
 
 
+def _authority(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def _target(o: _Origin, path: str) -> str:
+    """The request target: the base's path, then ``path``, the queries merged."""
+    target = o.prefix + path if path else o.prefix or "/"
+    if o.query:
+        target += ("&" if "?" in target else "?") + o.query
+    return target
+
+
+# ------------------------------------------------------------------ proxies
+
+
+class _Proxy(NamedTuple):
+    host: str
+    port: int
+    headers: tuple[tuple[str, str], ...]  # Proxy-Authorization, when the URL has credentials
+
+    @property
+    def where(self) -> str:
+        return _authority(self.host, self.port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _no_proxy(host: str, port: int, no_proxy: str | None) -> bool:
+    """Does NO_PROXY (``*``, host names and domains, IP networks, each with an
+    optional port) exempt ``host``?"""
+    if not no_proxy:
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.strip("[]").lstrip(".")
+        if ip is not None:
+            try:
+                if ip in ipaddress.ip_network(name, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        if host.lower() == name or host.lower().endswith("." + name):
+            return True
+    return False
+
+
+def _parse_proxy(url: str) -> _Proxy:
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise TransportError("refused", f"unsupported proxy {url!r} (only http:// proxies)")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise TransportError("refused", f"bad port in the proxy URL {url!r}") from exc
+    headers: tuple[tuple[str, str], ...] = ()
+    if parts.username is not None:
+        cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers = (("Proxy-Authorization", "Basic " + base64.b64encode(cred.encode()).decode()),)
+    return _Proxy(parts.hostname, port, headers)
+
+
+class _Route(NamedTuple):
+    """How to reach one base URL: directly or through a proxy."""
+
+    key: tuple[Any, ...]  # what a pooled connection serves
+    origin: _Origin
+    proxy: _Proxy | None
+    absolute: str  # "http://host:port" before the target (plain http through a proxy)
+    headers: tuple[tuple[str, str], ...]  # sent with every request
+
+
+# ------------------------------------------------------------------ one connection
+
+
+if hasattr(select, "poll"):
+
+    def _poller(fd: int) -> Callable[[], bool]:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        return lambda: bool(p.poll(0))
+
+else:  # Windows: select() works on sockets
+
+    def _poller(fd: int) -> Callable[[], bool]:
+        return lambda: bool(select.select([fd], [], [], 0)[0])
+
+
+def _never() -> bool:
+    return False
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; carries one request at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.readable: Callable[[], bool] = _never  # bytes or EOF waiting in the socket?
         self.parser = ResponseParser()
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -103,19 +231,19 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.error: TransportError | None = None
         self.closed = False
-        self.got_bytes = False
-        self.reused = False
         self.idle = False  # in the pool, waiting for a request
         self.idle_since = 0.0
-        self.key: tuple[str, str, int] = ("", "", 0)
+        self.key: tuple[Any, ...] = ()
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.readable = _poller(sock.fileno())
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
         if self.idle:
             # nothing was asked: a late "408 Request Timeout" before a close,
             # or garbage; either way this connection cannot carry a request
@@ -141,18 +269,18 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.error is None and not self.parser.done:
+        self.readable = _never
+        if self.idle:
+            self.pool._discard(self)
+        elif self.error is None and not self.parser.done:
             if exc is not None:  # reset, not a clean end: no body ends this way
                 why = f"{type(exc).__name__}: {exc}"
                 self.error = TransportError("reset", f"connection lost: {why}")
             else:
                 try:
-                    body = self.parser.feed_eof()
+                    self.parser.feed_eof()
                 except ProtocolError as perr:
                     self.error = TransportError("reset", f"connection closed: {perr}")
-                else:
-                    if body:
-                        self.chunks.append(body)
         self._wake()
 
     # helpers
@@ -170,7 +298,7 @@ class _Connection(asyncio.Protocol):
                 w.set_result(None)
 
     async def wait(self) -> None:
-        w = self.loop.create_future()
+        w = self.pool._loop.create_future()
         self.waiter = w
         try:
             await w
@@ -200,19 +328,82 @@ class _Connection(asyncio.Protocol):
         return data
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
 class Response:
     """A backend's answer: the head now, the body as it comes."""
 
-    __slots__ = ("_conn", "_pool", "headers", "status")
+    __slots__ = ("_conn", "_decoder", "_pool", "headers", "status")
 
     def __init__(self, pool: Pool, conn: _Connection) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self.status = conn.parser.status
         self.headers = conn.parser.headers
+        self._decoder = (
+            Decoder.for_headers(self.headers) if "content-encoding" in self.headers else None
+        )
 
     async def readany(self) -> bytes:
-        """The body bytes that have arrived (waits for some); ``b""`` at the end."""
+        """The body bytes that have arrived, decoded (waits for some; at most
+        `DECODE_STEP` of a compressed body at once); ``b""`` at the end."""
+        dec = self._decoder
+        if dec is None:
+            return await self._raw()
+        try:
+            while True:
+                if dec.pending:
+                    out = dec.pull(DECODE_STEP)
+                    if out:
+                        return out
+                raw = await self._raw()
+                if not raw:
+                    dec.finish()
+                    return b""
+                dec.push(raw)
+        except ProtocolError as exc:
+            self.close()
+            raise TransportError("invalid_response", f"invalid HTTP response: {exc}") from None
+
+    async def read(self, limit: int | None = None, *, limit_name: str = "") -> bytes:
+        """The whole body; past ``limit`` decoded bytes a `TransportError`
+        ``too_large`` that names the limit (``limit_name``: the setting)."""
+        if limit is not None and self._decoder is None:
+            length = self.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                self.close()
+                raise self._too_large(limit, limit_name, f" ({length} bytes announced)")
+        first = b""
+        buf: bytearray | None = None  # past one piece: one growing block, handed back whole
+        n = 0
+        while True:
+            chunk = await self.readany()
+            if not chunk:
+                return first if buf is None else bytes(buf)
+            if buf is None and not first:
+                first = chunk
+            else:
+                if buf is None:
+                    buf, first = bytearray(first), b""
+                buf += chunk
+            if limit is not None and len(buf if buf is not None else first) > limit:
+                self.close()
+                buf = None  # not kept alive by the traceback
+                raise self._too_large(limit, limit_name, "")
+            n += 1
+            if n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long answer decoded in a row: let others run
+
+    @staticmethod
+    def _too_large(limit: int, name: str, extra: str) -> TransportError:
+        setting = f", {name}" if name else ""
+        return TransportError(
+            "too_large", f"the answer is larger than the limit of {_mib(limit)}{setting}{extra}"
+        )
+
+    async def _raw(self) -> bytes:
         conn = self._conn
         if conn is None:
             return b""
@@ -228,15 +419,6 @@ class Response:
                 raise TransportError("reset", "connection closed before the end of the response")
             await conn.wait()
         return conn.take()
-
-    async def read(self) -> bytes:
-        """The whole body."""
-        parts: list[bytes] = []
-        while True:
-            chunk = await self.readany()
-            if not chunk:
-                return b"".join(parts) if len(parts) != 1 else parts[0]
-            parts.append(chunk)
 
     def release(self) -> None:
         """Done with it: a finished connection goes back to the pool, any other closes."""
@@ -254,20 +436,24 @@ class Response:
             conn.abort() if not conn.parser.done else conn.close()
 
 
-def _connect_error(exc: OSError, o: _Origin) -> TransportError:
-    where = f"{o.host}:{o.port}"
+def _connect_error(exc: OSError, host: str, port: int, what: str) -> TransportError:
+    where = _authority(host, port)
     if isinstance(exc, socket.gaierror):
-        return TransportError("dns", f"DNS lookup failed for {o.host}")
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return TransportError("refused", f"TLS with {where} failed: {exc}")
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return TransportError("refused", f"cannot connect to {where}: {reason}")
+        return TransportError("dns", f"DNS lookup failed for {what}{host}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or str(exc)
+        return TransportError("tls", f"the TLS certificate of {where} is not accepted: {why}")
+    if isinstance(exc, ssl.SSLError):
+        return TransportError("tls", f"TLS with {where} failed: {exc.reason or exc}")
+    reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+    return TransportError("refused", f"cannot connect to {what}{where}: {reason}")
 
 
 class Pool:
-    """Idle keep-alive connections per origin (scheme, host, port); no limit on
-    how many run at once (backends have their own capacity; the router
-    watches it)."""
+    """Idle keep-alive connections per origin (scheme, host, port, proxy); no
+    limit on how many run at once (backends have their own capacity; the
+    router watches it). Who gets which connection and when idle ones close
+    lives here; the connections only carry bytes."""
 
     def __init__(
         self,
@@ -275,15 +461,24 @@ class Pool:
         keepalive_s: float = 30.0,
         user_agent: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
         """``ssl_context``: for https backends; the system's default trust
-        store when None (made on first use)."""
+        store when None (made on first use). ``proxies``: scheme -> proxy URL,
+        plus ``no`` (a NO_PROXY list); the environment's when None."""
         self.keepalive_s = keepalive_s
         self.user_agent = user_agent or f"traywire/{__version__}"
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
         self._ssl = ssl_context
+        env = urllib.request.getproxies_environment() if proxies is None else proxies
+        self._proxies = dict(env)
+        self._routes: dict[str, _Route] = {}
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on first use
+        self._sweep: asyncio.TimerHandle | None = None
         self.opened = 0  # connections made so far (for tests and /status)
+
+    # ---------------------------------------------------------------- requests
 
     async def request(
         self,
@@ -296,37 +491,62 @@ class Pool:
         connect_timeout: float,
     ) -> Response:
         """Send one request; returns when the response head has arrived."""
-        o = origin_of(base)
+        route = self._routes.get(base) or self._route(base)
+        o = route.origin
         data = encode_request(
             method,
-            o.prefix + path,
+            route.absolute + _target(o, path),
             o.host_header,
-            (("User-Agent", self.user_agent), ("Accept-Encoding", "identity"), *headers),
+            (
+                ("User-Agent", self.user_agent),
+                ("Accept-Encoding", "identity"),
+                *route.headers,
+                *headers,
+            ),
             body,
         )
-        while True:
-            conn = self._get(o)
-            if conn is None:
-                conn = await self._open(o, connect_timeout)
-            try:
-                return await self._exchange(conn, data, head=method == "HEAD")
-            except TransportError as exc:
-                # a pooled connection the backend closed while it sat idle: the
-                # request never reached it, so try once on a new connection
-                if conn.reused and not conn.got_bytes and exc.kind == "reset":
-                    continue
-                raise
-            except BaseException:
-                conn.abort()
-                raise
+        conn = self._get(route.key)
+        if conn is None:
+            conn = await self._open(route, connect_timeout)
+        try:
+            return await self._exchange(conn, data, no_body=method == "HEAD")
+        except BaseException:
+            conn.abort()
+            raise
 
-    async def _exchange(self, conn: _Connection, data: bytes, *, head: bool) -> Response:
-        if head:
-            conn.parser = ResponseParser(head_request=True)
+    async def get(
+        self,
+        base: str,
+        path: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float,
+        limit: int,
+    ) -> tuple[int, bytes]:
+        """``GET base + path``: (status, body of at most ``limit`` bytes), all
+        within ``timeout`` (else `TransportError` ``total_timeout``)."""
+        r: Response | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                r = await self.request("GET", base, path, headers, b"", connect_timeout=timeout)
+                body = await r.read(limit)
+        except TimeoutError:
+            if r is not None:
+                r.close()
+            raise TransportError("total_timeout", f"no answer within {timeout:g}s") from None
+        except BaseException:
+            if r is not None:
+                r.close()
+            raise
+        return r.status, body
+
+    async def _exchange(self, conn: _Connection, data: bytes, *, no_body: bool) -> Response:
         if conn.transport is None or conn.closed:
             raise TransportError("reset", "connection closed before the request was sent")
+        parser = conn.parser
+        parser.begin(no_body=no_body)
         conn.transport.write(data)
-        while not conn.parser.has_head:
+        while not parser.has_head:
             if conn.error is not None:
                 conn.close()
                 raise conn.error
@@ -336,22 +556,103 @@ class Pool:
         if conn.error is not None:
             conn.close()
             raise conn.error
-        return Response(self, conn)
+        try:
+            return Response(self, conn)
+        except ProtocolError as exc:
+            conn.close()
+            raise TransportError("invalid_response", f"invalid HTTP response: {exc}") from None
 
-    def _get(self, o: _Origin) -> _Connection | None:
-        idle = self._idle.get(o.key)
-        if not idle:
-            return None
-        now = time.monotonic()
+    # ---------------------------------------------------------------- routes and proxies
+
+    def _route(self, base: str) -> _Route:
+        o = origin_of(base)
+        proxy = None
+        scheme, host, port = o.key
+        url = self._proxies.get(scheme)
+        if url and not _is_loopback(host) and not _no_proxy(host, port, self._proxies.get("no")):
+            proxy = _parse_proxy(url)
+        absolute, headers = "", cast(tuple[tuple[str, str], ...], ())
+        if proxy is not None and not o.tls:
+            absolute, headers = f"http://{o.host_header}", proxy.headers
+        route = _Route((*o.key, proxy), o, proxy, absolute, headers)
+        if len(self._routes) < 256:
+            self._routes[base] = route
+        return route
+
+    async def _tunnel(self, conn: _Connection, route: _Route, ctx: ssl.SSLContext) -> None:
+        """CONNECT through the proxy, then TLS with the backend inside the tunnel."""
+        o, proxy = route.origin, route.proxy
+        assert proxy is not None
+        authority = _authority(o.host, o.port)
+        data = encode_request(
+            "CONNECT", authority, authority, (("User-Agent", self.user_agent), *proxy.headers), b""
+        )
+        resp = await self._exchange(conn, data, no_body=True)
+        if not 200 <= resp.status < 300:
+            raise TransportError(
+                "refused", f"the proxy {proxy.where} answered {resp.status} to CONNECT {authority}"
+            )
+        assert conn.transport is not None
+        tls = await self._loop.start_tls(conn.transport, conn, ctx, server_hostname=o.host)
+        if tls is None:
+            raise TransportError("reset", f"the proxy {proxy.where} closed the tunnel")
+        conn.connection_made(tls)
+
+    async def _open(self, route: _Route, timeout: float) -> _Connection:
+        if self._closed:
+            raise TransportError("refused", "the connection pool is closed")
+        loop = self._loop = asyncio.get_running_loop()
+        o, proxy = route.origin, route.proxy
+        ctx = None
+        if o.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            ctx = self._ssl
+        host, port = (proxy.host, proxy.port) if proxy else (o.host, o.port)
+        what = "the proxy " if proxy else ""
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    host,
+                    port,
+                    ssl=ctx if proxy is None else None,
+                    server_hostname=o.host if ctx and proxy is None else None,
+                )
+                if proxy is not None and ctx is not None:
+                    await self._tunnel(conn, route, ctx)
+        except TimeoutError as exc:
+            if conn is not None:
+                conn.abort()
+            where = _authority(host, port)
+            raise TransportError("connect_timeout", f"connect timeout to {what}{where}") from exc
+        except OSError as exc:
+            if conn is not None:
+                conn.abort()
+            if conn is not None:  # in the tunnel: the backend's TLS
+                raise _connect_error(exc, o.host, o.port, "") from exc
+            raise _connect_error(exc, host, port, what) from exc
+        except BaseException:
+            if conn is not None:
+                conn.abort()
+            raise
+        conn.key = route.key  # asyncio and uvloop set TCP_NODELAY themselves
+        self.opened += 1
+        return conn
+
+    # ---------------------------------------------------------------- idle connections
+
+    def _get(self, key: tuple[Any, ...]) -> _Connection | None:
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             conn.idle = False
             if conn.closed or conn.transport is None or conn.transport.is_closing():
                 continue
-            if now - conn.idle_since > self.keepalive_s:
+            if conn.readable():  # EOF or unasked-for bytes not yet seen by the loop
                 conn.close()
                 continue
-            conn.reused = True
             return conn
         return None
 
@@ -359,48 +660,60 @@ class Pool:
         if self._closed or conn.closed:
             conn.close()
             return
-        conn.parser = ResponseParser()
-        conn.got_bytes = False
         conn.idle = True
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now = self._loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
+        if self._sweep is None:
+            self._sweep = self._loop.call_at(now + self.keepalive_s, self._expire)
 
-    async def _open(self, o: _Origin, timeout: float) -> _Connection:
-        if self._closed:
-            raise TransportError("refused", "the connection pool is closed")
-        loop = asyncio.get_running_loop()
-        ctx = None
-        if o.tls:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
-        try:
-            async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop),
-                    o.host,
-                    o.port,
-                    ssl=ctx,
-                    server_hostname=o.host if ctx else None,
-                )
-        except TimeoutError as exc:
-            raise TransportError(
-                "connect_timeout", f"connect timeout to {o.host}:{o.port}"
-            ) from exc
-        except OSError as exc:
-            raise _connect_error(exc, o) from exc
-        conn.key = o.key  # asyncio and uvloop set TCP_NODELAY themselves
-        self.opened += 1
-        return conn
+    def _discard(self, conn: _Connection) -> None:
+        """An idle connection closed (by the backend or by us): forget it."""
+        conn.idle = False
+        idle = self._idle.get(conn.key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
+
+    def _expire(self) -> None:
+        """Close the connections idle for ``keepalive_s``; come back for the next."""
+        self._sweep = None
+        now = self._loop.time()
+        oldest: float | None = None
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.closed:
+                    conn.idle = False
+                elif now - conn.idle_since >= self.keepalive_s:
+                    conn.idle = False
+                    conn.close()
+                else:
+                    keep.append(conn)
+                    oldest = conn.idle_since if oldest is None else min(oldest, conn.idle_since)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        if oldest is not None and not self._closed:
+            self._sweep = self._loop.call_at(oldest + self.keepalive_s, self._expire)
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())
 
+    def status(self) -> dict[str, int]:
+        """For ``/status``: idle connections now, connections opened so far."""
+        return {"idle": self.idle_count(), "opened": self.opened}
+
     async def close(self) -> None:
         """Close every idle connection; connections in use close when released."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for idle in self._idle.values():
             for conn in idle:
+                conn.idle = False
                 conn.close()
         self._idle.clear()
         await asyncio.sleep(0)
