@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from helpers_config import line_of, write
 
 import traywire
-from traywire import config
+from traywire import config, secrets
 from traywire.cli import main
 from traywire.core.tokens import count_text
 
@@ -35,6 +36,14 @@ def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert str(config.user_config_path()).startswith(str(tmp_path))
     return xdg
+
+
+@pytest.fixture(autouse=True)
+def keys_are_set(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """`route` reads keys as the server does: here every key is set (a user who
+    stored them), except in tests marked ``no_keys``."""
+    if "no_keys" not in request.keywords:
+        monkeypatch.setattr(secrets, "resolve", lambda ref: "test-key-0123456789")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -814,3 +823,70 @@ def test_route_follows_what_the_tray_saved(capsys: pytest.CaptureFixture[str]) -
         "hi",
     )
     assert json.loads(out)["plan"][0]["backend"] == "ollama_cloud"
+
+
+# ------------------------------------------------------------- route agrees with the server
+
+
+@pytest.mark.no_keys
+def test_route_skips_a_cloud_model_whose_key_is_missing_as_the_server_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    d = route_json(capsys, "--model", "kimi-k2:1t-cloud", "--prompt", "prove it")
+    planned = [a["model"] for a in d["plan"]]
+    assert "kimi-k2:1t-cloud" not in planned
+    assert planned and all(not m.endswith("-cloud") for m in planned)
+    first = d["skipped"][0]
+    assert first["model"] == "kimi-k2:1t-cloud"
+    assert "set it with `traywire keys set ollama_cloud`" in first["reason"]
+
+
+def _status_of_a_running_server(tmp_path: Path) -> dict[str, Any]:
+    """What `GET /status` of a running traywire says, taken from a real one."""
+    from harness import ProxyThread
+
+    cfg = config.load(user_file=False)
+    p = ProxyThread(cfg, keys={"ollama_cloud": None}).start()
+    try:
+        p.call(p.rt.set_preference, "prefer_local")
+        r = urllib.request.urlopen(p.url + "/status", timeout=10)
+        return json.loads(r.read())  # type: ignore[no-any-return]
+    finally:
+        p.stop()
+
+
+def test_route_takes_a_running_servers_status_as_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = _status_of_a_running_server(tmp_path)
+    assert status["backends"]["ollama_cloud"]["no_key"] is True
+    state = tmp_path / "status.json"
+    state.write_text(json.dumps(status))
+    d = route_json(capsys, "--model", "chat", "--prompt", "hi", "--state", str(state))
+    assert d["preference"] == "prefer_local"  # the server's, set at run time
+    assert all(not a["model"].endswith("-cloud") for a in d["plan"])
+    assert any("no key" in s["reason"] for s in d["skipped"])
+
+
+def test_route_live_reads_the_running_instance(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import ProxyThread
+
+    from traywire.desktop import instance
+
+    cfg = config.load(user_file=False)
+    p = ProxyThread(cfg, keys={"ollama_cloud": "k-0123456789"}).start()
+    try:
+        p.call(p.rt.set_preference, "cloud_only")
+        monkeypatch.setattr(instance, "running_url", lambda directory, wait=10.0: p.url)
+        d = route_json(capsys, "--model", "chat", "--prompt", "hi", "--live")
+        assert d["preference"] == "cloud_only"
+        assert d["plan"] and all(a["model"].endswith("cloud") for a in d["plan"])
+        # the same through its URL
+        d = route_json(capsys, "--model", "chat", "--prompt", "hi", "--state", p.url + "/status")
+        assert d["preference"] == "cloud_only"
+    finally:
+        p.stop()
+    rc, _, err = run(capsys, "route", "--model", "chat", "--prompt", "hi", "--live")
+    assert rc == 2 and "cannot read the live state from" in err

@@ -6,15 +6,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TextIO
 
-from . import __version__, config
+from . import __version__, config, livestate
 from .core import principles, request, routing
 from .errors import ConfigError, UnknownModelError
-from .types import PREFERENCES, BackendState, Decision, Dialect, LiveState, Op
+from .types import PREFERENCES, Decision, Dialect, Op
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,10 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--state",
-        metavar="FILE",
-        help="live state as JSON (default: what the tray saved): backends (in_flight, circuit, "
-        "latency_ms, no_key, "
-        "missing_models), active, usage, preference, random",
+        metavar="FILE|URL",
+        help="live state: a running traywire's /status (its URL, or saved as a file), or a "
+        "JSON file with backends (in_flight, circuit, latency_ms, no_key, missing_models), "
+        "active, usage, preference, random. Default: what the tray saved, keys read as the "
+        "server reads them",
+    )
+    r.add_argument(
+        "--live",
+        action="store_true",
+        help="take the live state from the running traywire (as --state URL/status)",
     )
 
     s = sub.add_parser("serve", help="run the proxy headless (no tray)")
@@ -187,7 +192,15 @@ def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
         op = "embed" if "input" in body else "completion"
     # The same parse as the server's: an Ollama body is told by its own fields.
     dialect: Dialect = "ollama" if _OLLAMA_FIELDS & body.keys() else "openai"
-    state = load_state(Path(args.state), cfg) if args.state else saved_state(cfg)
+    try:
+        if args.live:
+            state = livestate.from_running(cfg)
+        elif args.state:
+            state = livestate.from_source(args.state, cfg)
+        else:
+            state = livestate.from_saved(cfg)
+    except livestate.StateError as exc:
+        raise UsageError(str(exc)) from exc
     if args.prefer:
         state = state._replace(preference=args.prefer)
     try:
@@ -233,88 +246,6 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_tokens is not None:
         body["max_tokens"] = args.max_tokens
     return body
-
-
-def saved_state(cfg: config.Config) -> LiveState:
-    """What the tray last chose (preference, active vLLM member), from the state
-    file, so `route` shows what the running app does. Members the config no
-    longer has are ignored."""
-    from .desktop import statefile
-
-    saved = statefile.load(statefile.default_path())
-    active = {
-        g: m for g, m in saved.active.items() if g in cfg.groups and m in cfg.groups[g].members
-    }
-    return LiveState(active=MappingProxyType(active), preference=saved.preference)
-
-
-def load_state(path: Path, cfg: config.Config) -> LiveState:
-    """Read a live-state JSON file (for `route --state`)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read state file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object")
-    unknown = set(data) - {"backends", "active", "usage", "preference", "random"}
-    if unknown:
-        raise UsageError(f"{path}: unknown keys: {', '.join(sorted(unknown))}")
-    backends: dict[str, BackendState] = {}
-    for name, spec in _obj(data.get("backends", {}), path, "backends").items():
-        if name not in cfg.backends:
-            raise UsageError(f"{path}: backends.{name}: no such backend in the config")
-        spec = _obj(spec, path, f"backends.{name}")
-        fields = set(BackendState._fields)
-        bad = set(spec) - fields
-        if bad:
-            raise UsageError(f"{path}: backends.{name}: unknown keys: {', '.join(sorted(bad))}")
-        where = f"{path}: backends.{name}"
-        if "in_flight" in spec and not _count(spec["in_flight"]):
-            raise UsageError(f"{where}.in_flight: a non-negative integer")
-        lat = spec.get("latency_ms")
-        if lat is not None and (isinstance(lat, bool) or not isinstance(lat, int | float)):
-            raise UsageError(f"{where}.latency_ms: a number of milliseconds or null")
-        if "no_key" in spec and not isinstance(spec["no_key"], bool):
-            raise UsageError(f"{where}.no_key: true or false")
-        if "missing_models" in spec:
-            mm = spec["missing_models"]
-            if not isinstance(mm, list) or not all(isinstance(m, str) for m in mm):
-                raise UsageError(f"{where}.missing_models: a list of model names")
-            spec["missing_models"] = frozenset(mm)
-        if spec.get("circuit", "closed") not in ("closed", "open", "half_open"):
-            raise UsageError(f"{path}: backends.{name}.circuit: closed, open or half_open")
-        backends[name] = BackendState(**spec)
-    active = _obj(data.get("active", {}), path, "active")
-    for group, member in active.items():
-        if group not in cfg.groups or member not in cfg.groups[group].members:
-            raise UsageError(f"{path}: active.{group}: {member!r} is not a member of that group")
-    pref = data.get("preference")
-    if pref is not None and pref not in PREFERENCES:
-        raise UsageError(f"{path}: preference: one of {', '.join(PREFERENCES)}")
-    rnd = data.get("random", 0.0)
-    if not isinstance(rnd, int | float) or not 0 <= rnd < 1:
-        raise UsageError(f"{path}: random: a number in [0, 1)")
-    usage = _obj(data.get("usage", {}), path, "usage")
-    for model, tokens in usage.items():
-        if not _count(tokens):
-            raise UsageError(f"{path}: usage.{model}: a non-negative integer")
-    return LiveState(
-        backends=MappingProxyType(backends),
-        active=MappingProxyType(dict(active)),
-        usage=MappingProxyType(dict(_obj(data.get("usage", {}), path, "usage"))),
-        preference=pref,
-        random=float(rnd),
-    )
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _obj(value: Any, path: Path, key: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{path}: {key}: expected a JSON object")
-    return dict(value)
 
 
 def _description(d: Decision, cfg: config.Config) -> str | None:

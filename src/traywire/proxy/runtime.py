@@ -311,6 +311,9 @@ class Runtime:
             "switching": self.switcher.status(now),
             "managed_servers": self.switcher.servers(),
             "saturation": self.cfg.saturation,
+            # what the router reads besides the backends (`traywire route --live`)
+            "usage": self.health.usage(now),
+            "learned": {m: sorted(f) for m, f in self._lacks.items()},
             "backends": backends,
             "keyring": self.key_problem,
             # the one HTTP client: idle keep-alive connections, connections made
