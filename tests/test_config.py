@@ -1101,6 +1101,35 @@ def test_principle_capability_preservation_fine_when_code_models_come_first(
     assert principles.check(cfg) == []
 
 
+def test_principle_request_kinds(tmp_path: Path) -> None:
+    cfg = load_layer(
+        tmp_path,
+        """
+        fallbacks:
+          llama3.1:latest: [nomic-embed-text, mythomax-l2-13b]
+          nomic-embed-text: [llama3.1:latest]
+        routes:
+          chat:
+            strategy: direct
+            candidates: [llama3.1:latest, nomic-embed-text]
+        """,
+    )
+    found = _by_principle(cfg)
+    messages = [w.message for w in found["request kinds"]]
+    assert any(
+        "nomic-embed-text cannot serve chats or plain completions, which requests for "
+        "llama3.1:latest are" in m
+        for m in messages
+    )
+    assert any("llama3.1:latest cannot serve embeddings" in m for m in messages)
+    assert any(
+        "nomic-embed-text cannot chat, and a route is asked for chats" in m for m in messages
+    )
+    no_embed = load_layer(tmp_path, "models:\n  nomic-embed-text: null\n", "two.yaml")
+    (w,) = principles.check(no_embed)
+    assert "no model makes embeddings" in w.message
+
+
 def test_principle_warnings_carry_file_and_line_of_a_chain(tmp_path: Path) -> None:
     path = tmp_path / "layer.yaml"
     cfg = load_layer(

@@ -12,6 +12,11 @@ them. The checks, and the decisions behind them:
    the cloud only, or its most complex band to local models only.
 4. Capability preservation: a chain of a model whose primary capability is
    code reaches a model without code while code models still follow in it.
+5. Request kinds (not the design's; traywire's own): a chain or a route can
+   never serve a kind it is asked for - a chat model's chain or a route
+   reaching a model that cannot chat (an embedding model), an embedding
+   model's chain reaching one that cannot embed - and no configured model
+   makes embeddings at all (every embeddings request would be refused).
 """
 
 from __future__ import annotations
@@ -84,6 +89,34 @@ def check(cfg: Config) -> list[Warning_]:
                             f"({', '.join(later)}); put them first",
                         )
                     break
+    # 5. request kinds
+    for head_name, chain in cfg.fallbacks.items():
+        kinds = cfg.models[head_name].features & _KINDS
+        for i, name in enumerate(chain):
+            lacking = kinds - cfg.models[name].features
+            if lacking:
+                warn(
+                    "request kinds",
+                    _path("fallbacks", head_name) + f"[{i}]",
+                    f"{name} cannot serve {_kinds(lacking)}, which requests for {head_name} "
+                    "are; it will always be skipped for them",
+                )
+    for route in cfg.routes.values():
+        for c in route.candidates:
+            if "chat" not in cfg.models[c.model].features:
+                warn(
+                    "request kinds",
+                    _path("routes", route.name, "candidates"),
+                    f"{c.model} cannot chat, and a route is asked for chats; it will "
+                    "always be skipped",
+                )
+    if not any("embed" in m.features for m in cfg.models.values()):
+        warn(
+            "request kinds",
+            "models",
+            "no model makes embeddings (features: [embed]); every embeddings request "
+            "will be refused",
+        )
     # 3. complexity awareness
     for route in cfg.routes.values():
         if route.strategy != "complexity_based" or len(route.bands) < 2:
@@ -105,6 +138,14 @@ def check(cfg: Config) -> list[Warning_]:
                 "in the cloud",
             )
     return out
+
+
+_KINDS = frozenset({"chat", "completion", "embed"})
+
+
+def _kinds(features: frozenset[str]) -> str:
+    words = {"chat": "chats", "completion": "plain completions", "embed": "embeddings"}
+    return " or ".join(words[f] for f in sorted(features))
 
 
 def _cloud_alternative(
