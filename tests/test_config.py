@@ -1125,7 +1125,11 @@ def test_principle_request_kinds(tmp_path: Path) -> None:
     assert any(
         "nomic-embed-text cannot chat, and a route is asked for chats" in m for m in messages
     )
-    no_embed = load_layer(tmp_path, "models:\n  nomic-embed-text: null\n", "two.yaml")
+    no_embed = load_layer(
+        tmp_path,
+        "models:\n  nomic-embed-text: null\naliases:\n  names:\n    text-embedding-*: null\n",
+        "two.yaml",
+    )
     (w,) = principles.check(no_embed)
     assert "no model makes embeddings" in w.message
 
