@@ -4,7 +4,8 @@ xllamacpp wheel, serving SmolLM2-135M), behind a dead first choice."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import ollama
 import openai
@@ -116,3 +117,76 @@ def test_probe_sees_the_real_server_up(proxy: ProxyThread, real_server: RealServ
     result = proxy.run(go())
     assert result.ok, result  # type: ignore[attr-defined]
     assert result.models  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- what a request needs
+
+
+def test_needs_the_real_server_lacks_never_take_it_down(real_server: RealServer) -> None:  # noqa: F811
+    """The llama.cpp server runs without --embeddings and without a vision
+    projector. A model declared (wrongly) to embed and see is sent both, more
+    times than the failure threshold: the server refuses each as unsupported,
+    its circuit stays closed and chat goes on being served by it. The same
+    server under a model whose features are not declared: its /props says it
+    cannot see, so an image is refused by the router without a call."""
+    cfg = config_for(
+        {
+            "llamacpp": {
+                "kind": "openai",
+                "url": real_server.url_v1,
+                "location": "local",
+                "single_model": True,
+            },
+        },
+        "defaults: {timeouts: {connect: 2, first_byte: 60, idle: 30, total: 120}}\n"
+        "health: {failure_threshold: 2, probe_interval: 0.5}\n"
+        "models:\n"
+        "  smol-all: {backend: llamacpp, upstream: x, params_b: 0.135, tier: local,"
+        " capabilities: [chat], context: 1024, features: [chat, embed, vision]}\n"
+        "  smol: {backend: llamacpp, upstream: x, params_b: 0.135, tier: local,"
+        " capabilities: [chat], context: 1024}\n",
+    )
+    image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}},
+            ],
+        }
+    ]
+    with ProxyThread(cfg, probes=True) as p:
+        client = openai.OpenAI(base_url=p.url + "/v1", api_key="x", max_retries=2)
+        for _ in range(3):  # with the SDK's own retries: 9 refusals in all
+            with pytest.raises(openai.BadRequestError) as ei:
+                client.embeddings.create(model="smol-all", input="a document")
+            assert "embeddings" in ei.value.message
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="smol-all", messages=image, max_tokens=4)
+        status = p.call(p.rt.status)
+        assert status["backends"]["llamacpp"]["circuit"] == "closed"
+        reply = client.chat.completions.create(
+            model="smol-all", messages=MESSAGES, max_tokens=8, temperature=0
+        )
+        assert (reply.choices[0].message.content or "").strip()
+        # what /props said: no vision for the undeclared model
+        assert wait_for(lambda: "smol" in p.call(p.rt.status)["features"], 10)
+        assert "vision" not in p.call(p.rt.status)["features"]["smol"]
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.chat.completions.create(model="smol", messages=image, max_tokens=4)
+        assert "needs vision" in ei.value.message
+
+
+def wait_for(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+    "rkJggg=="
+)

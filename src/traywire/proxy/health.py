@@ -422,6 +422,7 @@ class Health:
         preference: Preference | None = None,
         random: float = 0.0,
         lacks: Mapping[str, frozenset[Feature]] = _NO_LACKS,
+        features: Mapping[str, frozenset[Feature]] = _NO_LACKS,
     ) -> LiveState:
         """An immutable `LiveState` for the router.
 
@@ -441,6 +442,7 @@ class Health:
             preference=preference,
             random=random,
             lacks=lacks,
+            features=features,
         )
 
     def status(self, now: float) -> dict[str, dict[str, object]]:

@@ -217,7 +217,10 @@ class Prober:
         pool: Pool | None = None,
         on_change: ChangeHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        learn: Callable[[ProbeTarget, ProbeResult], Awaitable[None]] | None = None,
     ) -> None:
+        """``learn(target, result)``: called after each probe that found the
+        backend up (to ask what its models can do; see `learn`)."""
         if not interval_s > 0 or not timeout_s > 0:
             raise ValueError("interval_s and timeout_s must be > 0")
         self.health = health
@@ -229,6 +232,7 @@ class Prober:
         self._on_change = on_change
         self._unhook: Callable[[], None] | None = None
         self._clock = clock
+        self._learn = learn
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -282,6 +286,14 @@ class Prober:
         for t, r in zip(targets, results, strict=True):
             self.health.probe_result(t.backend, now, r.ok, r.latency_ms, r.models, r.detail)
             out[t.backend] = r
+        if self._learn is not None:
+            learned = await asyncio.gather(
+                *(self._learn(t, r) for t, r in zip(targets, results, strict=True) if r.ok),
+                return_exceptions=True,
+            )
+            for exc in learned:
+                if isinstance(exc, Exception):
+                    log.warning("asking a backend what its models can do failed: %r", exc)
         return out
 
     def _pool_for_use(self) -> Pool:

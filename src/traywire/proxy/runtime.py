@@ -21,8 +21,9 @@ from ..clock import SYSTEM, Clock
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
+from . import learn
 from .health import Health
-from .probe import Prober, ProbeTarget
+from .probe import Prober, ProbeResult, ProbeTarget
 from .switch import Switcher, SwitchState
 from .transport import Pool
 
@@ -80,9 +81,12 @@ class Runtime:
         # a clean error in its dialect rather than a cut connection.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.stopping = False
-        # what servers said models cannot do (see `learn_lack`)
+        # what servers said models cannot do (see `learn_lack`) and can (`_learn`)
         self._lacks: dict[str, frozenset[Feature]] = {}
         self._lacks_view: Mapping[str, frozenset[Feature]] = MappingProxyType({})
+        self._features: dict[str, frozenset[Feature]] = {}
+        self._features_view: Mapping[str, frozenset[Feature]] = MappingProxyType({})
+        self._asked: set[str] = set()  # backends asked since they were last seen up
         self.health.add_listener(self._forget_lacks)
         install_logging()  # key values never reach a log line
         self._apply_keys()
@@ -101,6 +105,7 @@ class Runtime:
                 timeout_s=min(5.0, self.cfg.health.probe_interval * 0.8),
                 pool=self.pool,
                 clock=self.clock.monotonic,
+                learn=self._learn,
             )
             self.prober.start()
 
@@ -122,6 +127,9 @@ class Runtime:
         self.cfg = cfg
         self._lacks.clear()
         self._lacks_view = MappingProxyType({})
+        self._features.clear()
+        self._features_view = MappingProxyType({})
+        self._asked.clear()
         self.health.configure(cfg.backends, expected_models(cfg))
         for group in list(self.active):
             g = cfg.groups.get(group)
@@ -142,6 +150,7 @@ class Runtime:
                 timeout_s=min(5.0, cfg.health.probe_interval * 0.8),
                 pool=self.pool,
                 clock=self.clock.monotonic,
+                learn=self._learn,
             )
             self.prober.start()
 
@@ -222,6 +231,7 @@ class Runtime:
             active=MappingProxyType(dict(self.active)),
             preference=self.preference,
             random=self._rng.random(),
+            features=self._features_view,
             lacks=self._lacks_view,
         )
 
@@ -242,11 +252,39 @@ class Runtime:
         log.info("%s cannot do %s (its server said: %s)", model, ", ".join(sorted(lacks)), said)
 
     def _forget_lacks(self, backend: str, old: str, new: str) -> None:
+        if new == "down":
+            self._asked.discard(backend)  # ask again once it is back
         if new == "up" and old in ("down", "unknown") and self._lacks:
             for name, m in self.cfg.models.items():
                 if m.backend == backend:
                     self._lacks.pop(name, None)
             self._lacks_view = MappingProxyType(dict(self._lacks))
+
+    async def _learn(self, target: ProbeTarget, result: ProbeResult) -> None:
+        """Ask a backend that is up what its models can do (once per time up)."""
+        b = self.cfg.backends.get(target.backend)
+        if b is None or b.name in self._asked or b.location != "local" or self.pool is None:
+            return
+        self._asked.add(b.name)
+        models = [m for m in self.cfg.models.values() if m.backend == b.name]
+        models = [m for m in models if not m.features_declared]
+        if not models:
+            return
+        timeout = min(5.0, self.cfg.health.probe_interval)
+        said: dict[str, frozenset[Feature]] = {}
+        if b.kind == "ollama":
+            got = await learn.ollama_features(
+                self.pool, b.url, self.auth_headers(b), [m.upstream for m in models], timeout
+            )
+            said = {m.name: got[m.upstream] for m in models if m.upstream in got}
+        elif b.single_model:
+            one = await learn.llama_cpp_features(
+                self.pool, b.url, self.auth_headers(b), models[0].features, timeout
+            )
+            said = {m.name: one for m in models} if one is not None else {}
+        if said:
+            self._features.update(said)
+            self._features_view = MappingProxyType(dict(self._features))
 
     def set_preference(self, value: str) -> None:
         if value not in PREFERENCES:
@@ -314,6 +352,7 @@ class Runtime:
             # what the router reads besides the backends (`traywire route --live`)
             "usage": self.health.usage(now),
             "learned": {m: sorted(f) for m, f in self._lacks.items()},
+            "features": {m: sorted(f) for m, f in self._features.items()},
             "backends": backends,
             "keyring": self.key_problem,
             # the one HTTP client: idle keep-alive connections, connections made
