@@ -15,7 +15,15 @@ configured model's ``upstream``), one of `BEHAVIOURS`:
   ``Connection: keep-alive``; the server keeps the connection open;
 - ``crash-on-reuse``: a valid answer on a connection's first request; on a
   later one it reads the request, then resets the connection (a backend that
-  crashed mid-generation).
+  crashed mid-generation);
+- ``done-never-ends``: a whole NDJSON stream, ``"done": true`` included, in
+  a chunked body that never ends; ``done-never-closes`` the same with no
+  framing (the body ends only when the server closes, and it never does);
+- ``sse-done-never-ends``: the OpenAI way: a whole SSE answer with
+  ``data: [DONE]``, in a chunked body that never ends;
+- ``sse-keepalive-only``: SSE comments (``: keep-alive``) every 0.1 s and
+  nothing else, forever; ``sse-then-keepalive``: one data event, then only
+  comments, forever.
 
 Runs its own event loop on a thread of its own, so a proxy in another thread
 (or process) talks to it as to any server. Records every request
@@ -200,6 +208,92 @@ async def crash_on_reuse(peer: Peer) -> bool:
     return False
 
 
+def _ndjson_lines(model: str) -> list[bytes]:
+    words = ["The", " whole", " answer", "."]
+    lines = [
+        json.dumps({"model": model, "message": {"role": "assistant", "content": w}, "done": False})
+        for w in words
+    ]
+    lines.append(
+        json.dumps(
+            {
+                "model": model,
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": 3,
+                "eval_count": 4,
+            }
+        )
+    )
+    return [line.encode() + b"\n" for line in lines]
+
+
+async def _hold(peer: Peer) -> bool:
+    """Keep the connection open, silent, until the client closes it."""
+    await peer.reader.read()  # b"" once the client is gone
+    return False
+
+
+async def done_never_ends(peer: Peer) -> bool:
+    await peer.send(
+        _head("200 OK", "Content-Type: application/x-ndjson", "Transfer-Encoding: chunked")
+    )
+    for line in _ndjson_lines(peer.req.model):
+        await peer.send(b"%x\r\n%s\r\n" % (len(line), line))
+    return await _hold(peer)  # and never the last chunk
+
+
+async def done_never_closes(peer: Peer) -> bool:
+    await peer.send(_head("200 OK", "Content-Type: application/x-ndjson", "Connection: close"))
+    for line in _ndjson_lines(peer.req.model):
+        await peer.send(line)
+    return await _hold(peer)
+
+
+def _sse_chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def sse_done_never_ends(peer: Peer) -> bool:
+    await peer.send(
+        _head("200 OK", "Content-Type: text/event-stream", "Transfer-Encoding: chunked")
+    )
+    events = [_sse_chunk(peer.req.model, w) for w in ("The", " whole", " answer.")]
+    events += [_sse_chunk(peer.req.model, None, "stop"), b"data: [DONE]\n\n"]
+    for e in events:
+        await peer.send(b"%x\r\n%s\r\n" % (len(e), e))
+    return await _hold(peer)
+
+
+async def _keepalives(peer: Peer, first: bytes = b"") -> bool:
+    await peer.send(
+        _head("200 OK", "Content-Type: text/event-stream", "Transfer-Encoding: chunked")
+    )
+    if first:
+        await peer.send(b"%x\r\n%s\r\n" % (len(first), first))
+    comment = b": keep-alive\n\n"
+    while True:
+        await peer.send(b"%x\r\n%s\r\n" % (len(comment), comment))
+        await asyncio.sleep(0.1)
+
+
+async def sse_keepalive_only(peer: Peer) -> bool:
+    return await _keepalives(peer)
+
+
+async def sse_then_keepalive(peer: Peer) -> bool:
+    return await _keepalives(peer, _sse_chunk(peer.req.model, "Hello"))
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     "ok": ok,
     "gzip-bomb": gzip_bomb_answer,
@@ -210,6 +304,11 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "obs-fold": obs_fold,
     "close-keep-alive": close_keep_alive,
     "crash-on-reuse": crash_on_reuse,
+    "done-never-ends": done_never_ends,
+    "done-never-closes": done_never_closes,
+    "sse-done-never-ends": sse_done_never_ends,
+    "sse-keepalive-only": sse_keepalive_only,
+    "sse-then-keepalive": sse_then_keepalive,
 }
 
 

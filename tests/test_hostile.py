@@ -376,3 +376,76 @@ def test_max_answer_mb_is_a_validated_server_setting(hostile: Hostile) -> None:
 def test_new_kinds_fail_over_and_count_against_the_backend(kind: str) -> None:
     err = BackendError(kind, "x")
     assert err.failover and err.counts_against_backend
+
+
+# ================================================================ finding 3 and 5: stream ends
+
+
+@pytest.mark.parametrize("name", ["done-never-ends", "done-never-closes"])
+@pytest.mark.parametrize("dialect", ["ollama", "openai"])
+def test_a_stream_ends_when_the_answer_ends(
+    hostile: Hostile, proxy: ProxyThread, name: str, dialect: str
+) -> None:
+    """The whole answer, its end marker included, in a body that never ends:
+    the client gets it all and its end at once (not after the 30 s idle
+    timeout), the backend's connection is closed, and no failure is counted."""
+    path = "/api/chat" if dialect == "ollama" else "/v1/chat/completions"
+    r = raw(proxy, "POST", path, chat(name, stream=True), timeout=10)
+    assert r.status == 200
+    text = r.body.decode()
+    if dialect == "ollama":
+        lines = [json.loads(x) for x in text.splitlines() if x.strip()]
+        assert "".join(x["message"]["content"] for x in lines) == "The whole answer."
+        assert lines[-1]["done"] is True and "error" not in lines[-1]
+    else:
+        assert text.rstrip().endswith("data: [DONE]") and '"error"' not in text
+        assert "answer" in text
+    (req,) = hostile.asked(name)
+    assert hostile.closed(req.conn).wait(5), "the backend's connection is left open"
+    st = status_of(proxy)["backends"]["hostile"]
+    assert st["consecutive_failures"] == 0 and st["health"] == "up"
+
+
+@pytest.fixture
+def sse_proxy(hostile: Hostile) -> Iterator[ProxyThread]:
+    """The hostile backend as an OpenAI-kind server (it answers any path)."""
+    cfg = make_config(
+        {"hostile": {"kind": "openai", "url": hostile.url + "/v1", "location": "local"}},
+        models(),
+        health=PATIENT,
+        timeouts={"connect": 1, "first_byte": 1, "idle": 5, "total": 10, "stream": 2},
+    )
+    with ProxyThread(cfg) as p:
+        yield p
+
+
+def test_sse_done_in_a_body_that_never_ends_is_finished_at_once(
+    hostile: Hostile, sse_proxy: ProxyThread
+) -> None:
+    r = raw(sse_proxy, "POST", "/v1/chat/completions", chat("sse-done-never-ends", True), timeout=8)
+    assert r.status == 200
+    assert r.body.decode().rstrip().endswith("data: [DONE]") and b'"error"' not in r.body
+    assert status_of(sse_proxy)["backends"]["hostile"]["consecutive_failures"] == 0
+
+
+def test_keep_alive_comments_alone_are_no_answer(hostile: Hostile, sse_proxy: ProxyThread) -> None:
+    """Comments before any data do not count as a first byte: first_byte (1 s)
+    ends the attempt, and the client gets a clear error, not a stream that
+    never says anything."""
+    r = raw(sse_proxy, "POST", "/v1/chat/completions", chat("sse-keepalive-only", True), timeout=8)
+    assert r.status == 503
+    (a,) = r.json()["error"]["attempts"]
+    assert a["kind"] == "first_byte_timeout"
+
+
+def test_keep_alive_comments_reach_the_client_and_the_stream_is_bounded(
+    hostile: Hostile, sse_proxy: ProxyThread
+) -> None:
+    """After data, comments keep the stream alive (the client sees them) but
+    timeouts.stream (2 s here) ends it, with an error event, not never."""
+    r = raw(sse_proxy, "POST", "/v1/chat/completions", chat("sse-then-keepalive", True), timeout=8)
+    assert r.status == 200
+    text = r.body.decode()
+    assert "Hello" in text
+    assert text.count(": keep-alive") >= 3  # forwarded, not swallowed
+    assert "still streaming after 2s" in text and text.rstrip().endswith("data: [DONE]")
