@@ -541,8 +541,8 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "messages",
     ),
     (
-        "role system in messages",
-        lambda b: b.update(messages=[{"role": "system", "content": "x"}]),
+        "role tool in messages",
+        lambda b: b.update(messages=[{"role": "tool", "content": "x"}]),
         "messages[0].role",
     ),
     (
@@ -1563,3 +1563,24 @@ def test_client_reads_an_ollama_stream_through_the_chat_shape() -> None:
     assert tool.type == "tool_use" and tool.name == "get_weather" and tool.input == {"city": "Lima"}
     assert final.stop_reason == "tool_use"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 8)
+
+
+def test_system_turns_among_the_messages_join_the_system_prompt() -> None:
+    """Claude Code sends system reminders as turns with role "system"."""
+    chat, route = parse_messages(
+        {
+            "model": "m",
+            "max_tokens": 8,
+            "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "Reminder."}]},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "bye"},
+            ],
+        }
+    )
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert chat["messages"][0]["content"] == "Be brief.\n\nReminder."
+    assert route.last_user == "bye"

@@ -523,18 +523,7 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     ("background", lambda b: b.update(background=True), "background"),
     ("store string", lambda b: b.update(store="yes"), "store"),
     ("tools object", lambda b: b.update(tools={}), "tools"),
-    ("web search tool", lambda b: b.update(tools=[{"type": "web_search"}]), "tools[0].type"),
-    (
-        "file search tool",
-        lambda b: b.update(tools=[{"type": "file_search", "vector_store_ids": []}]),
-        "tools[0].type",
-    ),
-    (
-        "custom tool",
-        lambda b: b.update(tools=[{"type": "custom", "name": "apply_patch"}]),
-        "tools[0].type",
-    ),
-    ("local shell tool", lambda b: b.update(tools=[{"type": "local_shell"}]), "tools[0].type"),
+    ("tool without a type", lambda b: b.update(tools=[{"name": "f"}]), "tools[0].type"),
     (
         "chat-shaped tool",
         lambda b: b.update(tools=[{"type": "function", "function": {"name": "f"}}]),
@@ -612,8 +601,8 @@ def test_refusals_name_their_param(
 def test_refusals_say_why() -> None:
     with pytest.raises(BadRequest, match="keeps no conversation state"):
         parse_responses(body(previous_response_id="resp_1"))
-    with pytest.raises(BadRequest, match="'web_search' is not available through traywire"):
-        parse_responses(body(tools=[{"type": "web_search"}]))
+    with pytest.raises(BadRequest, match="names a built-in tool"):
+        parse_responses(body(tool_choice={"type": "web_search"}))
 
 
 @pytest.mark.parametrize(
@@ -1358,3 +1347,23 @@ def test_client_reads_an_ollama_stream_through_the_chat_shape() -> None:
         30,
         8,
     )
+
+
+def test_built_in_and_grouped_tools_are_left_out_function_tools_kept() -> None:
+    """What Codex CLI sends: function tools beside a namespace group and a
+    built-in web_search; only the function tools reach the model."""
+    fn = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
+    chat, route = parse_responses(
+        body(
+            tools=[
+                fn,
+                {"type": "namespace", "name": "multi_agent_v1", "tools": [dict(fn, name="x")]},
+                {"type": "web_search", "external_web_access": False},
+                {"type": "custom", "name": "apply_patch"},
+            ]
+        )
+    )
+    assert [t["function"]["name"] for t in chat["tools"]] == ["exec_command"]
+    assert route.tools is True
+    chat, route = parse_responses(body(tools=[{"type": "web_search"}]))
+    assert "tools" not in chat and route.tools is False

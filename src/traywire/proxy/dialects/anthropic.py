@@ -333,6 +333,27 @@ def _assistant(content: list[Any], path: str, walk: _Walk) -> Body:
     return msg
 
 
+def _system_text(content: object, path: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for k, block in enumerate(content):
+            p = f"{path}[{k}]"
+            if _block_type(block, p) != "text":
+                _fail(f"{p}.type", 'expected "text"')
+            parts.append(_text_block(block, p))
+        return "\n".join(parts)
+    _fail(path, f"expected a string or a list of text blocks, got {_tname(content)}")
+
+
+def _add_system(out: list[Body], text: str) -> None:
+    if out and out[0]["role"] == "system":
+        out[0]["content"] = f"{out[0]['content']}\n\n{text}"
+    else:
+        out.insert(0, {"role": "system", "content": text})
+
+
 def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
     out: list[Body] = []
     system = b.get("system")
@@ -360,9 +381,20 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
         if not isinstance(msg, dict):
             _fail(path, f"expected a message object, got {_tname(msg)}")
         role = msg.get("role")
-        if role not in ("user", "assistant"):
-            _fail(f"{path}.role", f'expected "user" or "assistant", got {_tname_or_repr(role)}')
+        if role not in ("user", "assistant", "system"):
+            _fail(
+                f"{path}.role",
+                f'expected "user", "assistant" or "system", got {_tname_or_repr(role)}',
+            )
         content = msg.get("content")
+        if role == "system":
+            # Claude Code puts system reminders among the turns: they join the
+            # system prompt (some chat templates take a system turn only first)
+            text = _system_text(content, f"{path}.content")
+            if text:
+                walk.texts.append(text)
+                _add_system(out, text)
+            continue
         if isinstance(content, str):
             walk.texts.append(content)
             if role == "user":

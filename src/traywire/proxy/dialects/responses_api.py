@@ -23,10 +23,14 @@ Decisions
       accepted and ignored (answers say ``"store": false``): the official SDK
       leaves it to the API's default (true) and Codex CLI sends it explicitly,
       and neither needs anything stored when it sends the whole conversation.
-    * Only function tools: built-in tools (``web_search``, ``file_search``,
-      ``code_interpreter``, ``computer_use_preview``, ``image_generation``,
-      ``local_shell``, ``shell``, ``apply_patch``, ``mcp``, ``custom``...) are
-      refused by name; so is a ``tool_choice`` that names one.
+    * Function tools are offered to the model; other tool kinds - the
+      built-in ones (``web_search``, ``file_search``, ``code_interpreter``,
+      ``computer_use_preview``, ``image_generation``, ``local_shell``,
+      ``shell``, ``apply_patch``, ``mcp``, ``custom``...) and Codex's
+      ``namespace`` groups - are left out (the model does without them, as
+      it would on a server that lacks them): agents such as Codex CLI always
+      send some alongside their function tools. A ``tool_choice`` that
+      names one is refused.
       ``allowed_tools`` narrows the tool list sent upstream.
     * Input items: messages (``input_text``, ``input_image`` by URL or data URL,
       ``output_text``/``refusal`` for assistant history), ``function_call``
@@ -273,12 +277,10 @@ def _tools(b: Mapping[str, Any]) -> list[Body]:
         if not isinstance(tool, dict):
             _fail(p, f"expected an object, got {_tname(tool)}")
         ttype = tool.get("type")
+        if not isinstance(ttype, str):
+            _fail(f"{p}.type", "required string")
         if ttype != "function":
-            _fail(
-                f"{p}.type",
-                f"built-in tool {_repr(ttype)} is not available through traywire: "
-                "only function tools are supported",
-            )
+            continue  # a built-in or grouped tool: not offered (see the docstring)
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             _fail(f"{p}.name", "required string")
