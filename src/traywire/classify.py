@@ -136,9 +136,15 @@ def gram_buckets(token: str) -> list[int]:
     return [crc(padded[s].encode()) & mask for s in _slices(len(padded))]
 
 
+def feature_token(token: str) -> str:
+    """The form a token's features are hashed from: numbers become zeros (at most 4)."""
+    return "0" * min(len(token), 4) if token.isdigit() else token
+
+
 def token_buckets(token: str) -> list[int]:
     """Every bucket a distinct token adds: its own, then its character n-grams'."""
-    return [left_bucket(token), *gram_buckets(token)]
+    form = feature_token(token)
+    return [left_bucket(form), *gram_buckets(form)]
 
 
 def features(text: str) -> dict[int, int]:
@@ -152,7 +158,8 @@ def features(text: str) -> dict[int, int]:
     for tok in dict.fromkeys(toks):
         for b in token_buckets(tok):
             counts[b] = counts.get(b, 0) + 1
-    for b in {pair_bucket(a, c) for a, c in zip(toks, toks[1:], strict=False)}:
+    forms = [feature_token(t) for t in toks]
+    for b in {pair_bucket(a, c) for a, c in zip(forms, forms[1:], strict=False)}:
         counts[b] = counts.get(b, 0) + 1
     return counts
 
@@ -238,7 +245,7 @@ class Model:
         )
         self._cache[tok] = entry
         self._left[tok] = ids[0]
-        self._right[tok] = right_hash(tok)
+        self._right[tok] = right_hash(feature_token(tok))
         return entry
 
     def classify(
