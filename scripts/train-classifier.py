@@ -37,10 +37,12 @@ from traywire import classify  # noqa: E402
 from traywire.types import Capability  # noqa: E402
 
 CORPUS = ROOT / "data" / "classifier" / "corpus.jsonl"
+LEXICON = ROOT / "data" / "classifier" / "lexicon.txt"
 OUT = ROOT / "src" / "traywire" / classify.MODEL_FILE
 SEED = 14
 FOLDS = 5
-L2 = 1e-4
+L2 = 1e-5
+LEXICON_WEIGHT = 0.3  # a lexicon term counts this much of one prompt
 ITERS = 300
 LABELS = classify.LABELS
 K = len(LABELS)
@@ -63,6 +65,25 @@ def load(path: Path) -> list[dict[str, Any]]:
             if row.get("label") not in LABELS or not isinstance(row.get("text"), str):
                 raise SystemExit(f"{path}:{n}: needs a text and a label in {LABELS}")
             rows.append(row)
+    return rows
+
+
+def load_lexicon(path: Path) -> list[dict[str, Any]]:
+    """Rows of the domain lexicon: "[label]" sections of comma-separated terms."""
+    rows: list[dict[str, Any]] = []
+    label = None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            label = line[1:-1]
+            if label not in LABELS:
+                raise SystemExit(f"{path}:{n}: unknown label {label!r}")
+            continue
+        if label is None:
+            raise SystemExit(f"{path}:{n}: a term before any [label]")
+        rows.extend({"text": t.strip(), "label": label} for t in line.split(",") if t.strip())
     return rows
 
 
@@ -178,11 +199,14 @@ def lbfgs(
     return x
 
 
-def fit(x: Matrix, y: Ints, l2: float = L2, iters: int = ITERS) -> tuple[Floats, Floats]:
-    """Weights (cols, K) and biases (K) minimising mean cross-entropy + l2/2 |W|^2."""
+def fit(
+    x: Matrix, y: Ints, weight: Floats | None = None, l2: float = L2, iters: int = ITERS
+) -> tuple[Floats, Floats]:
+    """Weights (cols, K) and biases (K) minimising weighted mean cross-entropy + l2/2 |W|^2."""
     onehot = np.zeros((x.n, K))
     onehot[np.arange(x.n), y] = 1.0
     size = x.cols * K
+    share = (np.ones(x.n) if weight is None else weight) / (x.n if weight is None else weight.sum())
 
     def fg(theta: Floats) -> tuple[float, Floats]:
         w = theta[:size].reshape(x.cols, K)
@@ -191,9 +215,9 @@ def fit(x: Matrix, y: Ints, l2: float = L2, iters: int = ITERS) -> tuple[Floats,
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         p = e / e.sum(axis=1, keepdims=True)
-        loss = -float(np.mean(np.log(p[np.arange(x.n), y] + 1e-300)))
+        loss = -float(share @ np.log(p[np.arange(x.n), y] + 1e-300))
         loss += 0.5 * l2 * float(np.sum(w * w))
-        gz = (p - onehot) / x.n
+        gz = (p - onehot) * share[:, None]
         gw = x.tdot(gz) + l2 * w
         return loss, np.concatenate([gw.ravel(), gz.sum(axis=0)])
 
@@ -210,10 +234,15 @@ def quantise(x: Matrix, w: Floats, b: Floats, meta: dict[str, Any]) -> classify.
     return classify.Model(tables, scale, [float(v) for v in b], meta)
 
 
-def train(texts: Sequence[str], labels: Sequence[str], meta: dict[str, Any]) -> classify.Model:
-    x = Matrix(texts)
-    y = np.array([LABELS.index(lab) for lab in labels], dtype=np.int64)  # type: ignore[arg-type]
-    w, b = fit(x, y)
+def weights(rows: Sequence[dict[str, Any]]) -> Floats:
+    return np.array([LEXICON_WEIGHT if r.get("lexicon") else 1.0 for r in rows])
+
+
+def train(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> classify.Model:
+    """The model for corpus rows (and lexicon rows, marked "lexicon": true)."""
+    x = Matrix([r["text"] for r in rows])
+    y = np.array([LABELS.index(r["label"]) for r in rows], dtype=np.int64)
+    w, b = fit(x, y, weights(rows))
     return quantise(x, w, b, meta)
 
 
@@ -270,16 +299,21 @@ def report(
     return acc
 
 
-def cross_validate(rows: list[dict[str, Any]], k: int = FOLDS, seed: int = SEED) -> float:
-    fold = folds(rows, k, seed)
+def cross_validate(
+    rows: list[dict[str, Any]], lexicon: list[dict[str, Any]], k: int = FOLDS, seed: int = SEED
+) -> float:
+    """Stratified k-fold accuracy; the lexicon is on every fold's training side."""
+    fold = folds(rows, k, seed) + [-1 - k] * len(lexicon)
+    rows = rows + [{**r, "lexicon": True} for r in lexicon]
     full = Matrix([r["text"] for r in rows])
     y = np.array([LABELS.index(r["label"]) for r in rows], dtype=np.int64)
+    sw = weights(rows)
     truth: list[str] = []
     results: list[classify.Classification] = []
     for f in range(k):
         train_idx = [i for i in range(len(rows)) if fold[i] != f and fold[i] != -1 - f]
         test_idx = [i for i in range(len(rows)) if fold[i] == f]
-        w, b = fit(full.take(train_idx), y[train_idx])
+        w, b = fit(full.take(train_idx), y[train_idx], sw[train_idx])
         m = quantise(full, w, b, {})
         for i in test_idx:
             truth.append(rows[i]["label"])
@@ -305,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--lexicon", default=str(LEXICON),
+                    help="domain terms as extra light rows (an empty string: none)")
     ap.add_argument("--eval", type=Path, nargs="+", metavar="FILE.jsonl",
                     help="evaluate the shipped model (or --model) on labelled files; no training")
     ap.add_argument("--model", type=Path, help="with --eval: a model file other than the shipped one")
@@ -318,23 +354,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     rows = load(args.corpus)
+    lexicon = load_lexicon(Path(args.lexicon)) if args.lexicon else []
     counts = {lab: sum(1 for r in rows if r["label"] == lab) for lab in LABELS}
     aug = sum(1 for r in rows if r.get("aug"))
     print(f"corpus {args.corpus}: {len(rows)} prompts ({aug} augmented): {counts}")
-    cv = None
+    print(f"lexicon: {len(lexicon)} terms, each weighing {LEXICON_WEIGHT} of a prompt")
     if not args.no_cv:
-        cv = cross_validate(rows)
-    meta = {
+        cross_validate(rows, lexicon)
+    meta: dict[str, Any] = {
         "corpus_sha256": sha256(args.corpus),
+        "lexicon_sha256": sha256(Path(args.lexicon)) if args.lexicon else None,
         "prompts": len(rows),
         "per_label": counts,
         "l2": L2,
+        "lexicon_weight": LEXICON_WEIGHT,
         "iters": ITERS,
         "seed": SEED,
     }
-    if cv is not None:
-        meta["cv_accuracy"] = round(cv, 4)
-    m = train([r["text"] for r in rows], [r["label"] for r in rows], meta)
+    m = train(rows + [{**r, "lexicon": True} for r in lexicon], meta)
     blob = m.to_bytes()
     args.out.write_bytes(blob)
     print(f"\nwrote {args.out} ({len(blob):,} bytes)")
