@@ -1,6 +1,9 @@
-"""Build data/classifier/corpus.jsonl from the hand-written batches.
+"""Build data/classifier/corpus.jsonl (and dev.jsonl) from the hand-written sources.
 
     python scripts/build-corpus.py
+
+data/classifier/dev.txt, in the same format, becomes dev.jsonl: a small
+private check set in another style, never trained on.
 
 Batches are data/classifier/batches/*.txt. A record starts with a line
 ``§label`` (the label may be followed by a space and the first line of the
@@ -125,6 +128,15 @@ def main() -> int:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     counts = {lab: sum(1 for r in rows if r["label"] == lab) for lab in LABELS}
     print(f"{len(rows)} prompts + {len(out) - len(rows)} augmented: {counts}", file=sys.stderr)
+    dev = parse(DATA / "dev.txt")
+    leaked = [r["text"][:60] for r in dev if " ".join(r["text"].lower().split()) in seen]
+    if leaked:
+        raise SystemExit(f"dev prompts also in the corpus: {leaked}")
+    with (DATA / "dev.jsonl").open("w", encoding="utf-8") as f:
+        for r in dev:
+            f.write(json.dumps({"text": r["text"], "label": r["label"]}, ensure_ascii=False) + "\n")
+    counts = {lab: sum(1 for r in dev if r["label"] == lab) for lab in LABELS}
+    print(f"dev: {len(dev)} prompts: {counts}", file=sys.stderr)
     return 0
 
 

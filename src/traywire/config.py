@@ -188,8 +188,10 @@ class PrincipleSettings:
 
 @dataclass(frozen=True, slots=True)
 class AutoSettings:
-    # Capability used when the classifier finds no signal at all.
+    # Capability used when the classifier finds no signal, or is not sure enough.
     default: Capability = "chat"
+    # Below this margin (winner's logit minus the runner-up's) `default` is used.
+    min_margin: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -923,15 +925,18 @@ class _Builder:
         )
 
     def auto(self, spec: Any, routes: Mapping[str, Route]) -> AutoSettings:
-        s = self.mapping(spec, ("auto",), ("default",))
+        s = self.mapping(spec, ("auto",), ("default", "min_margin"))
         default = self.choice(s.get("default", "chat"), ("auto", "default"), CAPABILITIES)
+        min_margin = self.number(
+            s.get("min_margin", AutoSettings.min_margin), ("auto", "min_margin"), low=0, high=20
+        )
         if routes and default not in routes:
             self.fail(
                 ("auto", "default"),
                 f"no route named {default!r}; 'auto' falls back to it "
                 "when a request's class has no route of its own",
             )
-        return AutoSettings(default=default)
+        return AutoSettings(default=default, min_margin=min_margin)
 
 
 def _kind(value: Any) -> str:
