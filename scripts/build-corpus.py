@@ -108,7 +108,8 @@ def main() -> int:
     for r in rows:
         key = " ".join(r["text"].lower().split())
         if key in seen:
-            raise SystemExit(f"duplicate prompt in {r['batch']} and {seen[key]}: {r['text'][:60]!r}")
+            where = f"{r['batch']} and {seen[key]}"
+            raise SystemExit(f"duplicate prompt in {where}: {r['text'][:60]!r}")
         seen[key] = r["batch"]
     rng = random.Random(SEED)
     short = [i for i, r in enumerate(rows) if len(r["text"]) < 300 and "\n" not in r["text"]]

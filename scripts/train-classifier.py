@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from traywire import classify  # noqa: E402
-from traywire.types import Capability  # noqa: E402
 
 CORPUS = ROOT / "data" / "classifier" / "corpus.jsonl"
 LEXICON = ROOT / "data" / "classifier" / "lexicon.txt"
@@ -280,7 +279,7 @@ def report(
     """Print accuracy, per-label recall, the confusion matrix and the margin table."""
     pred = [r.capability for r in results]
     n = len(truth)
-    acc = sum(a == b for a, b in zip(truth, pred, strict=True)) / n
+    acc = float(sum(a == b for a, b in zip(truth, pred, strict=True)) / n)
     print(f"\n== {name}: {n} prompts, accuracy {acc:.1%}")
     for lab in LABELS:
         idx = [i for i, t in enumerate(truth) if t == lab]
@@ -318,7 +317,9 @@ def cross_validate(
         for i in test_idx:
             truth.append(rows[i]["label"])
             results.append(m.classify(rows[i]["text"], "chat", 0.0))
-        print(f"   fold {f + 1}/{k}: {sum(t == r.capability for t, r in zip(truth[-len(test_idx):], results[-len(test_idx):], strict=True)) / len(test_idx):.1%}", flush=True)  # noqa: E501
+        done = list(zip(truth[-len(test_idx) :], results[-len(test_idx) :], strict=True))
+        print(f"   fold {f + 1}/{k}: {sum(t == r.capability for t, r in done) / len(done):.1%}",
+              flush=True)
     return report(f"{k}-fold cross-validation (seed {seed})", truth, results)
 
 
@@ -343,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="domain terms as extra light rows (an empty string: none)")
     ap.add_argument("--eval", type=Path, nargs="+", metavar="FILE.jsonl",
                     help="evaluate the shipped model (or --model) on labelled files; no training")
-    ap.add_argument("--model", type=Path, help="with --eval: a model file other than the shipped one")
+    ap.add_argument("--model", type=Path, help="with --eval: another model file than the shipped")
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation")
     args = ap.parse_args(argv)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import math
 import subprocess
@@ -105,7 +106,7 @@ def test_reason_names_the_winner_its_margin_and_features(prompt: str, label: str
     # features are tokens or neighbouring pairs of tokens of the prompt
     assert 1 <= len(c.features) <= 3
     toks = classify.tokens(prompt)
-    pairs = {f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)}
+    pairs = {f"{a} {b}" for a, b in itertools.pairwise(toks)}
     assert all(f in toks or f in pairs for f in c.features), c.features
     named = ", ".join(repr(f) for f in c.features)
     assert c.reason == f"{label} (margin {c.margin:.1f}: {named})"
@@ -191,7 +192,8 @@ def test_the_hashes_are_fixed() -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True,
             env={"PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT / "src")},
         )
-        assert out.stdout.split() == "258370 230380 181600 86504 194776 50028 209250".split()
+        golden = "258370 230380 181600 86504 194776 50028 209250"
+        assert out.stdout.split() == golden.split()
 
 
 def test_fast_scores_equal_the_reference_features() -> None:
@@ -256,7 +258,7 @@ def test_the_token_cache_stays_bounded() -> None:
     m = classify.Model.from_bytes((ROOT / "src" / "traywire" / classify.MODEL_FILE).read_bytes())
     for i in range(0, 30_000, 1000):
         m.classify(" ".join(f"w{i + j}x" for j in range(1000)))
-    assert len(m._cache) <= 20_000  # noqa: SLF001
+    assert len(m._cache) <= 20_000
 
 
 # --------------------------------------------------------------------------- config and routing

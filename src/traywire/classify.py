@@ -36,6 +36,7 @@ their character n-grams) or token pairs.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 import zlib
@@ -159,7 +160,7 @@ def features(text: str) -> dict[int, int]:
         for b in token_buckets(tok):
             counts[b] = counts.get(b, 0) + 1
     forms = [feature_token(t) for t in toks]
-    for b in {pair_bucket(a, c) for a, c in zip(forms, forms[1:], strict=False)}:
+    for b in {pair_bucket(a, c) for a, c in itertools.pairwise(forms)}:
         counts[b] = counts.get(b, 0) + 1
     return counts
 
@@ -274,7 +275,7 @@ class Model:
             rights = itemgetter(*toks[1:])(self._right)
             steps = list(map(xor, lefts, rights))
         else:
-            steps = [self._left[a] ^ self._right[b] for a, b in zip(toks, toks[1:], strict=False)]
+            steps = [self._left[a] ^ self._right[b] for a, b in itertools.pairwise(toks)]
         pairs = list(dict.fromkeys(steps))
         if len(pairs) > 1:
             pick = itemgetter(*pairs)

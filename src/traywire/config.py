@@ -928,7 +928,7 @@ class _Builder:
         s = self.mapping(spec, ("auto",), ("default", "min_margin"))
         default = self.choice(s.get("default", "chat"), ("auto", "default"), CAPABILITIES)
         min_margin = self.number(
-            s.get("min_margin", AutoSettings.min_margin), ("auto", "min_margin"), low=0, high=20
+            s.get("min_margin", AutoSettings().min_margin), ("auto", "min_margin"), low=0, high=20
         )
         if routes and default not in routes:
             self.fail(
