@@ -42,6 +42,7 @@ SEED = 14
 FOLDS = 5
 L2 = 1e-5
 LEXICON_WEIGHT = 0.3  # a lexicon term counts this much of one prompt
+BALANCE = True  # weigh prompts so that each use case counts the same
 ITERS = 300
 LABELS = classify.LABELS
 K = len(LABELS)
@@ -234,7 +235,12 @@ def quantise(x: Matrix, w: Floats, b: Floats, meta: dict[str, Any]) -> classify.
 
 
 def weights(rows: Sequence[dict[str, Any]]) -> Floats:
-    return np.array([LEXICON_WEIGHT if r.get("lexicon") else 1.0 for r in rows])
+    """Per-row weights: each use case weighs the same in total; a lexicon term LEXICON_WEIGHT."""
+    prompts = [r["label"] for r in rows if not r.get("lexicon")]
+    share = {lab: len(prompts) / (K * max(1, prompts.count(lab))) for lab in LABELS}
+    if not BALANCE:
+        share = dict.fromkeys(LABELS, 1.0)
+    return np.array([LEXICON_WEIGHT if r.get("lexicon") else share[r["label"]] for r in rows])
 
 
 def train(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> classify.Model:
