@@ -293,14 +293,18 @@ def report(
             ok = sum(pred[i] == lab for i in idx)
             print(f"   {lab:<11} {ok}/{len(idx)} = {ok / len(idx):.1%}")
     print(confusion(truth, pred))
-    print("   margin   share below   accuracy above   accuracy if below -> chat")
+    print("   margin     prompts  right there   right above   all, below -> chat")
+    low = 0.0
     for t in THRESHOLDS[1:]:
-        below = [i for i, r in enumerate(results) if r.margin < t]
+        band = [i for i, r in enumerate(results) if low <= r.margin < t]
         above = [i for i in range(n) if results[i].margin >= t]
+        in_band = sum(pred[i] == truth[i] for i in band) / len(band) if band else 0.0
         acc_above = sum(pred[i] == truth[i] for i in above) / len(above) if above else 0.0
         fallback = sum((pred[i] if results[i].margin >= t else "chat") == truth[i]
                        for i in range(n)) / n
-        print(f"   < {t:<5}  {len(below) / n:10.1%}   {acc_above:14.1%}   {fallback:12.1%}")
+        print(f"   {low:4.2f}-{t:<4.2f}  {len(band) / n:7.1%}  {in_band:11.1%}   {acc_above:11.1%}"
+              f"   {fallback:18.1%}")
+        low = t
     return acc
 
 
