@@ -296,10 +296,15 @@ class Model:
             *map(sub, cols[win + 1], cols[run + 1]),
             *map(sub, pair_w[win], pair_w[run]),
         ]
-        named = []
-        for i in sorted(range(len(push)), key=push.__getitem__, reverse=True)[:3]:
-            if push[i] <= 0:
+        named: list[str] = []
+        taken: set[int] = set()
+        for value in sorted(push, reverse=True)[:3]:
+            if value <= 0:
                 break
+            i = push.index(value)
+            while i in taken:  # equal pushes: the next one, in order
+                i = push.index(value, i + 1)
+            taken.add(i)
             if i < len(uniq):
                 named.append(uniq[i])
             else:
