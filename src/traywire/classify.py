@@ -6,9 +6,10 @@ last user turn for each use case: code, reasoning, analytical, creative, chat.
 
 It reads the lower-cased window of the turn (at most its first 6,000 and last
 2,000 characters, so a 200,000-character prompt costs about what a short one
-does), cut into tokens: runs of letters and digits, runs of punctuation, and
-single CJK characters. The features, hashed into ``2**BITS`` buckets with
-``zlib.crc32`` of their UTF-8 bytes:
+does), cut into tokens: runs of letters and digits and runs of punctuation
+(both cut into pieces of at most 32 characters), and single CJK characters;
+numbers are read as zeros (at most four). The features, hashed into
+``2**BITS`` buckets with ``zlib.crc32`` of their UTF-8 bytes:
 
 - each distinct token;
 - the character 3-, 4- and 5-grams of each distinct token padded with spaces
@@ -20,11 +21,11 @@ Feature counts are divided by the square root of their total, so long and
 short prompts score on one scale. :func:`features` is the reference definition;
 the training script calls it, so training and inference hash alike.
 
-Inference is plain Python over one int8 ``array`` of weights per use case,
-read from the package file ``classifier.bin`` on first use. A token's weights
-(its own and its character n-grams') are summed once and cached, so a turn
-costs about one dict look-up per distinct token and five array reads per
-distinct pair.
+Inference is plain Python (standard library only) over one table of int8
+weights per use case, read from the package file ``classifier.bin`` on first
+use. A token's weights (its own and its character n-grams') are summed once and
+cached, so a warm turn costs about one dict look-up per distinct token and one
+``itemgetter`` call per use case for its distinct pairs.
 
 The winner's margin over the runner-up (a difference of logits: 1.0 means
 e times likelier) below ``min_margin`` gives the request to the configured
