@@ -1,19 +1,22 @@
 """Train the `auto` classifier and write src/traywire/classifier.bin.
 
-    python scripts/train-classifier.py                  # 5-fold CV report, then train and write
+    python scripts/train-classifier.py            # 5-fold CV report, then train and write
     python scripts/train-classifier.py --eval data/classifier/dev.jsonl [more.jsonl ...]
+    python scripts/train-classifier.py --eval data/classifier/holdout.jsonl
 
 Reads data/classifier/corpus.jsonl (one {"text", "label"} object per line;
 "context" is ignored: the classifier sees the last user turn only; records
-with "aug": true are programmatic variants of the record at line "src" and are
-used for training only, never on the test side of a fold, and never in the
-training side of the fold that tests their source).
+with "aug": true are programmatic variants of the record at line "src": they
+train, never sit on the test side of a fold, and never train the fold that
+tests their source) and data/classifier/lexicon.txt (domain terms per use case,
+each a training row weighing LEXICON_WEIGHT of a prompt, in every fold's
+training side). Prompts are weighted so that each use case counts the same.
 
 The model is a multinomial logistic regression with L2 regularisation over
 the hashed features of traywire.classify.features (the very function inference
 uses), fitted by full-batch L-BFGS: deterministic, so retraining gives the same
-bytes. Weights are quantised to int8 per use case. Needs numpy (training only;
-the app does not).
+bytes (the seed fixes the folds). Weights are quantised to int8 with one scale.
+Needs numpy (training only; the app does not).
 """
 
 from __future__ import annotations
