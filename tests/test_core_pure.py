@@ -62,6 +62,7 @@ PURE_STDLIB = frozenset(
         "types",
         "typing",
         "unicodedata",
+        "zlib",  # crc32, the classifier's feature hash (no compression here)
     }
 )
 

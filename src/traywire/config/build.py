@@ -40,6 +40,7 @@ from ..types import (
     TIERS,
     Feature,
 )
+from .classifier import classifier
 from .readers import Reader, kind
 
 # DECISION: what a model can do when the config does not say. Chat and plain
@@ -562,12 +563,15 @@ class Builder(Reader):
         )
 
     def auto(self, spec: Any, routes: Mapping[str, Route]) -> AutoSettings:
-        s = self.mapping(spec, ("auto",), ("default",))
+        s = self.mapping(spec, ("auto",), ("default", "min_margin"))
         default = self.choice(s.get("default", "chat"), ("auto", "default"), CAPABILITIES)
+        min_margin = self.number(
+            s.get("min_margin", 0.25), ("auto", "min_margin"), low=0, high=20
+        )
         if routes and default not in routes:
             self.fail(
                 ("auto", "default"),
                 f"no route named {default!r}; 'auto' falls back to it "
                 "when a request's class has no route of its own",
             )
-        return AutoSettings(default=default)
+        return AutoSettings(default=default, min_margin=min_margin, classifier=classifier())

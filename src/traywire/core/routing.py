@@ -203,7 +203,12 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
     else:
         if name == "auto":
-            cls = classify(request.last_user or request.prompt, cfg.auto.default)
+            cls = classify(
+                request.last_user or request.prompt,
+                cfg.auto.classifier,
+                cfg.auto.default,
+                cfg.auto.min_margin,
+            )
             capability = cls.capability
             route_name = capability if capability in cfg.routes else cfg.auto.default
             route = cfg.routes[route_name]

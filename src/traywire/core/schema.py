@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..types import BackendKind, Capability, Feature, Location, Preference, Strategy, Tier
+from .classify import Model as ClassifierModel
 
 APP_NAME = "traywire"
 DEFAULT_PORT = 8484
@@ -176,8 +177,12 @@ class PrincipleSettings:
 
 @dataclass(frozen=True, slots=True)
 class AutoSettings:
-    # Capability used when the classifier finds no signal at all.
+    # The use case taken when the classifier is unsure (see min_margin).
     default: Capability = "chat"
+    # The winner's logit margin over the runner-up below which `default` is taken.
+    min_margin: float = 0.25
+    # The trained classifier (`traywire.config` reads it from the package).
+    classifier: ClassifierModel | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
