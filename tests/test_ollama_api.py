@@ -523,3 +523,25 @@ def test_sizes_and_quantization() -> None:
         "vision",
         "tools",
     ]
+
+
+def test_management_picks_the_ollama_that_holds_the_model(
+    fakes: Any, proxies: Proxies, clients: Clients
+) -> None:
+    first = fakes("ollama", name="first", models=["a1"])
+    second = fakes("ollama", name="second", models=["b1", "extra:1"])
+    cfg = make_config(
+        {"one": ollama_backend(first), "two": ollama_backend(second)},
+        {"a": _model("one", "a1", 8, 8192, ["chat"]), "b": _model("two", "b1", 8, 8192, ["chat"])},
+    )
+    c = clients.ollama(proxies(cfg))
+    assert c.delete("extra:1").status == "success"  # not configured: the Ollama that lists it
+    assert second.count("/api/delete") == 1 and first.count("/api/delete") == 0
+    assert c.pull("new:1").status == "success"  # a new model: the first local Ollama
+    assert "new:1" in first.models
+    assert c.create("made", from_="b").status == "success"  # next to what it is made from
+    assert second.last_request is not None and second.last_request.json["from"] == "b1"
+    assert "made" in second.models
+    with pytest.raises(ollama.ResponseError) as err:
+        c.copy("a", "b")
+    assert err.value.status_code == 400 and "stays on one Ollama" in err.value.error

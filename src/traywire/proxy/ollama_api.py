@@ -84,7 +84,7 @@ LINE_LIMIT = 1024 * 1024  # one progress line
 MANAGE_IDLE = 600.0  # seconds of silence a pull's progress may have
 MANAGE_TOTAL = 24 * 3600.0  # the longest a management call may take
 
-Op = Literal["pull", "push", "create", "copy", "delete"]
+ManageOp = Literal["pull", "push", "create", "copy", "delete"]
 _NDJSON = "application/x-ndjson"
 _DETAIL_KEYS = ("parent_model", "format", "family", "families", "parameter_size")
 _FAR = "2318-01-01T00:00:00Z"  # "never unloads", as Ollama says of keep_alive -1
@@ -281,8 +281,10 @@ class OllamaApi:
                 raw = await r.read(int(self.cfg.server.max_answer_mb * (1 << 20)))
             doc = json.loads(raw) if r.status == 200 else None
         except (BackendError, ValueError, TimeoutError):
-            if r is not None:
-                r.close()
+            _close(r)
+        except BaseException:
+            _close(r)
+            raise
         out = doc if isinstance(doc, dict) else None
         self._cache.put(key, out)
         return out
@@ -357,8 +359,7 @@ class OllamaApi:
         """A local Ollama's own /api/show answer, with traywire's window and
         (where the config declares them) features."""
         info = doc.get("model_info")
-        if not isinstance(info, dict):
-            info = doc["model_info"] = {}
+        info = doc["model_info"] = dict(info) if isinstance(info, dict) else {}  # not the kept one
         arch = info.get("general.architecture")
         if not isinstance(arch, str) or not arch:
             arch = info["general.architecture"] = catalog.family(m)
@@ -520,7 +521,7 @@ class OllamaApi:
 
     # ------------------------------------------------------------------ model management
 
-    def manage(self, op: Op) -> Handler:
+    def manage(self, op: ManageOp) -> Handler:
         """``/api/{op}`` forwarded to the local Ollama that holds (or is to
         hold) the model (see the module docstring)."""
         path = f"/api/{op}"
@@ -571,29 +572,33 @@ class OllamaApi:
             f"which traywire cannot {op}: install its models with that server's own tools"
         )
 
-    async def _target(self, op: Op, body: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
+    async def _target(self, op: ManageOp, body: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
         """The local Ollama to send ``body`` to, and the body with the names
         translated to that Ollama's; `_Bad` when there is none."""
         cfg = self.cfg
-        key = (
-            "source"
-            if op == "copy"
-            else "name"
-            if "model" not in body and "name" in body
-            else "model"
-        )
+        key = "model" if "model" in body or "name" not in body else "name"  # older clients: name
+        if op == "copy":
+            key = "source"
         name = _name(body, key)
         m = self._model_named(name)
+        source = body.get("from") if op == "create" else None
+        fm = self._model_named(source) if isinstance(source, str) else None
+        if fm is not None and not self._is_local_ollama(cfg.backends[fm.backend]):
+            fm = None
         if m is not None:
             b = cfg.backends[m.backend]
             if not self._is_local_ollama(b):
                 raise _Bad(400, self._refusal(op, name, m))
         elif catalog.kind_of(name, cfg) in ("route", "auto", "alias"):
             raise _Bad(400, self._refusal(op, name, None))
+        elif fm is not None:
+            b = cfg.backends[fm.backend]  # made next to the model it is made from
         else:
             b = await self._holder(name, new=op in ("pull", "create"))
         sent = dict(body)
         sent[key] = m.upstream if m is not None else name
+        if fm is not None and fm.backend == b.name:
+            sent["from"] = fm.upstream
         if op == "copy":
             dest = _name(body, "destination")
             dm = self._model_named(dest)
@@ -606,10 +611,6 @@ class OllamaApi:
             if dm is None and catalog.kind_of(dest, cfg) in ("route", "auto", "alias"):
                 raise _Bad(400, self._refusal(op, dest, None))
             sent["destination"] = dm.upstream if dm is not None else dest
-        if op == "create" and isinstance(body.get("from"), str):
-            fm = self._model_named(body["from"])
-            if fm is not None and fm.backend == b.name:
-                sent["from"] = fm.upstream
         return b, sent
 
     async def _holder(self, name: str, *, new: bool) -> Backend:
@@ -678,9 +679,12 @@ class OllamaApi:
                     if not chunk:
                         break
                     idle.extend()
-                    end = chunk.rfind(b"\n")
-                    line = len(chunk) - end - 1 if end >= 0 else line + len(chunk)
-                    if line > LINE_LIMIT:
+                    first = chunk.find(b"\n")  # where the line begun before ends
+                    if first < 0:
+                        line += len(chunk)
+                    else:
+                        line, first = len(chunk) - chunk.rfind(b"\n") - 1, line + first
+                    if max(line, first) > LINE_LIMIT:
                         raise BackendError("invalid_response", "a progress line over 1 MiB")
                     await response.write(REDACTOR.data(chunk))
             r.release()
@@ -693,6 +697,7 @@ class OllamaApi:
         except BaseException:
             r.close()
             raise
+        self._cache.forget(b.name)  # what it lists may have changed
         try:
             if problem:
                 log.info("%s %s cut: %s", request.method, request.path, problem)
