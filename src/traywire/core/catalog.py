@@ -19,7 +19,6 @@ its target is.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
@@ -178,12 +177,6 @@ def quantization(model: Model) -> str:
     return found[-1].upper() if found else ""
 
 
-def digest(*parts: str) -> str:
-    """A stable sha256 for a name traywire describes itself (Ollama lists
-    one per model; clients key on it)."""
-    return hashlib.sha256("\0".join(("traywire", *parts)).encode()).hexdigest()
-
-
 def kind_of(name: str, cfg: Config) -> Kind | None:
     """The kind of a listed name; None when it is not one."""
     if name in cfg.models:
@@ -204,7 +197,6 @@ __all__ = [
     "Entry",
     "Kind",
     "context",
-    "digest",
     "entry",
     "family",
     "features",

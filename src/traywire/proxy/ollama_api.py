@@ -45,6 +45,7 @@ DECISIONS:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -313,7 +314,7 @@ class OllamaApi:
         if e.kind == "model":
             m = e.models[0]
             details = self._details(m)
-            entry["digest"] = catalog.digest(m.backend, m.upstream)
+            entry["digest"] = _digest(m.backend, m.upstream)
             own = listings.get(m.backend, {}).get(ollama_name(m.upstream))
             if own is not None:  # what the local Ollama says of it
                 for k, kind in (("modified_at", str), ("size", int), ("digest", str)):
@@ -328,7 +329,7 @@ class OllamaApi:
                         and isinstance(v, str | list | None)
                     )
         else:
-            entry["digest"] = catalog.digest(e.kind, e.name)
+            entry["digest"] = _digest(e.kind, e.name)
             details = _marked(e.target if e.kind == "alias" else None)
         entry["details"] = details
         return entry
@@ -508,7 +509,7 @@ class OllamaApi:
                     "name": m.name,
                     "model": m.name,
                     "size": 0,
-                    "digest": catalog.digest(m.backend, m.upstream),
+                    "digest": _digest(m.backend, m.upstream),
                     "details": self._details(m),
                     "expires_at": _FAR,
                     "size_vram": 0,
@@ -708,6 +709,12 @@ class OllamaApi:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass
         return response
+
+
+def _digest(*parts: str) -> str:
+    """A stable sha256 for a name traywire describes itself (Ollama lists one
+    per model; clients key on it)."""
+    return hashlib.sha256("\0".join(("traywire", *parts)).encode()).hexdigest()
 
 
 def _marked(alias_of: str | None) -> dict[str, Any]:
