@@ -25,7 +25,17 @@ Endpoints
 
 ``kind="ollama"``: ``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``,
 ``POST /api/embeddings`` (legacy), ``POST /api/show``, ``GET /api/tags``,
-``GET /api/version``, ``GET /api/ps``, ``GET /`` ("Ollama is running").
+``GET /api/version``, ``GET /api/ps``, ``GET /`` ("Ollama is running"), and model
+management as a real Ollama answers it: ``POST /api/pull`` (NDJSON progress:
+``pulling manifest``, ``pulling <digest>`` lines with ``digest``/``total``/
+``completed``, ``verifying sha256 digest``, ``writing manifest``, ``success``;
+the model is then served; a name not in ``registry`` gets an ``{"error": ...}``
+line), ``POST /api/push`` (progress, then ``success``), ``POST /api/create``
+(``from`` an existing model; progress, then the new model is served),
+``POST /api/copy`` and ``DELETE /api/delete`` (200 with an empty body; 404
+``{"error": ...}`` for a model it does not have). ``stream: false`` gets the
+last progress object alone (an error: status 500). ``fake.models`` changes
+accordingly. ``/api/show`` and ``/api/ps`` report ``context_length``.
 
 Replies are realistic: ids, ``created``/``created_at``, usage or eval counts,
 ``finish_reason``/``done_reason`` (``"length"`` when ``max_tokens`` /
@@ -226,6 +236,10 @@ class _Ctx:
     embedding_dim: int
     tool_calls: tuple[FakeToolCall, ...] = ()
     split_tool_calls: bool = False
+    context_length: int = 4096
+    registry: frozenset[str] | None = None
+    # replaces the models served (pull, create, copy, delete)
+    set_models: Callable[[Callable[[tuple[str, ...]], tuple[str, ...]]], None] = lambda f: None
 
     def calls_for_chat(self) -> tuple[FakeToolCall, ...]:
         """The tool calls to answer this chat request with (none: answer text)."""
@@ -656,11 +670,17 @@ class _OllamaDialect(_Dialect):
             ("GET", "/api/tags"): self.tags,
             ("GET", "/api/version"): self.version_info,
             ("GET", "/api/ps"): self.ps,
+            ("POST", "/api/pull"): self.pull,
+            ("POST", "/api/push"): self.push,
+            ("POST", "/api/create"): self.create,
+            ("POST", "/api/copy"): self.copy,
+            ("DELETE", "/api/delete"): self.delete,
             ("GET", "/"): self.root,
         }
 
     def is_stream(self, path: str, body: Any) -> bool:
-        if path not in ("/api/chat", "/api/generate") or not isinstance(body, dict):
+        streams = ("/api/chat", "/api/generate", "/api/pull", "/api/push", "/api/create")
+        if path not in streams or not isinstance(body, dict):
             return False
         return body.get("stream") is not False  # Ollama streams unless told not to
 
@@ -892,7 +912,7 @@ class _OllamaDialect(_Dialect):
                 **self._model_entry(m),
                 "expires_at": "2099-01-01T00:00:00.000000000Z",
                 "size_vram": 0,
-                "context_length": 4096,
+                "context_length": ctx.context_length,
             }
             for m in ctx.models
         ]
@@ -916,14 +936,121 @@ class _OllamaDialect(_Dialect):
                 "parameters": "stop <|im_end|>",
                 "template": "{{ .Prompt }}",
                 "details": self._details(),
-                "model_info": {"general.architecture": "llama", "llama.context_length": 4096},
-                "capabilities": ["completion"],
+                "model_info": {
+                    "general.architecture": "llama",
+                    "general.parameter_count": 135_000_000,
+                    "llama.context_length": ctx.context_length,
+                },
+                "capabilities": ["embedding"] if "embed" in model else ["completion"],
                 "modified_at": "2025-01-01T00:00:00.000000000Z",
             }
         )
 
     def root(self, ctx: _Ctx) -> _Reply:
         return _Reply(body=b"Ollama is running", content_type="text/plain")
+
+    # -------------------------------------------------------------- model management
+
+    @staticmethod
+    def _subject(ctx: _Ctx, *keys: str) -> str | None:
+        body = ctx.rec.json if isinstance(ctx.rec.json, dict) else {}
+        value = next((body.get(k) for k in keys if body.get(k)), None)
+        return value if isinstance(value, str) and value else None
+
+    @staticmethod
+    def _has(ctx: _Ctx, model: str) -> bool:
+        return _ollama_name(model) in {_ollama_name(m) for m in ctx.models}
+
+    def _progress(self, ctx: _Ctx, lines: list[dict[str, Any]]) -> _Reply:
+        """Progress lines, streamed, or (``stream: false``) the last one alone:
+        an error then has status 500, as from Ollama."""
+        if ctx.rec.stream:
+            return _Reply(events=self._ndjson(lines), content_type=self.stream_content_type)
+        last = lines[-1]
+        return _json_reply(last, 500 if "error" in last else 200)
+
+    @staticmethod
+    def _layers(model: str, verb: str) -> list[dict[str, Any]]:
+        lines = []
+        for layer in ("model", "params"):
+            digest = "sha256:" + _digest(f"{model}/{layer}")
+            total = 1000 if layer == "model" else 100
+            for done in (0, total // 2, total):
+                lines.append(
+                    {"status": f"{verb} {digest[7:19]}", "digest": digest, "total": total}
+                    | ({"completed": done} if done else {})
+                )
+        return lines
+
+    def pull(self, ctx: _Ctx) -> _Reply:
+        model = self._subject(ctx, "model", "name")
+        if model is None:
+            return self.error(400, "model is required")
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        if ctx.registry is not None and _ollama_name(model) not in {
+            _ollama_name(m) for m in ctx.registry
+        }:
+            lines.append({"error": "pull model manifest: file does not exist"})
+            return self._progress(ctx, lines)
+        lines += self._layers(model, "pulling")
+        lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
+        lines.append({"status": "success"})
+        if not self._has(ctx, model):
+            ctx.set_models(lambda ms: (*ms, model))
+        return self._progress(ctx, lines)
+
+    def push(self, ctx: _Ctx) -> _Reply:
+        model = self._subject(ctx, "model", "name")
+        if model is None:
+            return self.error(400, "model is required")
+        lines: list[dict[str, Any]] = [{"status": "retrieving manifest"}]
+        if not self._has(ctx, model):
+            lines.append({"error": f"open manifest: model '{model}' not found"})
+            return self._progress(ctx, lines)
+        lines += self._layers(model, "pushing")
+        lines += [{"status": "pushing manifest"}, {"status": "success"}]
+        return self._progress(ctx, lines)
+
+    def create(self, ctx: _Ctx) -> _Reply:
+        model = self._subject(ctx, "model", "name")
+        if model is None:
+            return self.error(400, "model is required")
+        source = self._subject(ctx, "from")
+        if source is None:
+            return self.error(400, "neither 'from' or 'files' was specified")
+        lines: list[dict[str, Any]] = []
+        if not self._has(ctx, source):
+            lines.append({"error": f"model '{source}' not found"})
+            return self._progress(ctx, lines)
+        digest = "sha256:" + _digest(f"{source}/model")
+        lines += [
+            {"status": f"using existing layer {digest}"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        if not self._has(ctx, model):
+            ctx.set_models(lambda ms: (*ms, model))
+        return self._progress(ctx, lines)
+
+    def copy(self, ctx: _Ctx) -> _Reply:
+        source, dest = self._subject(ctx, "source"), self._subject(ctx, "destination")
+        if source is None or dest is None:
+            return self.error(400, "source and destination are required")
+        if not self._has(ctx, source):
+            return self.error(404, f'model "{source}" not found')
+        if not self._has(ctx, dest):
+            ctx.set_models(lambda ms: (*ms, dest))
+        return _Reply(body=b"")
+
+    def delete(self, ctx: _Ctx) -> _Reply:
+        model = self._subject(ctx, "model", "name")
+        if model is None:
+            return self.error(400, "model is required")
+        if not self._has(ctx, model):
+            return self.error(404, f"model '{model}' not found")
+        gone = _ollama_name(model)
+        ctx.set_models(lambda ms: tuple(m for m in ms if _ollama_name(m) != gone))
+        return _Reply(body=b"")
 
 
 def _reusable_socket(host: str) -> socket.socket:
@@ -953,6 +1080,9 @@ class FakeBackend:
         host: Address to listen on. The port is always chosen by the OS.
         tool_calls: Answer chats that offer ``tools`` with these calls (see
             `tool_call`); default none: always answer with text.
+        context_length: What Ollama's ``/api/show`` and ``/api/ps`` report as
+            the model's context length.
+        registry: The names ``/api/pull`` can fetch (None: any name).
     """
 
     def __init__(
@@ -968,6 +1098,8 @@ class FakeBackend:
         embedding_dim: int = 8,
         host: str = "127.0.0.1",
         tool_calls: Sequence[FakeToolCall | tuple[str, Mapping[str, Any]]] = (),
+        context_length: int = 4096,
+        registry: Sequence[str] | None = None,
     ) -> None:
         if kind not in ("openai", "ollama"):
             raise ValueError(f"kind must be 'openai' or 'ollama', not {kind!r}")
@@ -980,6 +1112,8 @@ class FakeBackend:
         self.api_key = api_key
         self.embedding_dim = embedding_dim
         self.host = host
+        self.context_length = context_length
+        self.registry = frozenset(registry) if registry is not None else None
         self._dialect: _Dialect = _OpenAIDialect() if kind == "openai" else _OllamaDialect()
 
         self._lock = threading.Condition()
@@ -1481,6 +1615,10 @@ class FakeBackend:
                 self._inflight.pop(id(rec), None)
                 self._lock.notify_all()
 
+    def _set_models(self, change: Callable[[tuple[str, ...]], tuple[str, ...]]) -> None:
+        with self._lock:
+            self.models = change(self.models)
+
     def _abort(self, request: web.BaseRequest, rec: RecordedRequest) -> None:
         self._finish(rec, "aborted")
         transport = request.transport
@@ -1525,6 +1663,9 @@ class FakeBackend:
                 embedding_dim=self.embedding_dim,
                 tool_calls=self._tool_calls,
                 split_tool_calls=self.split_tool_calls,
+                context_length=self.context_length,
+                registry=self.registry,
+                set_models=self._set_models,
             )
         route = self._dialect.match_route(rec.method, rec.path)
         if isinstance(route, _Reply):

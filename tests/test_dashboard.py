@@ -98,11 +98,11 @@ def test_page_headers_session_and_static_files(dash: Dash) -> None:
     assert raw(p, "GET", "/ui/nope.js").status == 404
     r = raw(p, "GET", "/ui/")
     assert r.status == 302 and r.headers["location"] == "/ui"
-    # a browser asking for / goes to the dashboard; API clients still get text
+    # a browser asking for / goes to the dashboard; API clients get Ollama's text
     r = raw(p, "GET", "/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert r.status == 302 and r.headers["location"] == "/ui"
     r = raw(p, "GET", "/")
-    assert r.status == 200 and r.body == b"traywire is running\n"
+    assert r.status == 200 and r.body == b"Ollama is running"
 
 
 def test_foreign_host_gets_no_page(dash: Dash) -> None:

@@ -214,7 +214,7 @@ def test_body_over_the_limit_is_413(s: Setup, dialect: str) -> None:
         ("openai", "POST", "/v1/foo"),
         ("openai", "POST", "/v1/audio/speech"),
         ("ollama", "GET", "/api/foo"),
-        ("ollama", "POST", "/api/pull"),
+        ("ollama", "POST", "/api/blobs/sha256:abc"),
     ],
 )
 def test_unsupported_endpoint_is_404_in_dialect(

@@ -303,13 +303,14 @@ def test_v1_models_lists_models_and_aliases(duo: Duo) -> None:
         duo.oc.models.retrieve("nope")
     data = raw(duo.p, "GET", "/v1/models").json()["data"]
     kinds = {m["id"]: m["traywire"]["kind"] for m in data}
-    assert kinds == {"one": "model", "two": "model", "chat": "alias", "auto": "alias"}
+    assert kinds == {"one": "model", "two": "model", "chat": "route", "auto": "auto"}
+    assert ids == ["one", "two", "chat", "auto"]  # models first, then routes
     assert duo.fo.request_count == 0 and duo.fv.request_count == 0
 
 
 def test_api_tags_and_version(duo: Duo) -> None:
-    names = sorted(m.model for m in duo.lc.list().models)
-    assert names == ["auto", "chat", "one", "two"]
+    names = [m.model for m in duo.lc.list().models]
+    assert names == ["one", "two", "chat", "auto"]
     v = raw(duo.p, "GET", "/api/version")
     assert v.status == 200
     major, minor, *_ = (int(x) for x in v.json()["version"].split("."))
@@ -327,21 +328,18 @@ def test_api_ps_aggregates_ollama_backends(fakes: Any, proxies: Any, clients: An
     )
     p = proxies(cfg)
     got = raw(p, "GET", "/api/ps").json()["models"]
+    # configured models under their public names, others under Ollama's
     assert sorted((m["name"], m["traywire_backend"]) for m in got) == [
-        ("m1:latest", "a"),
-        ("m3:latest", "c"),
         ("m4:latest", "c"),
+        ("one", "a"),
+        ("three", "c"),
     ]
-    assert sorted(m.model for m in clients.ollama(p).ps().models) == [
-        "m1:latest",
-        "m3:latest",
-        "m4:latest",
-    ]
+    assert sorted(m.model for m in clients.ollama(p).ps().models) == ["m4:latest", "one", "three"]
     assert fv.request_count == 0
     # a backend that is down just contributes nothing
     f2.refuse()
     got = raw(p, "GET", "/api/ps").json()["models"]
-    assert [(m["name"], m["traywire_backend"]) for m in got] == [("m1:latest", "a")]
+    assert [(m["name"], m["traywire_backend"]) for m in got] == [("one", "a")]
 
 
 def test_health(duo: Duo) -> None:

@@ -5,7 +5,6 @@ the plan to :mod:`traywire.failover`; it never decides routes itself."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,23 +16,17 @@ from aiohttp import web
 from .. import __version__
 from ..core import request as inbound
 from ..core import routing, validate
-from ..errors import BackendError, UnknownModelError
+from ..errors import UnknownModelError
 from ..observe import dashboard, metrics, wiring
 from ..redact import REDACTOR
 from ..types import Dialect, Front, Op
-from . import failover, fronts, listener, replies
+from . import failover, fronts, listener, ollama_api, replies
 from .runtime import Runtime
 from .security import TOKEN, guarded, is_loopback
 
 log = logging.getLogger("traywire")
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-# What /api/version reports: an Ollama version recent enough that Ollama
-# clients enable their features (tools, embed), plus traywire's own.
-OLLAMA_COMPAT_VERSION = "0.12.6"
-
-_PS_LIMIT = 4 * 1024 * 1024  # an /api/ps listing larger than this is not one
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -78,7 +71,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise _Refused(400, exc.message, "invalid_json") from None
 
 
-def inference(dialect: Dialect, op: Op) -> Handler:
+def inference(dialect: Dialect, op: Op, legacy: ollama_api.Adapter | None = None) -> Handler:
+    """``legacy``: an old endpoint served as this one (its body made into this
+    one's, the answer reshaped; e.g. Ollama's /api/embeddings)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
         started = (rt.clock.time(), rt.clock.monotonic())
@@ -86,7 +82,8 @@ def inference(dialect: Dialect, op: Op) -> Handler:
         try:
             body = await _body(request)
             try:
-                inb = inbound.parse(dialect, op, body)
+                sent = legacy.request(body) if legacy is not None else body
+                inb = inbound.parse(dialect, op, sent)
             except inbound.BadRequest as exc:
                 raise _Refused(400, exc.message, "invalid_request", exc.param) from None
             try:
@@ -99,7 +96,8 @@ def inference(dialect: Dialect, op: Op) -> Handler:
             return failover.record_rejection(
                 rt, dialect, body, request.path, response, r.message, started
             )
-        return await failover.execute(rt, inb, decision, request)
+        answer = await failover.execute(rt, inb, decision, request)
+        return legacy.answer(body, answer) if legacy is not None else answer
 
     return handle
 
@@ -141,111 +139,6 @@ async def count_tokens(request: web.Request) -> web.Response:
         return replies.error("anthropic", r.status, r.message)
     except inbound.BadRequest as exc:
         return replies.error("anthropic", 400, exc.message)
-
-
-# --------------------------------------------------------------------------- listings
-
-
-def _served_by(rt: Runtime, name: str) -> list[str]:
-    cfg = rt.cfg
-    if name in cfg.models:
-        return [cfg.models[name].backend]
-    route = cfg.routes.get(name)
-    if route is None:
-        return sorted({m.backend for m in cfg.models.values()})
-    return sorted({cfg.models[c.model].backend for c in route.candidates})
-
-
-async def list_models(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    data = []
-    for name in rt.cfg.names():
-        kind = "model" if name in rt.cfg.models else "alias"
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "traywire",
-                "traywire": {"kind": kind, "backends": _served_by(rt, name)},
-            }
-        )
-    return replies.json_response({"object": "list", "data": data})
-
-
-async def get_model(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    name = request.match_info["model"]
-    if name not in rt.cfg.names():
-        return replies.error("openai", 404, f"unknown model {name!r}", code="model_not_found")
-    return replies.json_response(
-        {"id": name, "object": "model", "created": 0, "owned_by": "traywire"}
-    )
-
-
-async def tags(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    models = []
-    for name in rt.cfg.names():
-        m = rt.cfg.models.get(name)
-        details = {
-            "format": "",
-            "family": "",
-            "families": None,
-            "parameter_size": f"{m.params_b:g}B" if m else "",
-            "quantization_level": "",
-            "parent_model": "",
-        }
-        models.append(
-            {
-                "name": name,
-                "model": name,
-                "modified_at": "1970-01-01T00:00:00Z",
-                "size": 0,
-                "digest": "",
-                "details": details,
-            }
-        )
-    return replies.json_response({"models": models})
-
-
-async def version(request: web.Request) -> web.Response:
-    return replies.json_response({"version": OLLAMA_COMPAT_VERSION, "traywire": __version__})
-
-
-async def ps(request: web.Request) -> web.Response:
-    """What is loaded where, from the Ollama backends (they say; others do not)."""
-    rt = request.app[RUNTIME]
-    pool = rt.pool
-    assert pool is not None
-
-    async def one(name: str) -> list[dict[str, Any]]:
-        b = rt.cfg.backends[name]
-        try:
-            status, body = await pool.get(
-                b.url,
-                "/api/ps",
-                tuple(rt.auth_headers(b).items()),
-                timeout=2,
-                limit=_PS_LIMIT,
-            )
-            data = json.loads(body) if status == 200 else {}
-        except (BackendError, ValueError):
-            return []
-        out = []
-        for m in (data.get("models") if isinstance(data, dict) else None) or []:
-            if isinstance(m, dict):
-                m["traywire_backend"] = name
-                out.append(m)
-        return out
-
-    names = [
-        n
-        for n, b in rt.cfg.backends.items()
-        if b.kind == "ollama" and b.enabled and b.location == "local"
-    ]
-    results = await asyncio.gather(*(one(n) for n in names))
-    return replies.json_response({"models": [m for r in results for m in r]})
 
 
 # --------------------------------------------------------------------------- traywire's own
@@ -319,10 +212,6 @@ async def start_switch(request: web.Request) -> web.Response:
     return replies.json_response({"switching": {group: state}}, status=202)
 
 
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="traywire is running\n")
-
-
 # --------------------------------------------------------------------------- app
 
 
@@ -335,6 +224,7 @@ def make_app(
     request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
     m = metrics.setup(app, rt, request_log)  # counts every request
     dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
+    oll = ollama_api.setup(app, rt)  # listings, /api/show, model management, /
     routes: list[tuple[str, str, Handler]] = [
         ("POST", "/v1/chat/completions", inference("openai", "chat")),
         ("POST", "/v1/completions", inference("openai", "completion")),
@@ -342,21 +232,28 @@ def make_app(
         ("POST", "/v1/messages", front("anthropic")),
         ("POST", "/v1/messages/count_tokens", count_tokens),
         ("POST", "/v1/responses", front("responses")),
-        ("GET", "/v1/models", list_models),
-        ("GET", r"/v1/models/{model:[\s\S]+}", get_model),
+        ("GET", "/v1/models", oll.v1_models),
+        ("GET", r"/v1/models/{model:[\s\S]+}", oll.v1_model),
         ("POST", "/api/chat", inference("ollama", "chat")),
         ("POST", "/api/generate", inference("ollama", "completion")),
         ("POST", "/api/embed", inference("ollama", "embed")),
-        ("GET", "/api/tags", tags),
-        ("GET", "/api/version", version),
-        ("GET", "/api/ps", ps),
+        ("POST", "/api/embeddings", inference("ollama", "embed", ollama_api.LEGACY_EMBEDDINGS)),
+        ("GET", "/api/tags", oll.tags),
+        ("POST", "/api/show", oll.show),
+        ("GET", "/api/ps", oll.ps),
+        ("GET", "/api/version", oll.version),
+        ("POST", "/api/pull", oll.manage("pull")),
+        ("POST", "/api/push", oll.manage("push")),
+        ("POST", "/api/create", oll.manage("create")),
+        ("POST", "/api/copy", oll.manage("copy")),
+        ("DELETE", "/api/delete", oll.manage("delete")),
         ("GET", "/health", health),
         ("GET", "/status", status),
         ("GET", "/metrics", m.handle),
         ("POST", "/admin/preference", set_preference),
         ("POST", "/admin/active", set_active),
         ("POST", "/admin/switch", start_switch),
-        ("GET", "/", root),
+        ("GET", "/", oll.root),  # and HEAD, as Ollama answers them
         *dashboard.routes(),
     ]
     r = app.router
