@@ -97,6 +97,12 @@ def test_name_without_tag_means_latest() -> None:
     assert models(routing.decide(req("llama3.1"), CFG))[0] == LLAMA
 
 
+def test_latest_tag_matches_both_ways() -> None:
+    assert routing.decide(req("llama3.1"), CFG).plan[0].model == LLAMA
+    # Ollama clients add ":latest" to a name without a tag
+    assert routing.decide(req(f"{MYTHO}:latest"), CFG).plan[0].model == MYTHO
+
+
 def test_unknown_model_lists_the_names_the_user_can_ask_for() -> None:
     with pytest.raises(UnknownModelError) as exc:
         routing.decide(req("no-such-model-9"), CFG)

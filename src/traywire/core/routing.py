@@ -120,6 +120,8 @@ def resolve_name(name: str, cfg: Config) -> tuple[str, str]:
         return name, ""
     if ":" not in name and f"{name}:latest" in cfg.models:
         return f"{name}:latest", ""
+    if name.endswith(":latest") and name[: -len(":latest")] in cfg.models:
+        return name[: -len(":latest")], ""  # Ollama clients add the tag
     al = cfg.aliases
     target = al.exact.get(name)
     if target is not None:
