@@ -164,6 +164,10 @@ def _no_store(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
+# Ollama's model management: it changes what is on the machine.
+MANAGEMENT = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
+
+
 def _refusal(request: web.Request) -> web.StreamResponse | None:
     """Rules 1-3: the answer that refuses ``request``, or None to let it through
     (`guard` adds ``no-store`` under /ui)."""
@@ -194,6 +198,12 @@ def _refusal(request: web.Request) -> web.StreamResponse | None:
             403,
             f"requests from origin {origin!r} are refused",
             code="forbidden_origin",
+        )
+    if path in MANAGEMENT and origin is not None and not same_origin(origin, request):
+        # pulling and deleting models changes the machine: no web page of
+        # another origin (even one on this machine) may ask for it
+        return replies.error(
+            "ollama", 403, f"model management from origin {origin!r} is refused"
         )
     if path.startswith("/admin/"):
         if origin is not None and not same_origin(origin, request):
