@@ -31,7 +31,10 @@ MIB = 1 << 20
 
 
 def models() -> dict[str, Any]:
-    return {name: model("hostile", name) for name in BEHAVIOURS}
+    # features declared: traywire does not ask this backend (/api/show) what
+    # its models can do, so every request counted here is the test's own
+    feats = ("chat", "completion", "json")
+    return {name: model("hostile", name, features=feats) for name in BEHAVIOURS}
 
 
 def backend(h: Hostile, url: str | None = None) -> dict[str, Any]:

@@ -71,7 +71,8 @@ async def ollama_features(
             return up, None  # an Ollama too old to say
         return up, from_ollama_capabilities(c for c in caps if isinstance(c, str))
 
-    found = await asyncio.gather(*(one(u) for u in dict.fromkeys(upstreams)))
+    # one at a time, on one keep-alive connection: a local Ollama may be busy
+    found = [await one(u) for u in dict.fromkeys(upstreams)]
     return {up: feats for up, feats in found if feats is not None}
 
 
