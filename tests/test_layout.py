@@ -278,11 +278,9 @@ def test_parts_depend_downwards_only(part: str, forbidden: tuple[str, ...]) -> N
     assert not bad, "\n".join(bad)
 
 
-def test_lazy_imports_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
-    """Not a check: prints every lazy import between traywire modules (run with -s)."""
+def test_lazy_imports_are_listed() -> None:
+    """Not a check: prints every lazy import between traywire modules (see them with -s)."""
     lazy = sorted({(i.source, i.target, i.lazy) for i in IMPORTS if i.lazy})
-    with capsys.disabled():
-        print()
-        for source, target, kind in lazy:
-            print(f"lazy ({kind}): {source} → {target}")
+    for source, target, kind in lazy:
+        print(f"lazy ({kind}): {source} → {target}")
     assert all(kind in ("function", "type_checking") for _, _, kind in lazy)
