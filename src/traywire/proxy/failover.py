@@ -43,9 +43,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..core.fields import MAX_MODEL
 from ..core.request import Inbound
 from ..core.schema import Backend, Model
-from ..core.validate import MAX_MODEL
 from ..errors import BackendError
 from ..redact import REDACTOR
 from ..types import AttemptRecord, Decision, Front

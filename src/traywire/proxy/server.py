@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from ..core import fields, routing
 from ..core import request as inbound
-from ..core import routing, validate
 from ..errors import BackendError, UnknownModelError
 from ..observe import dashboard, metrics, wiring
 from ..redact import REDACTOR
@@ -73,8 +73,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
             413, f"request body over the {limit:g} MiB limit", "request_too_large"
         ) from None
     try:
-        return validate.json_object(raw)
-    except validate.BadRequest as exc:
+        return fields.json_object(raw)
+    except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
 
 

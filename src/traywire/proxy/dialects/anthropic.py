@@ -43,18 +43,18 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...core.tokens import count_text, estimate
-from ...core.validate import (
-    _bool,
-    _fail,
-    _int,
-    _model,
-    _num,
-    _obj,
-    _str,
-    _tname,
+from ...core.fields import (
     body_object,
+    fail,
+    model_name,
+    opt_bool,
+    opt_int,
+    opt_num,
+    opt_obj,
+    opt_str,
+    tname,
 )
+from ...core.tokens import count_text, estimate
 from ...types import RouteRequest
 from .anthropic_replies import MessageStream, message_from_openai
 from .chatparts import named_sse
@@ -129,50 +129,50 @@ class _Walk:
 def _text_block(block: Mapping[str, Any], path: str) -> str:
     text = block.get("text")
     if not isinstance(text, str):
-        _fail(f"{path}.text", f"expected a string, got {_tname(text)}")
+        fail(f"{path}.text", f"expected a string, got {tname(text)}")
     return text
 
 
 def _image_url(block: Mapping[str, Any], path: str) -> str:
     src = block.get("source")
     if not isinstance(src, dict):
-        _fail(f"{path}.source", f"expected an object, got {_tname(src)}")
+        fail(f"{path}.source", f"expected an object, got {tname(src)}")
     stype = src.get("type")
     if stype == "base64":
         media = src.get("media_type")
         if media not in _IMAGE_TYPES:
-            _fail(f"{path}.source.media_type", f"expected one of {', '.join(_IMAGE_TYPES)}")
+            fail(f"{path}.source.media_type", f"expected one of {', '.join(_IMAGE_TYPES)}")
         data = src.get("data")
         if not isinstance(data, str) or not data:
-            _fail(f"{path}.source.data", "required non-empty base64 string")
+            fail(f"{path}.source.data", "required non-empty base64 string")
         return f"data:{media};base64,{data}"
     if stype == "url":
         url = src.get("url")
         if not isinstance(url, str) or not url:
-            _fail(f"{path}.source.url", "required non-empty string")
+            fail(f"{path}.source.url", "required non-empty string")
         return url
     if stype == "file":
-        _fail(
+        fail(
             f"{path}.source",
             "file sources (Files API ids) are not supported: traywire keeps no files; "
             "send the image as base64 or a URL",
         )
-    _fail(f"{path}.source.type", f'expected "base64" or "url", got {_tname_or_repr(stype)}')
+    fail(f"{path}.source.type", f'expected "base64" or "url", got {_tname_or_repr(stype)}')
 
 
 def _tname_or_repr(v: object) -> str:
-    return repr(v) if isinstance(v, str) else _tname(v)
+    return repr(v) if isinstance(v, str) else tname(v)
 
 
 def _document_text(block: Mapping[str, Any], path: str) -> str:
     src = block.get("source")
     if not isinstance(src, dict):
-        _fail(f"{path}.source", f"expected an object, got {_tname(src)}")
+        fail(f"{path}.source", f"expected an object, got {tname(src)}")
     stype = src.get("type")
     if stype == "text":
         data = src.get("data")
         if not isinstance(data, str):
-            _fail(f"{path}.source.data", f"expected a string, got {_tname(data)}")
+            fail(f"{path}.source.data", f"expected a string, got {tname(data)}")
         text = data
     elif stype == "content":
         content = src.get("content")
@@ -183,55 +183,55 @@ def _document_text(block: Mapping[str, Any], path: str) -> str:
             for k, b in enumerate(content):
                 p = f"{path}.source.content[{k}]"
                 if not isinstance(b, dict) or b.get("type") != "text":
-                    _fail(p, "expected a text block (images inside documents are not supported)")
+                    fail(p, "expected a text block (images inside documents are not supported)")
                 parts.append(_text_block(b, p))
             text = "\n".join(parts)
         else:
-            _fail(f"{path}.source.content", f"expected a string or a list, got {_tname(content)}")
+            fail(f"{path}.source.content", f"expected a string or a list, got {tname(content)}")
     elif stype in ("base64", "url"):
-        _fail(
+        fail(
             f"{path}.source",
             "PDF documents are not supported: traywire's backends read text only; "
             "send the document's text (a text source) instead",
         )
     elif stype == "file":
-        _fail(f"{path}.source", "file sources (Files API ids) are not supported")
+        fail(f"{path}.source", "file sources (Files API ids) are not supported")
     else:
-        _fail(f"{path}.source.type", f'expected "text" or "content", got {_tname_or_repr(stype)}')
-    _str(block, "title", f"{path}.title")
-    _str(block, "context", f"{path}.context")
+        fail(f"{path}.source.type", f'expected "text" or "content", got {_tname_or_repr(stype)}')
+    opt_str(block, "title", f"{path}.title")
+    opt_str(block, "context", f"{path}.context")
     head = [h for h in (block.get("title"), block.get("context")) if h]
     return "\n".join([*head, text]) if head else text
 
 
 def _search_result_text(block: Mapping[str, Any], path: str) -> str:
-    _str(block, "title", f"{path}.title")
-    _str(block, "source", f"{path}.source")
+    opt_str(block, "title", f"{path}.title")
+    opt_str(block, "source", f"{path}.source")
     content = block.get("content")
     if not isinstance(content, list):
-        _fail(f"{path}.content", f"expected a list of text blocks, got {_tname(content)}")
+        fail(f"{path}.content", f"expected a list of text blocks, got {tname(content)}")
     parts = [x for x in (block.get("title"), block.get("source")) if x]
     for k, b in enumerate(content):
         if not isinstance(b, dict) or b.get("type") != "text":
-            _fail(f"{path}.content[{k}]", "expected a text block")
+            fail(f"{path}.content[{k}]", "expected a text block")
         parts.append(_text_block(b, f"{path}.content[{k}]"))
     return "\n".join(parts)
 
 
 def _block_type(block: object, path: str) -> str:
     if not isinstance(block, dict):
-        _fail(path, f"expected a content block object, got {_tname(block)}")
+        fail(path, f"expected a content block object, got {tname(block)}")
     btype = block.get("type")
     if not isinstance(btype, str):
-        _fail(f"{path}.type", "required string")
+        fail(f"{path}.type", "required string")
     return btype
 
 
 def _tool_result(block: Mapping[str, Any], path: str, walk: _Walk, images: list[Body]) -> Body:
     tid = block.get("tool_use_id")
     if not isinstance(tid, str) or not tid:
-        _fail(f"{path}.tool_use_id", "required string")
-    _bool(block, "is_error", f"{path}.is_error")
+        fail(f"{path}.tool_use_id", "required string")
+    opt_bool(block, "is_error", f"{path}.is_error")
     content = block.get("content")
     texts: list[str] = []
     if isinstance(content, str):
@@ -250,9 +250,9 @@ def _tool_result(block: Mapping[str, Any], path: str, walk: _Walk, images: list[
             elif btype == "search_result":
                 texts.append(_search_result_text(b, p))
             else:
-                _fail(f"{p}.type", f"{btype!r} blocks are not supported in tool results")
+                fail(f"{p}.type", f"{btype!r} blocks are not supported in tool results")
     elif content is not None:
-        _fail(f"{path}.content", f"expected a string or a list of blocks, got {_tname(content)}")
+        fail(f"{path}.content", f"expected a string or a list of blocks, got {tname(content)}")
     text = "\n".join(texts)
     if block.get("is_error") is True:
         text = f"Error: {text}" if text else "Error"
@@ -280,11 +280,11 @@ def _user(content: list[Any], path: str, walk: _Walk) -> list[Body]:
         elif btype == "tool_result":
             tool_msgs.append(_tool_result(block, p, walk, tool_images))
         elif btype == "tool_use":
-            _fail(f"{p}.type", "tool_use blocks belong in assistant turns")
+            fail(f"{p}.type", "tool_use blocks belong in assistant turns")
         elif btype in _DROPPED_BLOCKS:
             continue
         else:
-            _fail(f"{p}.type", f"{btype!r} blocks are not supported by traywire")
+            fail(f"{p}.type", f"{btype!r} blocks are not supported by traywire")
     out = tool_msgs
     text = "\n".join(texts)
     walk.texts.append(text)
@@ -309,13 +309,13 @@ def _assistant(content: list[Any], path: str, walk: _Walk) -> Body:
         elif btype == "tool_use":
             cid = block.get("id")
             if not isinstance(cid, str) or not cid:
-                _fail(f"{p}.id", "required string")
+                fail(f"{p}.id", "required string")
             name = block.get("name")
             if not isinstance(name, str) or not name:
-                _fail(f"{p}.name", "required string")
+                fail(f"{p}.name", "required string")
             args = block.get("input", {})
             if not isinstance(args, dict):
-                _fail(f"{p}.input", f"expected an object, got {_tname(args)}")
+                fail(f"{p}.input", f"expected an object, got {tname(args)}")
             arguments = json.dumps(args, ensure_ascii=False)
             walk.texts.append(arguments)
             calls.append(
@@ -324,7 +324,7 @@ def _assistant(content: list[Any], path: str, walk: _Walk) -> Body:
         elif btype in _DROPPED_BLOCKS:
             continue
         else:
-            _fail(f"{p}.type", f"{btype!r} blocks are not supported in assistant turns")
+            fail(f"{p}.type", f"{btype!r} blocks are not supported in assistant turns")
     text = "\n".join(texts)
     walk.texts.append(text)
     msg: Body = {"role": "assistant", "content": text if text or not calls else None}
@@ -344,24 +344,24 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
             for k, block in enumerate(system):
                 p = f"system[{k}]"
                 if _block_type(block, p) != "text":
-                    _fail(f"{p}.type", 'expected "text"')
+                    fail(f"{p}.type", 'expected "text"')
                 parts.append(_text_block(block, p))
             stext = "\n".join(parts)
         else:
-            _fail("system", f"expected a string or a list of text blocks, got {_tname(system)}")
+            fail("system", f"expected a string or a list of text blocks, got {tname(system)}")
         if stext:
             walk.texts.append(stext)
             out.append({"role": "system", "content": stext})
     msgs = b.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        _fail("messages", "must be a non-empty list")
+        fail("messages", "must be a non-empty list")
     for i, msg in enumerate(msgs):
         path = f"messages[{i}]"
         if not isinstance(msg, dict):
-            _fail(path, f"expected a message object, got {_tname(msg)}")
+            fail(path, f"expected a message object, got {tname(msg)}")
         role = msg.get("role")
         if role not in ("user", "assistant"):
-            _fail(f"{path}.role", f'expected "user" or "assistant", got {_tname_or_repr(role)}')
+            fail(f"{path}.role", f'expected "user" or "assistant", got {_tname_or_repr(role)}')
         content = msg.get("content")
         if isinstance(content, str):
             walk.texts.append(content)
@@ -374,12 +374,12 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
             else:
                 out.append(_assistant(content, f"{path}.content", walk))
         else:
-            _fail(
+            fail(
                 f"{path}.content",
-                f"expected a string or a list of content blocks, got {_tname(content)}",
+                f"expected a string or a list of content blocks, got {tname(content)}",
             )
     if all(m["role"] == "system" for m in out):
-        _fail("messages", "hold no content to send (every turn is empty)")
+        fail("messages", "hold no content to send (every turn is empty)")
     return out
 
 
@@ -389,27 +389,27 @@ def _tools(b: Mapping[str, Any], out: Body) -> list[str]:
     if tools is None:
         return []
     if not isinstance(tools, list):
-        _fail("tools", f"expected a list, got {_tname(tools)}")
+        fail("tools", f"expected a list, got {tname(tools)}")
     chat_tools: list[Body] = []
     names: list[str] = []
     for j, tool in enumerate(tools):
         p = f"tools[{j}]"
         if not isinstance(tool, dict):
-            _fail(p, f"expected an object, got {_tname(tool)}")
+            fail(p, f"expected an object, got {tname(tool)}")
         ttype = tool.get("type")
         if ttype not in _CLIENT_TOOL_TYPES:
-            _fail(
+            fail(
                 f"{p}.type",
                 f"server tool {_tname_or_repr(ttype)} is not supported: traywire serves "
                 "client tools only (name, description, input_schema)",
             )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            _fail(f"{p}.name", "required string")
-        _str(tool, "description", f"{p}.description")
+            fail(f"{p}.name", "required string")
+        opt_str(tool, "description", f"{p}.description")
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
-            _fail(f"{p}.input_schema", f"expected a JSON schema object, got {_tname(schema)}")
+            fail(f"{p}.input_schema", f"expected a JSON schema object, got {tname(schema)}")
         fn: Body = {"name": name}
         if tool.get("description"):
             fn["description"] = tool["description"]
@@ -423,22 +423,22 @@ def _tools(b: Mapping[str, Any], out: Body) -> list[str]:
 
 def _tool_choice(b: Mapping[str, Any], out: Body, names: list[str]) -> bool:
     """Translate ``tool_choice``; False if it turns tools off."""
-    tc = _obj(b, "tool_choice", "tool_choice")
+    tc = opt_obj(b, "tool_choice", "tool_choice")
     if tc is None:
         return True
     ttype = tc.get("type")
     if ttype not in _TOOL_CHOICES:
-        _fail(
+        fail(
             "tool_choice.type",
             f'expected "auto", "any", "tool" or "none", got {_tname_or_repr(ttype)}',
         )
-    _bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
+    opt_bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
     if ttype == "tool":
         name = tc.get("name")
         if not isinstance(name, str) or not name:
-            _fail("tool_choice.name", "required string")
+            fail("tool_choice.name", "required string")
         if name not in names:
-            _fail("tool_choice.name", f"no tool named {name!r} in tools")
+            fail("tool_choice.name", f"no tool named {name!r} in tools")
     if not names:
         return bool(ttype != "none")
     if ttype == "auto":
@@ -458,7 +458,7 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
     """``output_config.format`` (or the beta ``output_format``) -> ``response_format``."""
     fmt: object = None
     path = "output_format"
-    oc = _obj(b, "output_config", "output_config")
+    oc = opt_obj(b, "output_config", "output_config")
     if oc is not None and oc.get("format") is not None:
         fmt, path = oc["format"], "output_config.format"
     elif b.get("output_format") is not None:
@@ -466,12 +466,12 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
     if fmt is None:
         return False
     if not isinstance(fmt, dict):
-        _fail(path, f"expected an object, got {_tname(fmt)}")
+        fail(path, f"expected an object, got {tname(fmt)}")
     if fmt.get("type") != "json_schema":
-        _fail(f"{path}.type", 'expected "json_schema"')
+        fail(f"{path}.type", 'expected "json_schema"')
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        _fail(f"{path}.schema", f"expected a JSON schema object, got {_tname(schema)}")
+        fail(f"{path}.schema", f"expected a JSON schema object, got {tname(schema)}")
     out["response_format"] = {
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": schema, "strict": True},
@@ -480,16 +480,16 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
 
 
 def _sampling(b: Mapping[str, Any], out: Body) -> None:
-    _num(b, "temperature", "temperature", 0, 1)
-    _num(b, "top_p", "top_p", 0, 1)
-    _int(b, "top_k", "top_k", 0)
+    opt_num(b, "temperature", "temperature", 0, 1)
+    opt_num(b, "top_p", "top_p", 0, 1)
+    opt_int(b, "top_k", "top_k", 0)
     stops = b.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list):
-            _fail("stop_sequences", f"expected a list of strings, got {_tname(stops)}")
+            fail("stop_sequences", f"expected a list of strings, got {tname(stops)}")
         for k, s in enumerate(stops):
             if not isinstance(s, str):
-                _fail(f"stop_sequences[{k}]", f"expected a string, got {_tname(s)}")
+                fail(f"stop_sequences[{k}]", f"expected a string, got {tname(s)}")
         if stops:
             out["stop"] = list(stops)
     for key in ("temperature", "top_p", "top_k"):
@@ -498,12 +498,12 @@ def _sampling(b: Mapping[str, Any], out: Body) -> None:
 
 
 def _thinking(b: Mapping[str, Any]) -> None:
-    th = _obj(b, "thinking", "thinking")
+    th = opt_obj(b, "thinking", "thinking")
     if th is None:
         return
     if not isinstance(th.get("type"), str):
-        _fail("thinking.type", "required string")
-    _int(th, "budget_tokens", "thinking.budget_tokens", 1)
+        fail("thinking.type", "required string")
+    opt_int(th, "budget_tokens", "thinking.budget_tokens", 1)
 
 
 def thinking_requested(body: object) -> bool:
@@ -513,18 +513,18 @@ def thinking_requested(body: object) -> bool:
 
 
 def _parse(b: dict[str, Any], *, count_only: bool) -> tuple[Body, RouteRequest, list[str]]:
-    model = _model(b)
+    model = model_name(b)
     if not count_only:
         if b.get("max_tokens") is None:
-            _fail("max_tokens", "required integer")
-        _int(b, "max_tokens", "max_tokens", 1)
+            fail("max_tokens", "required integer")
+        opt_int(b, "max_tokens", "max_tokens", 1)
     walk = _Walk()
     messages = _messages(b, walk)
     out: Body = {"model": model, "messages": messages}
     if not count_only:
         out["max_tokens"] = b["max_tokens"]
     _sampling(b, out)
-    _bool(b, "stream", "stream")
+    opt_bool(b, "stream", "stream")
     stream = b.get("stream") is True and not count_only
     out["stream"] = stream
     if stream:
@@ -533,10 +533,10 @@ def _parse(b: dict[str, Any], *, count_only: bool) -> tuple[Body, RouteRequest, 
     tools_on = _tool_choice(b, out, names)
     structured = _output_format(b, out)
     _thinking(b)
-    _obj(b, "metadata", "metadata")
+    opt_obj(b, "metadata", "metadata")
     servers = b.get("mcp_servers")
     if servers:
-        _fail("mcp_servers", "MCP servers are not supported: traywire does not run remote tools")
+        fail("mcp_servers", "MCP servers are not supported: traywire does not run remote tools")
     route = RouteRequest(
         model,
         "\n".join(walk.texts),

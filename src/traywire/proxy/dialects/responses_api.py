@@ -54,16 +54,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...core.validate import (
-    _bool,
-    _fail,
-    _int,
-    _model,
-    _num,
-    _obj,
-    _str,
-    _tname,
+from ...core.fields import (
     body_object,
+    fail,
+    model_name,
+    opt_bool,
+    opt_int,
+    opt_num,
+    opt_obj,
+    opt_str,
+    tname,
 )
 from ...types import RouteRequest
 from .responses_api_replies import ResponseStream, response_from_openai, response_object
@@ -92,7 +92,7 @@ _MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
 
 
 def _repr(v: object) -> str:
-    return repr(v) if isinstance(v, str) else _tname(v)
+    return repr(v) if isinstance(v, str) else tname(v)
 
 
 class _Walk:
@@ -109,14 +109,14 @@ class _Walk:
 
 def _image_part(part: Mapping[str, Any], path: str) -> Body:
     if part.get("file_id") is not None:
-        _fail(
+        fail(
             f"{path}.file_id",
             "images by file_id are not supported: traywire keeps no files; "
             "send image_url (a URL or a data: URL)",
         )
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        _fail(f"{path}.image_url", "required string (a URL or a data: URL)")
+        fail(f"{path}.image_url", "required string (a URL or a data: URL)")
     detail = part.get("detail")
     img: Body = {"url": url}
     if detail in ("low", "high", "auto"):
@@ -129,42 +129,42 @@ def _parts(content: object, path: str, walk: _Walk, *, assistant: bool) -> tuple
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        _fail(path, f"expected a string or a list of content parts, got {_tname(content)}")
+        fail(path, f"expected a string or a list of content parts, got {tname(content)}")
     texts: list[str] = []
     images: list[Body] = []
     for k, part in enumerate(content):
         p = f"{path}[{k}]"
         if not isinstance(part, dict):
-            _fail(p, f"expected a content part object, got {_tname(part)}")
+            fail(p, f"expected a content part object, got {tname(part)}")
         ptype = part.get("type")
         if ptype in ("input_text", "output_text", "text"):
             text = part.get("text")
             if not isinstance(text, str):
-                _fail(f"{p}.text", f"expected a string, got {_tname(text)}")
+                fail(f"{p}.text", f"expected a string, got {tname(text)}")
             texts.append(text)
         elif ptype == "refusal":
             refusal = part.get("refusal")
             if not isinstance(refusal, str):
-                _fail(f"{p}.refusal", f"expected a string, got {_tname(refusal)}")
+                fail(f"{p}.refusal", f"expected a string, got {tname(refusal)}")
             texts.append(refusal)
         elif ptype == "input_image" and not assistant:
             images.append(_image_part(part, p))
             walk.images += 1
         elif ptype == "input_file":
-            _fail(
+            fail(
                 p,
                 "input_file is not supported: traywire keeps no files and its backends "
                 "read no PDFs; send the file's text as input_text",
             )
         else:
-            _fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
+            fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
     return "\n".join(texts), images
 
 
 def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
-        _fail(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}")
+        fail(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}")
     assistant = role == "assistant"
     text, images = _parts(item.get("content"), f"{path}.content", walk, assistant=assistant)
     walk.texts.append(text)
@@ -187,13 +187,13 @@ def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
-        _fail(f"{path}.call_id", "required string")
+        fail(f"{path}.call_id", "required string")
     name = item.get("name")
     if not isinstance(name, str) or not name:
-        _fail(f"{path}.name", "required string")
+        fail(f"{path}.name", "required string")
     args = item.get("arguments")
     if not isinstance(args, str):
-        _fail(f"{path}.arguments", f"expected a JSON string, got {_tname(args)}")
+        fail(f"{path}.arguments", f"expected a JSON string, got {tname(args)}")
     walk.texts.append(args)
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
     msg = walk.open_calls
@@ -209,10 +209,10 @@ def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 def _function_call_output(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
-        _fail(f"{path}.call_id", "required string")
+        fail(f"{path}.call_id", "required string")
     output = item.get("output")
     if output is None:
-        _fail(f"{path}.output", "required: a string or a list of content parts")
+        fail(f"{path}.output", "required: a string or a list of content parts")
     text, images = _parts(output, f"{path}.output", walk, assistant=False)
     walk.texts.append(text)
     walk.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
@@ -225,29 +225,29 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
     instructions = b.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            _fail("instructions", f"expected a string, got {_tname(instructions)}")
+            fail("instructions", f"expected a string, got {tname(instructions)}")
         if instructions:
             walk.texts.append(instructions)
             walk.messages.append({"role": "system", "content": instructions})
     inp = b.get("input")
     if inp is None:
-        _fail("input", "required: a string or a list of input items")
+        fail("input", "required: a string or a list of input items")
     if isinstance(inp, str):
         walk.texts.append(inp)
         walk.last_user = inp
         walk.messages.append({"role": "user", "content": inp})
         return
     if not isinstance(inp, list) or not inp:
-        _fail("input", "expected a string or a non-empty list of input items")
+        fail("input", "expected a string or a non-empty list of input items")
     for i, item in enumerate(inp):
         path = f"input[{i}]"
         if not isinstance(item, dict):
-            _fail(path, f"expected an input item object, got {_tname(item)}")
+            fail(path, f"expected an input item object, got {tname(item)}")
         itype = item.get("type")
         if itype is None and "role" in item:
             itype = "message"
         if not isinstance(itype, str):
-            _fail(f"{path}.type", "required string")
+            fail(f"{path}.type", "required string")
         if itype == "message":
             _message(item, path, walk)
         elif itype == "function_call":
@@ -255,10 +255,10 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
         elif itype == "function_call_output":
             _function_call_output(item, path, walk)
         elif itype == "item_reference":
-            _fail(path, f"item_reference needs stored items; {_STATELESS}")
+            fail(path, f"item_reference needs stored items; {_STATELESS}")
         # reasoning items and item types with no chat meaning are skipped
     if not any(m["role"] != "system" for m in walk.messages):
-        _fail("input", "holds no message, function call or function call output")
+        fail("input", "holds no message, function call or function call output")
 
 
 def _tools(b: Mapping[str, Any]) -> list[Body]:
@@ -266,25 +266,25 @@ def _tools(b: Mapping[str, Any]) -> list[Body]:
     if tools is None:
         return []
     if not isinstance(tools, list):
-        _fail("tools", f"expected a list, got {_tname(tools)}")
+        fail("tools", f"expected a list, got {tname(tools)}")
     out: list[Body] = []
     for j, tool in enumerate(tools):
         p = f"tools[{j}]"
         if not isinstance(tool, dict):
-            _fail(p, f"expected an object, got {_tname(tool)}")
+            fail(p, f"expected an object, got {tname(tool)}")
         ttype = tool.get("type")
         if ttype != "function":
-            _fail(
+            fail(
                 f"{p}.type",
                 f"built-in tool {_repr(ttype)} is not available through traywire: "
                 "only function tools are supported",
             )
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            _fail(f"{p}.name", "required string")
-        _str(tool, "description", f"{p}.description")
-        params = _obj(tool, "parameters", f"{p}.parameters")
-        _bool(tool, "strict", f"{p}.strict")
+            fail(f"{p}.name", "required string")
+        opt_str(tool, "description", f"{p}.description")
+        params = opt_obj(tool, "parameters", f"{p}.parameters")
+        opt_bool(tool, "strict", f"{p}.strict")
         fn: Body = {"name": name}
         if tool.get("description"):
             fn["description"] = tool["description"]
@@ -306,34 +306,34 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         return True
     if isinstance(tc, str):
         if tc not in ("none", "auto", "required"):
-            _fail("tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}')
+            fail("tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}')
         if tools:
             out["tool_choice"] = tc
         return tc != "none"
     if not isinstance(tc, dict):
-        _fail("tool_choice", f"expected a string or an object, got {_tname(tc)}")
+        fail("tool_choice", f"expected a string or an object, got {tname(tc)}")
     ttype = tc.get("type")
     if ttype == "function":
         name = tc.get("name")
         if not isinstance(name, str) or not name:
-            _fail("tool_choice.name", "required string")
+            fail("tool_choice.name", "required string")
         if name not in _names(tools):
-            _fail("tool_choice.name", f"no function tool named {name!r} in tools")
+            fail("tool_choice.name", f"no function tool named {name!r} in tools")
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
         return True
     if ttype == "allowed_tools":
         mode = tc.get("mode")
         if mode not in ("auto", "required"):
-            _fail("tool_choice.mode", 'expected "auto" or "required"')
+            fail("tool_choice.mode", 'expected "auto" or "required"')
         allowed = tc.get("tools")
         if not isinstance(allowed, list):
-            _fail("tool_choice.tools", f"expected a list, got {_tname(allowed)}")
+            fail("tool_choice.tools", f"expected a list, got {tname(allowed)}")
         keep: set[str] = set()
         for k, t in enumerate(allowed):
             if not isinstance(t, dict) or t.get("type") != "function":
-                _fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
+                fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
             if not isinstance(t.get("name"), str):
-                _fail(f"tool_choice.tools[{k}].name", "required string")
+                fail(f"tool_choice.tools[{k}].name", "required string")
             keep.add(t["name"])
         narrowed = [t for t in tools if t["function"]["name"] in keep]
         if narrowed:
@@ -342,7 +342,7 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         else:
             out.pop("tools", None)
         return bool(narrowed)
-    _fail(
+    fail(
         "tool_choice.type",
         f"{_repr(ttype)} names a built-in tool, which traywire does not offer; "
         'expected "function" or "allowed_tools"',
@@ -350,10 +350,10 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
 
 
 def _text_format(b: Mapping[str, Any], out: Body) -> bool:
-    text = _obj(b, "text", "text")
+    text = opt_obj(b, "text", "text")
     if text is None:
         return False
-    fmt = _obj(text, "format", "text.format")
+    fmt = opt_obj(text, "format", "text.format")
     if fmt is None:
         return False
     ftype = fmt.get("type")
@@ -363,15 +363,15 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
         out["response_format"] = {"type": "json_object"}
         return True
     if ftype != "json_schema":
-        _fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
+        fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
     name = fmt.get("name")
     if not isinstance(name, str) or not name:
-        _fail("text.format.name", "required string")
+        fail("text.format.name", "required string")
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        _fail("text.format.schema", f"expected a JSON schema object, got {_tname(schema)}")
-    _bool(fmt, "strict", "text.format.strict")
-    _str(fmt, "description", "text.format.description")
+        fail("text.format.schema", f"expected a JSON schema object, got {tname(schema)}")
+    opt_bool(fmt, "strict", "text.format.strict")
+    opt_str(fmt, "description", "text.format.description")
     js: Body = {"name": name, "schema": schema}
     if fmt.get("strict") is not None:
         js["strict"] = fmt["strict"]
@@ -383,15 +383,15 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
 
 def _refuse_state(b: Mapping[str, Any]) -> None:
     if b.get("previous_response_id") is not None:
-        _fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
+        fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
     if b.get("conversation") is not None:
-        _fail("conversation", f"not supported: {_STATELESS}")
+        fail("conversation", f"not supported: {_STATELESS}")
     if b.get("prompt") is not None:
-        _fail("prompt", "stored prompt templates are not supported: send instructions and input")
-    _bool(b, "background", "background")
+        fail("prompt", "stored prompt templates are not supported: send instructions and input")
+    opt_bool(b, "background", "background")
     if b.get("background") is True:
-        _fail("background", "background responses are not supported: traywire keeps no state")
-    _bool(b, "store", "store")
+        fail("background", "background responses are not supported: traywire keeps no state")
+    opt_bool(b, "store", "store")
 
 
 def parse_responses(body: object) -> tuple[Body, RouteRequest]:
@@ -402,20 +402,20 @@ def parse_responses(body: object) -> tuple[Body, RouteRequest]:
     router sees it.
     """
     b = body_object(body)
-    model = _model(b)
+    model = model_name(b)
     _refuse_state(b)
     walk = _Walk()
     _input(b, walk)
     out: Body = {"model": model, "messages": walk.messages}
-    _int(b, "max_output_tokens", "max_output_tokens", 1)
+    opt_int(b, "max_output_tokens", "max_output_tokens", 1)
     if b.get("max_output_tokens") is not None:
         out["max_tokens"] = b["max_output_tokens"]
-    _num(b, "temperature", "temperature", 0, 2)
-    _num(b, "top_p", "top_p", 0, 1)
+    opt_num(b, "temperature", "temperature", 0, 2)
+    opt_num(b, "top_p", "top_p", 0, 1)
     for key in ("temperature", "top_p"):
         if b.get(key) is not None:
             out[key] = b[key]
-    _bool(b, "stream", "stream")
+    opt_bool(b, "stream", "stream")
     stream = b.get("stream") is True
     out["stream"] = stream
     if stream:
@@ -424,12 +424,12 @@ def parse_responses(body: object) -> tuple[Body, RouteRequest]:
     if tools:
         out["tools"] = tools
     tools_on = _tool_choice(b, tools, out) and bool(tools)
-    _bool(b, "parallel_tool_calls", "parallel_tool_calls")
+    opt_bool(b, "parallel_tool_calls", "parallel_tool_calls")
     if b.get("parallel_tool_calls") is not None and "tools" in out:
         out["parallel_tool_calls"] = b["parallel_tool_calls"]
     structured = _text_format(b, out)
-    _obj(b, "reasoning", "reasoning")
-    _obj(b, "metadata", "metadata")
+    opt_obj(b, "reasoning", "reasoning")
+    opt_obj(b, "metadata", "metadata")
     route = RouteRequest(
         model,
         "\n".join(walk.texts),
