@@ -9,8 +9,9 @@ How a plan is made:
    (its strategy picks the first model: `strategies.order`), or ``auto``
    (classify the last user turn, then route as that capability). ``name``
    without a tag also matches ``name:latest``. Anything else raises
-   UnknownModelError with the names the user can ask for. An embeddings request for a route or ``auto`` goes to
-   the models that make embeddings (classifying its text means nothing).
+   UnknownModelError with the names the user can ask for. An embeddings
+   request for a route or ``auto`` goes to the models that make embeddings
+   (classifying its text means nothing).
 2. Expand: each chosen model is followed by its fallback chain, then the
    route's other candidates follow, each with its own chain; repeats dropped.
 3. Leave out, with a reason: models that cannot serve what the request
