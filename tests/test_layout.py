@@ -266,6 +266,29 @@ def _path(graph: dict[str, set[str]], start: str, goal: str) -> list[str]:
     return []
 
 
+def _part(module: str) -> str:
+    """The part a module belongs to: ``traywire.proxy``, ``traywire.cli``..."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_circles_between_parts() -> None:
+    """The parts (traywire's packages and top-level modules) depend one way,
+    lazy imports included: `traywire.server` puts the proxy and the observers
+    together because the observers read the proxy's runtime."""
+    graph: dict[str, set[str]] = {_part(m): set() for m in MODULES}
+    for imp in IMPORTS:
+        if _part(imp.source) != _part(imp.target):
+            graph[_part(imp.source)].add(_part(imp.target))
+    cycles = _cycles(graph)
+    detail = [
+        f"  {i.source}:{i.line} → {i.target}" + (f" ({i.lazy})" if i.lazy else "")
+        for c in cycles
+        for i in IMPORTS
+        if _part(i.source) in c and _part(i.target) in c and _part(i.source) != _part(i.target)
+    ]
+    assert not cycles, "circles between parts:\n" + "\n".join(detail)
+
+
 @pytest.mark.parametrize(("part", "forbidden"), FORBIDDEN)
 def test_parts_depend_downwards_only(part: str, forbidden: tuple[str, ...]) -> None:
     """Counting every import, lazy ones included."""

@@ -1,6 +1,6 @@
 """Every check a request passes before its handler runs, in one place.
 
-`guard` wraps each route's handler (`guarded`, used by `server.make_app`)
+`guard` wraps each route's handler (`guarded`, used by `traywire.server.make_app`)
 rather than being installed as an aiohttp middleware: the middleware
 machinery costs every request about 8 µs of CPU (README, "Benchmarks"). In
 order:
@@ -257,7 +257,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def guarded(handler: Handler) -> Handler:
-    """``handler`` behind `guard` (how `server.make_app` registers every route)."""
+    """``handler`` behind `guard` (how `traywire.server.make_app` registers every route)."""
 
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
         return await guard(request, handler)
