@@ -136,7 +136,7 @@ def test_trial_failure_reopens_with_exponential_backoff_capped() -> None:
 
 def test_default_max_cooldown_is_ten_cooldowns() -> None:
     h = Health(["a"], failure_threshold=1, cooldown_s=30)
-    assert h.max_cooldown_s == 300.0
+    assert h.breaker.max_cooldown_s == 300.0
     h.failure("a", 0.0, "x")
     now = 30.0
     lengths = []

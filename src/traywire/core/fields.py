@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ..errors import TraywireError
@@ -30,13 +30,17 @@ __all__ = [
     "is_num",
     "json_object",
     "model_name",
+    "name_str",
+    "objects",
     "opt_bool",
     "opt_int",
+    "opt_list",
     "opt_num",
     "opt_obj",
     "opt_stop",
     "opt_str",
     "positive",
+    "req_str",
     "str_list",
     "tname",
 ]
@@ -163,6 +167,41 @@ def model_name(body: Mapping[str, Any]) -> str:
     if len(v) > MAX_MODEL:
         fail("model", f"longer than {MAX_MODEL} characters")
     return v
+
+
+def req_str(d: Mapping[str, Any], key: str, path: str) -> str:
+    """A string that must be there (it may be empty)."""
+    v = d.get(key)
+    if not isinstance(v, str):
+        fail(path, f"expected a string, got {tname(v)}")
+    return v
+
+
+def name_str(d: Mapping[str, Any], key: str, path: str) -> str:
+    """A non-empty string that must be there (a name, an id)."""
+    v = d.get(key)
+    if not isinstance(v, str) or not v:
+        fail(path, "required string")
+    return v
+
+
+def opt_list(d: Mapping[str, Any], key: str, path: str) -> list[Any] | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, list):
+        fail(path, f"expected a list, got {tname(v)}")
+    return v
+
+
+def objects(
+    items: Sequence[object], path: str, what: str = "an object"
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, item) for each item of a list, each checked to be an object
+    (``what`` names one in the message)."""
+    for k, item in enumerate(items):
+        p = f"{path}[{k}]"
+        if not isinstance(item, dict):
+            fail(p, f"expected {what}, got {tname(item)}")
+        yield p, item
 
 
 def opt_bool(d: Mapping[str, Any], key: str, path: str) -> None:

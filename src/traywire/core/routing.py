@@ -162,16 +162,19 @@ _KIND_FEATURE: Mapping[str, Feature] = {
 }
 
 
+def special_needs(request: RouteRequest) -> tuple[Feature, ...]:
+    """What ``request`` needs beyond its kind: vision (input images), tools,
+    json (JSON output), in that order."""
+    return (
+        *(("vision",) if request.images else ()),
+        *(("tools",) if request.tools else ()),
+        *(("json",) if request.structured else ()),
+    )
+
+
 def needs_of(request: RouteRequest) -> frozenset[Feature]:
     """What a model must be able to do to serve ``request``."""
-    need: set[Feature] = {_KIND_FEATURE[request.kind]}
-    if request.images:
-        need.add("vision")
-    if request.tools:
-        need.add("tools")
-    if request.structured:
-        need.add("json")
-    return frozenset(need)
+    return frozenset((_KIND_FEATURE[request.kind], *special_needs(request)))
 
 
 def features_of(model: Model, state: LiveState) -> frozenset[Feature]:

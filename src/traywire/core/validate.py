@@ -23,13 +23,17 @@ from .fields import (
     is_int,
     is_num,
     model_name,
+    name_str,
+    objects,
     opt_bool,
     opt_int,
+    opt_list,
     opt_num,
     opt_obj,
     opt_stop,
     opt_str,
     positive,
+    req_str,
     str_list,
     tname,
 )
@@ -86,18 +90,12 @@ def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> tuple[
         fail(path, f"expected a string or a list of content parts, got {tname(content)}")
     texts: list[str] = []
     images = 0
-    for k, part in enumerate(content):
-        p = f"{path}[{k}]"
-        if not isinstance(part, dict):
-            fail(p, f"expected a content part object, got {tname(part)}")
+    for p, part in objects(content, path, "a content part object"):
         ptype = part.get("type")
         if not isinstance(ptype, str):
             fail(f"{p}.type", "required string")
         if ptype == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                fail(f"{p}.text", f"expected a string, got {tname(text)}")
-            texts.append(text)
+            texts.append(req_str(part, "text", f"{p}.text"))
         elif ptype == "image_url":
             img = part.get("image_url")
             url = img.get("url") if isinstance(img, dict) else img
@@ -105,8 +103,7 @@ def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> tuple[
                 fail(f"{p}.image_url", "expected an object with a non-empty url string")
             images += 1
         elif ptype == "refusal":
-            if not isinstance(part.get("refusal"), str):
-                fail(f"{p}.refusal", f"expected a string, got {tname(part.get('refusal'))}")
+            req_str(part, "refusal", f"{p}.refusal")
         elif ptype == "input_audio":
             opt_obj(part, "input_audio", f"{p}.input_audio")
         # Other part types (file, video_url, ...) are left for backends that know them.
@@ -168,15 +165,10 @@ def _openai_message(msg: object, i: int) -> tuple[str, str, int]:
 
 def _tools(body: Mapping[str, Any], *, openai: bool) -> bool:
     """Does the request offer tools?"""
-    tools = body.get("tools")
+    tools = opt_list(body, "tools", "tools")
     if tools is None:
         return False
-    if not isinstance(tools, list):
-        fail("tools", f"expected a list, got {tname(tools)}")
-    for j, tool in enumerate(tools):
-        p = f"tools[{j}]"
-        if not isinstance(tool, dict):
-            fail(p, f"expected an object, got {tname(tool)}")
+    for p, tool in objects(tools, "tools"):
         ttype = tool.get("type", None if openai else "function")
         if not isinstance(ttype, str):
             fail(f"{p}.type", "required string")
@@ -185,8 +177,7 @@ def _tools(body: Mapping[str, Any], *, openai: bool) -> bool:
         fn = tool.get("function")
         if not isinstance(fn, dict):
             fail(f"{p}.function", f"expected an object, got {tname(fn)}")
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            fail(f"{p}.function.name", "required string")
+        name_str(fn, "name", f"{p}.function.name")
         opt_str(fn, "description", f"{p}.function.description")
         opt_obj(fn, "parameters", f"{p}.function.parameters")
     return len(tools) > 0 and body.get("tool_choice") != "none"

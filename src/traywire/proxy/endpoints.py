@@ -21,6 +21,7 @@ from ..errors import BackendError, UnknownModelError
 from ..types import Dialect, Front, Op
 from . import failover, fronts, replies
 from .runtime import Runtime
+from .switch import SwitchBusy
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 # What /api/version reports: an Ollama version recent enough that Ollama
@@ -73,7 +74,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise _Refused(400, exc.message, "invalid_json") from None
 
 
-def inference(dialect: Dialect, op: Op) -> Handler:
+def _serving(speaks: Front, parse: Callable[[dict[str, Any]], inbound.Inbound]) -> Handler:
+    """A handler that reads the body, checks it with ``parse``, asks the router
+    and hands the plan to `failover`; a refusal before that is answered in
+    ``speaks`` (logged and counted like any other request)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
         started = (rt.clock.time(), rt.clock.monotonic())
@@ -81,7 +86,7 @@ def inference(dialect: Dialect, op: Op) -> Handler:
         try:
             body = await _body(request)
             try:
-                inb = inbound.parse(dialect, op, body)
+                inb = parse(body)
             except inbound.BadRequest as exc:
                 raise _Refused(400, exc.message, "invalid_request", exc.param) from None
             try:
@@ -90,41 +95,24 @@ def inference(dialect: Dialect, op: Op) -> Handler:
                 raise _Refused(404, str(exc), "model_not_found", "model") from None
         except _Refused as r:
             # answered here, but logged and counted like any other request
-            response = replies.error(dialect, r.status, r.message, param=r.param, code=r.code)
+            response = replies.error(speaks, r.status, r.message, param=r.param, code=r.code)
             return failover.record_rejection(
-                rt, dialect, body, request.path, response, r.message, started
+                rt, speaks, body, request.path, response, r.message, started
             )
         return await failover.execute(rt, inb, decision, request)
 
     return handle
+
+
+def inference(dialect: Dialect, op: Op) -> Handler:
+    """The OpenAI and Ollama endpoints: checked in their own dialect."""
+    return _serving(dialect, lambda body: inbound.parse(dialect, op, body))
 
 
 def front(which: Front) -> Handler:
     """``/v1/messages`` (Anthropic) and ``/v1/responses`` (OpenAI Responses):
     translated to OpenAI chat here, then served as any chat request."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        rt = request.app[RUNTIME]
-        started = (rt.clock.time(), rt.clock.monotonic())
-        body: dict[str, Any] | None = None
-        try:
-            body = await _body(request)
-            try:
-                inb = fronts.parse(which, body)
-            except inbound.BadRequest as exc:
-                raise _Refused(400, exc.message, "invalid_request", exc.param) from None
-            try:
-                decision = routing.decide(inb.route, rt.cfg, rt.snapshot())
-            except UnknownModelError as exc:
-                raise _Refused(404, str(exc), "model_not_found", "model") from None
-        except _Refused as r:
-            response = replies.error(which, r.status, r.message, param=r.param, code=r.code)
-            return failover.record_rejection(
-                rt, which, body, request.path, response, r.message, started
-            )
-        return await failover.execute(rt, inb, decision, request)
-
-    return handle
+    return _serving(which, lambda body: fronts.parse(which, body))
 
 
 async def count_tokens(request: web.Request) -> web.Response:
@@ -272,14 +260,23 @@ async def set_preference(request: web.Request) -> web.Response:
     return replies.json_response({"preference": rt.preference})
 
 
-async def set_active(request: web.Request) -> web.Response:
+async def _group_member(request: web.Request) -> tuple[str, str] | web.Response:
+    """The ``{"group": ..., "member": ...}`` of an admin call, or its 400."""
     body = await _admin_body(request)
     if isinstance(body, web.Response):
         return body
-    rt = request.app[RUNTIME]
     group, member = body.get("group"), body.get("member")
     if not isinstance(group, str) or not isinstance(member, str):
         return replies.error(None, 400, 'expected {"group": ..., "member": ...}')
+    return group, member
+
+
+async def set_active(request: web.Request) -> web.Response:
+    asked = await _group_member(request)
+    if isinstance(asked, web.Response):
+        return asked
+    rt = request.app[RUNTIME]
+    group, member = asked
     try:
         rt.set_active(group, member)
     except ValueError as exc:
@@ -289,15 +286,11 @@ async def set_active(request: web.Request) -> web.Response:
 
 async def start_switch(request: web.Request) -> web.Response:
     """Start switching a group's server to a member; 202 at once, progress in /status."""
-    from .switch import SwitchBusy
-
-    body = await _admin_body(request)
-    if isinstance(body, web.Response):
-        return body
+    asked = await _group_member(request)
+    if isinstance(asked, web.Response):
+        return asked
     rt = request.app[RUNTIME]
-    group, member = body.get("group"), body.get("member")
-    if not isinstance(group, str) or not isinstance(member, str):
-        return replies.error(None, 400, 'expected {"group": ..., "member": ...}')
+    group, member = asked
     try:
         rt.switcher.begin(group, member)
     except SwitchBusy as exc:

@@ -150,23 +150,8 @@ class Health:
         return tuple(self._b)
 
     @property
-    def failure_threshold(self) -> int:
-        return self.breaker.failure_threshold
-
-    @property
-    def cooldown_s(self) -> float:
-        return self.breaker.cooldown_s
-
-    @property
-    def max_cooldown_s(self) -> float:
-        return self.breaker.max_cooldown_s
-
-    @property
-    def usage_window_s(self) -> float:
-        return self._usage.window_s
-
-    @property
     def usage_bucket_s(self) -> float:
+        """The usage window's bucket (seconds)."""
         return self._usage.bucket_s
 
     def configure(

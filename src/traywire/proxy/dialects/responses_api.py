@@ -54,18 +54,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...core.fields import (
-    body_object,
-    fail,
-    model_name,
-    opt_bool,
-    opt_int,
-    opt_num,
-    opt_obj,
-    opt_str,
-    tname,
-)
+from ...core import fields
 from ...types import RouteRequest
+from .chatrequest import stream_fields, tool_function
 from .responses_api_replies import ResponseStream, response_from_openai, response_object
 from .wire import openai_error_body, openai_error_type
 
@@ -92,7 +83,7 @@ _MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
 
 
 def _repr(v: object) -> str:
-    return repr(v) if isinstance(v, str) else tname(v)
+    return repr(v) if isinstance(v, str) else fields.tname(v)
 
 
 class _Walk:
@@ -109,14 +100,14 @@ class _Walk:
 
 def _image_part(part: Mapping[str, Any], path: str) -> Body:
     if part.get("file_id") is not None:
-        fail(
+        fields.fail(
             f"{path}.file_id",
             "images by file_id are not supported: traywire keeps no files; "
             "send image_url (a URL or a data: URL)",
         )
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        fail(f"{path}.image_url", "required string (a URL or a data: URL)")
+        fields.fail(f"{path}.image_url", "required string (a URL or a data: URL)")
     detail = part.get("detail")
     img: Body = {"url": url}
     if detail in ("low", "high", "auto"):
@@ -129,42 +120,37 @@ def _parts(content: object, path: str, walk: _Walk, *, assistant: bool) -> tuple
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        fail(path, f"expected a string or a list of content parts, got {tname(content)}")
+        fields.fail(
+            path, f"expected a string or a list of content parts, got {fields.tname(content)}"
+        )
     texts: list[str] = []
     images: list[Body] = []
-    for k, part in enumerate(content):
-        p = f"{path}[{k}]"
-        if not isinstance(part, dict):
-            fail(p, f"expected a content part object, got {tname(part)}")
+    for p, part in fields.objects(content, path, "a content part object"):
         ptype = part.get("type")
         if ptype in ("input_text", "output_text", "text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                fail(f"{p}.text", f"expected a string, got {tname(text)}")
-            texts.append(text)
+            texts.append(fields.req_str(part, "text", f"{p}.text"))
         elif ptype == "refusal":
-            refusal = part.get("refusal")
-            if not isinstance(refusal, str):
-                fail(f"{p}.refusal", f"expected a string, got {tname(refusal)}")
-            texts.append(refusal)
+            texts.append(fields.req_str(part, "refusal", f"{p}.refusal"))
         elif ptype == "input_image" and not assistant:
             images.append(_image_part(part, p))
             walk.images += 1
         elif ptype == "input_file":
-            fail(
+            fields.fail(
                 p,
                 "input_file is not supported: traywire keeps no files and its backends "
                 "read no PDFs; send the file's text as input_text",
             )
         else:
-            fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
+            fields.fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
     return "\n".join(texts), images
 
 
 def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
-        fail(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}")
+        fields.fail(
+            f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}"
+        )
     assistant = role == "assistant"
     text, images = _parts(item.get("content"), f"{path}.content", walk, assistant=assistant)
     walk.texts.append(text)
@@ -185,15 +171,11 @@ def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 
 
 def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
-    call_id = item.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        fail(f"{path}.call_id", "required string")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        fail(f"{path}.name", "required string")
+    call_id = fields.name_str(item, "call_id", f"{path}.call_id")
+    name = fields.name_str(item, "name", f"{path}.name")
     args = item.get("arguments")
     if not isinstance(args, str):
-        fail(f"{path}.arguments", f"expected a JSON string, got {tname(args)}")
+        fields.fail(f"{path}.arguments", f"expected a JSON string, got {fields.tname(args)}")
     walk.texts.append(args)
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
     msg = walk.open_calls
@@ -207,12 +189,10 @@ def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 
 
 def _function_call_output(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
-    call_id = item.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        fail(f"{path}.call_id", "required string")
+    call_id = fields.name_str(item, "call_id", f"{path}.call_id")
     output = item.get("output")
     if output is None:
-        fail(f"{path}.output", "required: a string or a list of content parts")
+        fields.fail(f"{path}.output", "required: a string or a list of content parts")
     text, images = _parts(output, f"{path}.output", walk, assistant=False)
     walk.texts.append(text)
     walk.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
@@ -225,29 +205,26 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
     instructions = b.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            fail("instructions", f"expected a string, got {tname(instructions)}")
+            fields.fail("instructions", f"expected a string, got {fields.tname(instructions)}")
         if instructions:
             walk.texts.append(instructions)
             walk.messages.append({"role": "system", "content": instructions})
     inp = b.get("input")
     if inp is None:
-        fail("input", "required: a string or a list of input items")
+        fields.fail("input", "required: a string or a list of input items")
     if isinstance(inp, str):
         walk.texts.append(inp)
         walk.last_user = inp
         walk.messages.append({"role": "user", "content": inp})
         return
     if not isinstance(inp, list) or not inp:
-        fail("input", "expected a string or a non-empty list of input items")
-    for i, item in enumerate(inp):
-        path = f"input[{i}]"
-        if not isinstance(item, dict):
-            fail(path, f"expected an input item object, got {tname(item)}")
+        fields.fail("input", "expected a string or a non-empty list of input items")
+    for path, item in fields.objects(inp, "input", "an input item object"):
         itype = item.get("type")
         if itype is None and "role" in item:
             itype = "message"
         if not isinstance(itype, str):
-            fail(f"{path}.type", "required string")
+            fields.fail(f"{path}.type", "required string")
         if itype == "message":
             _message(item, path, walk)
         elif itype == "function_call":
@@ -255,39 +232,25 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
         elif itype == "function_call_output":
             _function_call_output(item, path, walk)
         elif itype == "item_reference":
-            fail(path, f"item_reference needs stored items; {_STATELESS}")
+            fields.fail(path, f"item_reference needs stored items; {_STATELESS}")
         # reasoning items and item types with no chat meaning are skipped
     if not any(m["role"] != "system" for m in walk.messages):
-        fail("input", "holds no message, function call or function call output")
+        fields.fail("input", "holds no message, function call or function call output")
 
 
 def _tools(b: Mapping[str, Any]) -> list[Body]:
-    tools = b.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        fail("tools", f"expected a list, got {tname(tools)}")
     out: list[Body] = []
-    for j, tool in enumerate(tools):
-        p = f"tools[{j}]"
-        if not isinstance(tool, dict):
-            fail(p, f"expected an object, got {tname(tool)}")
+    for p, tool in fields.objects(fields.opt_list(b, "tools", "tools") or (), "tools"):
         ttype = tool.get("type")
         if ttype != "function":
-            fail(
+            fields.fail(
                 f"{p}.type",
                 f"built-in tool {_repr(ttype)} is not available through traywire: "
                 "only function tools are supported",
             )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            fail(f"{p}.name", "required string")
-        opt_str(tool, "description", f"{p}.description")
-        params = opt_obj(tool, "parameters", f"{p}.parameters")
-        opt_bool(tool, "strict", f"{p}.strict")
-        fn: Body = {"name": name}
-        if tool.get("description"):
-            fn["description"] = tool["description"]
+        fn = tool_function(tool, p)
+        params = fields.opt_obj(tool, "parameters", f"{p}.parameters")
+        fields.opt_bool(tool, "strict", f"{p}.strict")
         fn["parameters"] = params if params is not None else {"type": "object", "properties": {}}
         if tool.get("strict") is not None:
             fn["strict"] = tool["strict"]
@@ -306,34 +269,34 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         return True
     if isinstance(tc, str):
         if tc not in ("none", "auto", "required"):
-            fail("tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}')
+            fields.fail(
+                "tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}'
+            )
         if tools:
             out["tool_choice"] = tc
         return tc != "none"
     if not isinstance(tc, dict):
-        fail("tool_choice", f"expected a string or an object, got {tname(tc)}")
+        fields.fail("tool_choice", f"expected a string or an object, got {fields.tname(tc)}")
     ttype = tc.get("type")
     if ttype == "function":
-        name = tc.get("name")
-        if not isinstance(name, str) or not name:
-            fail("tool_choice.name", "required string")
+        name = fields.name_str(tc, "name", "tool_choice.name")
         if name not in _names(tools):
-            fail("tool_choice.name", f"no function tool named {name!r} in tools")
+            fields.fail("tool_choice.name", f"no function tool named {name!r} in tools")
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
         return True
     if ttype == "allowed_tools":
         mode = tc.get("mode")
         if mode not in ("auto", "required"):
-            fail("tool_choice.mode", 'expected "auto" or "required"')
+            fields.fail("tool_choice.mode", 'expected "auto" or "required"')
         allowed = tc.get("tools")
         if not isinstance(allowed, list):
-            fail("tool_choice.tools", f"expected a list, got {tname(allowed)}")
+            fields.fail("tool_choice.tools", f"expected a list, got {fields.tname(allowed)}")
         keep: set[str] = set()
         for k, t in enumerate(allowed):
             if not isinstance(t, dict) or t.get("type") != "function":
-                fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
+                fields.fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
             if not isinstance(t.get("name"), str):
-                fail(f"tool_choice.tools[{k}].name", "required string")
+                fields.fail(f"tool_choice.tools[{k}].name", "required string")
             keep.add(t["name"])
         narrowed = [t for t in tools if t["function"]["name"] in keep]
         if narrowed:
@@ -342,7 +305,7 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         else:
             out.pop("tools", None)
         return bool(narrowed)
-    fail(
+    fields.fail(
         "tool_choice.type",
         f"{_repr(ttype)} names a built-in tool, which traywire does not offer; "
         'expected "function" or "allowed_tools"',
@@ -350,10 +313,10 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
 
 
 def _text_format(b: Mapping[str, Any], out: Body) -> bool:
-    text = opt_obj(b, "text", "text")
+    text = fields.opt_obj(b, "text", "text")
     if text is None:
         return False
-    fmt = opt_obj(text, "format", "text.format")
+    fmt = fields.opt_obj(text, "format", "text.format")
     if fmt is None:
         return False
     ftype = fmt.get("type")
@@ -363,15 +326,15 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
         out["response_format"] = {"type": "json_object"}
         return True
     if ftype != "json_schema":
-        fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
-    name = fmt.get("name")
-    if not isinstance(name, str) or not name:
-        fail("text.format.name", "required string")
+        fields.fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
+    name = fields.name_str(fmt, "name", "text.format.name")
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        fail("text.format.schema", f"expected a JSON schema object, got {tname(schema)}")
-    opt_bool(fmt, "strict", "text.format.strict")
-    opt_str(fmt, "description", "text.format.description")
+        fields.fail(
+            "text.format.schema", f"expected a JSON schema object, got {fields.tname(schema)}"
+        )
+    fields.opt_bool(fmt, "strict", "text.format.strict")
+    fields.opt_str(fmt, "description", "text.format.description")
     js: Body = {"name": name, "schema": schema}
     if fmt.get("strict") is not None:
         js["strict"] = fmt["strict"]
@@ -383,15 +346,17 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
 
 def _refuse_state(b: Mapping[str, Any]) -> None:
     if b.get("previous_response_id") is not None:
-        fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
+        fields.fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
     if b.get("conversation") is not None:
-        fail("conversation", f"not supported: {_STATELESS}")
+        fields.fail("conversation", f"not supported: {_STATELESS}")
     if b.get("prompt") is not None:
-        fail("prompt", "stored prompt templates are not supported: send instructions and input")
-    opt_bool(b, "background", "background")
+        fields.fail(
+            "prompt", "stored prompt templates are not supported: send instructions and input"
+        )
+    fields.opt_bool(b, "background", "background")
     if b.get("background") is True:
-        fail("background", "background responses are not supported: traywire keeps no state")
-    opt_bool(b, "store", "store")
+        fields.fail("background", "background responses are not supported: traywire keeps no state")
+    fields.opt_bool(b, "store", "store")
 
 
 def parse_responses(body: object) -> tuple[Body, RouteRequest]:
@@ -401,35 +366,31 @@ def parse_responses(body: object) -> tuple[Body, RouteRequest]:
     streaming asks for ``stream_options.include_usage``) and the request as the
     router sees it.
     """
-    b = body_object(body)
-    model = model_name(b)
+    b = fields.body_object(body)
+    model = fields.model_name(b)
     _refuse_state(b)
     walk = _Walk()
     _input(b, walk)
     out: Body = {"model": model, "messages": walk.messages}
-    opt_int(b, "max_output_tokens", "max_output_tokens", 1)
+    fields.opt_int(b, "max_output_tokens", "max_output_tokens", 1)
     if b.get("max_output_tokens") is not None:
         out["max_tokens"] = b["max_output_tokens"]
-    opt_num(b, "temperature", "temperature", 0, 2)
-    opt_num(b, "top_p", "top_p", 0, 1)
+    fields.opt_num(b, "temperature", "temperature", 0, 2)
+    fields.opt_num(b, "top_p", "top_p", 0, 1)
     for key in ("temperature", "top_p"):
         if b.get(key) is not None:
             out[key] = b[key]
-    opt_bool(b, "stream", "stream")
-    stream = b.get("stream") is True
-    out["stream"] = stream
-    if stream:
-        out["stream_options"] = {"include_usage": True}
+    stream_fields(b, out)
     tools = _tools(b)
     if tools:
         out["tools"] = tools
     tools_on = _tool_choice(b, tools, out) and bool(tools)
-    opt_bool(b, "parallel_tool_calls", "parallel_tool_calls")
+    fields.opt_bool(b, "parallel_tool_calls", "parallel_tool_calls")
     if b.get("parallel_tool_calls") is not None and "tools" in out:
         out["parallel_tool_calls"] = b["parallel_tool_calls"]
     structured = _text_format(b, out)
-    opt_obj(b, "reasoning", "reasoning")
-    opt_obj(b, "metadata", "metadata")
+    fields.opt_obj(b, "reasoning", "reasoning")
+    fields.opt_obj(b, "metadata", "metadata")
     route = RouteRequest(
         model,
         "\n".join(walk.texts),
