@@ -4,7 +4,7 @@
 completions bodies, the proxy's canonical form, in one walk that also reads
 what the router needs; answers come back as ``Response`` objects
 (:func:`response_from_openai`) or Responses event streams
-(:class:`.responses_api_stream.ResponseStream`). Pure functions: no I/O, no
+(:class:`.responses_api_replies.ResponseStream`). Pure functions: no I/O, no
 clock (``created_at`` and ids come from the caller).
 
 (Named ``responses_api``: :mod:`.responses` is the OpenAI ⇄ Ollama answers.)
@@ -14,7 +14,7 @@ Public API
     response_from_openai(resp, *, model, response_id, created_at, request=None) -> Response
     response_object(...)     the ``Response`` envelope (also used by the stream)
     error_body(status, msg)  OpenAI's error object
-    ResponseStream           (re-exported from .responses_api_stream)
+    ResponseStream           (re-exported from .responses_api_replies)
 
 Decisions
     * traywire keeps no conversation state. ``previous_response_id``,
