@@ -59,7 +59,14 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from ..clock import Clock
-from ..core.schema import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
+from ..core.schema import (
+    APP_NAME,
+    Backend,
+    Config,
+    ExclusiveGroup,
+    SwitchMode,
+    SwitchSettings,
+)
 from .commands import (
     Child,
     SwitchError,
@@ -180,8 +187,6 @@ class Switcher:
     def log_dir(self) -> Path:
         if self._log_dir is None:
             import platformdirs
-
-            from ..core.schema import APP_NAME
 
             self._log_dir = platformdirs.user_log_path(APP_NAME, appauthor=False) / "servers"
         return self._log_dir
