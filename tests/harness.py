@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from traywire import config
 from traywire.clock import SYSTEM, Clock
 from traywire.proxy.runtime import Runtime
-from traywire.proxy.server import Server
+from traywire.server import Server
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ from proxy_fixtures import (
 from traywire.observe import dashboard
 from traywire.observe.logqueries import LogQueries
 from traywire.proxy.runtime import Runtime
-from traywire.proxy.server import Server
+from traywire.server import Server
 from traywire.types import OUTCOMES
 
 __all__ = ["clients", "fakes", "proxies"]

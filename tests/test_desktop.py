@@ -19,8 +19,8 @@ from fakes import FakeBackend
 from xsession import need_gi, need_tools, wait, xsession
 
 from traywire.desktop import run as desktop
+from traywire.desktop.menu import Command
 from traywire.desktop.run import Controller, TrayProblem, diagnose
-from traywire.desktop.tray import Command
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DRIVER = str(Path(__file__).parent / "tray_driver.py")

@@ -136,7 +136,7 @@ def test_trial_failure_reopens_with_exponential_backoff_capped() -> None:
 
 def test_default_max_cooldown_is_ten_cooldowns() -> None:
     h = Health(["a"], failure_threshold=1, cooldown_s=30)
-    assert h.max_cooldown_s == 300.0
+    assert h.breaker.max_cooldown_s == 300.0
     h.failure("a", 0.0, "x")
     now = 30.0
     lengths = []
@@ -321,7 +321,7 @@ def test_usage_memory_is_bounded() -> None:
     h = Health(usage_window_s=3600, usage_bucket_s=60)
     for s in range(0, 4 * 3600, 5):
         h.add_usage("m", float(s), 1)
-    assert len(h._usage["m"]) <= 3600 // 60 + 1
+    assert len(h._usage.buckets["m"]) <= 3600 // 60 + 1
     # Every second-5 token of the last 61 buckets, and nothing older.
     now = 4 * 3600 - 5.0
     assert h.usage(now) == {"m": 61 * 12}
@@ -1084,8 +1084,7 @@ def test_a_snapshot_updated_in_place_equals_one_built_from_scratch(ops: list[tup
         got = h.snapshot(now)
         fresh = Health(["a", "b", "c"])
         fresh._b, fresh._usage, fresh._expected = h._b, h._usage, h._expected
-        for attr in ("failure_threshold", "cooldown_s", "usage_window_s", "usage_bucket_s"):
-            setattr(fresh, attr, getattr(h, attr))
+        fresh.breaker = h.breaker
         want = fresh.snapshot(now)
         assert dict(got.backends) == dict(want.backends), (op, name, now)
         assert dict(got.usage) == dict(want.usage), (op, name, now)

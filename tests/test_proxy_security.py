@@ -33,7 +33,7 @@ from proxy_fixtures import (
 
 from traywire.observe import dashboard
 from traywire.proxy.runtime import Runtime
-from traywire.proxy.server import Server
+from traywire.server import Server
 
 __all__ = ["clients", "fakes", "proxies"]
 

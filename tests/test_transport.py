@@ -34,7 +34,9 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from traywire.proxy.transport import DECODE_STEP, Pool, TransportError, _no_proxy, origin_of
+from traywire.proxy.connection import DECODE_STEP
+from traywire.proxy.origins import no_proxy, origin_of
+from traywire.proxy.transport import Pool, TransportError
 
 CT = 5.0  # connect timeout towards servers that are up
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
@@ -977,15 +979,15 @@ async def test_loopback_and_no_proxy_hosts_go_direct() -> None:
     async with RawServer(echo) as srv, open_pool(proxies={"http": "http://127.0.0.1:9"}) as pool:
         assert await get(pool, srv.url, "/direct") == (200, b"/direct")  # never via the proxy
         assert await get(pool, f"http://localhost:{srv.port}", "/too") == (200, b"/too")
-    assert _no_proxy("api.corp.example", 443, "localhost, .corp.example")
-    assert _no_proxy("corp.example", 443, "corp.example")
-    assert not _no_proxy("notcorp.example", 443, "corp.example")
-    assert _no_proxy("anything", 80, "*")
-    assert _no_proxy("10.1.2.3", 80, "10.0.0.0/8")
-    assert not _no_proxy("11.1.2.3", 80, "10.0.0.0/8")
-    assert _no_proxy("h.example", 8080, "h.example:8080")
-    assert not _no_proxy("h.example", 443, "h.example:8080")
-    assert not _no_proxy("h.example", 443, None)
+    assert no_proxy("api.corp.example", 443, "localhost, .corp.example")
+    assert no_proxy("corp.example", 443, "corp.example")
+    assert not no_proxy("notcorp.example", 443, "corp.example")
+    assert no_proxy("anything", 80, "*")
+    assert no_proxy("10.1.2.3", 80, "10.0.0.0/8")
+    assert not no_proxy("11.1.2.3", 80, "10.0.0.0/8")
+    assert no_proxy("h.example", 8080, "h.example:8080")
+    assert not no_proxy("h.example", 443, "h.example:8080")
+    assert not no_proxy("h.example", 443, None)
 
 
 def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

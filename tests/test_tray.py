@@ -14,21 +14,14 @@ import pytest
 from harness import config_for
 
 from traywire.desktop import tray, trayicon
+from traywire.desktop.menu import SEPARATOR, Command, Item, find_item, menu_model
+from traywire.desktop.notices import Notice, RateLimiter, notices, notifications
 from traywire.desktop.tray import (
-    SEPARATOR,
-    Command,
-    Item,
-    Notice,
-    RateLimiter,
     Snapshot,
     Topology,
     backend_condition,
-    find_item,
     freeze,
     icon_state,
-    menu_model,
-    notices,
-    notifications,
     thaw,
     tooltip,
     topology,
@@ -895,7 +888,8 @@ def test_copy_falls_back_to_clipboard_tools(
 def test_importing_tray_does_not_import_pystray() -> None:
     import subprocess
 
-    code = "import sys, traywire.desktop.tray, traywire.desktop.proxythread, traywire.desktop.run, "
+    code = "import sys, traywire.desktop.tray, traywire.desktop.menu, traywire.desktop.notices, "
+    code += "traywire.desktop.proxythread, traywire.desktop.run, "
     code += "traywire.cli; "
     code += "print('pystray' in sys.modules, 'gi' in sys.modules)"
     out = subprocess.run(

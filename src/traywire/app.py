@@ -18,7 +18,7 @@ from typing import Any
 
 from . import config, secrets
 from .proxy.runtime import Runtime
-from .proxy.server import Server
+from .server import Server
 
 log = logging.getLogger("traywire")
 

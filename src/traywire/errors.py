@@ -129,6 +129,15 @@ class BackendError(TraywireError):
         return self.kind not in self.NOT_THE_BACKEND and self.kind != "rate_limited"
 
 
+class TransportError(BackendError):
+    """A failure below HTTP semantics (sockets, TLS, HTTP framing), as one of
+    traywire's kinds; raised only by the transport (`traywire.proxy.transport`)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind, detail)
+        self.detail = detail
+
+
 _SHORT = {
     "refused": "connection refused",
     "dns": "DNS lookup failed",

@@ -565,9 +565,7 @@ class Builder(Reader):
     def auto(self, spec: Any, routes: Mapping[str, Route]) -> AutoSettings:
         s = self.mapping(spec, ("auto",), ("default", "min_margin"))
         default = self.choice(s.get("default", "chat"), ("auto", "default"), CAPABILITIES)
-        min_margin = self.number(
-            s.get("min_margin", 0.25), ("auto", "min_margin"), low=0, high=20
-        )
+        min_margin = self.number(s.get("min_margin", 0.25), ("auto", "min_margin"), low=0, high=20)
         if routes and default not in routes:
             self.fail(
                 ("auto", "default"),

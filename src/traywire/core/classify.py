@@ -121,9 +121,7 @@ _SLICES: dict[int, tuple[slice, ...]] = {}
 def _slices(size: int) -> tuple[slice, ...]:
     s = _SLICES.get(size)
     if s is None:
-        s = _SLICES[size] = tuple(
-            slice(i, i + n) for n in GRAMS for i in range(size - n + 1)
-        )
+        s = _SLICES[size] = tuple(slice(i, i + n) for n in GRAMS for i in range(size - n + 1))
     return s
 
 

@@ -1,7 +1,7 @@
 """One inbound request, parsed once.
 
 `parse` takes a client's decoded JSON body, the dialect it came in and what
-it asks for (chat, completion, embeddings), checks it (`validate`) and, in
+it asks for (chat, completion, embeddings), checks it (`validate`, made of `fields`) and, in
 the same walk over its messages, reads what the router needs: the model
 name, the prompt text and the last user turn, the reply budget, and what the
 request needs from the model that serves it (its kind, input images, tools,
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ..types import Dialect, Front, Op, RouteRequest
 from . import validate
-from .validate import BadRequest
+from .fields import BadRequest, body_object
 
 __all__ = ["BadRequest", "Inbound", "parse"]
 
@@ -51,7 +51,7 @@ _PARSERS: dict[tuple[Dialect, Op], Callable[[dict[str, Any]], RouteRequest]] = {
 
 def parse(dialect: Dialect, op: Op, body: object) -> Inbound:
     """Check ``body`` and read it; `BadRequest` names the first problem."""
-    b = validate.body_object(body)
+    b = body_object(body)
     route = _PARSERS[(dialect, op)](b)
     if op == "embed":
         stream = False

@@ -6,11 +6,12 @@ with the live state). The proxy executes the plan; it never decides.
 How a plan is made:
 
 1. Resolve the name the client asked for: a model (then its chain), a route
-   (its strategy picks the first model), or ``auto`` (classify the last user
-   turn, then route as that capability). ``name`` without a tag also matches
-   ``name:latest``. Anything else raises UnknownModelError with the names the
-   user can ask for. An embeddings request for a route or ``auto`` goes to
-   the models that make embeddings (classifying its text means nothing).
+   (its strategy picks the first model: `strategies.order`), or ``auto``
+   (classify the last user turn, then route as that capability). ``name``
+   without a tag also matches ``name:latest``. Anything else raises
+   UnknownModelError with the names the user can ask for. An embeddings
+   request for a route or ``auto`` goes to the models that make embeddings
+   (classifying its text means nothing).
 2. Expand: each chosen model is followed by its fallback chain, then the
    route's other candidates follow, each with its own chain; repeats dropped.
 3. Leave out, with a reason: models that cannot serve what the request
@@ -40,7 +41,7 @@ How a plan is made:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..errors import UnknownModelError
@@ -59,7 +60,8 @@ from ..types import (
     Strategy,
 )
 from .classify import classify
-from .schema import Band, Candidate, Config, Model, Route
+from .schema import Candidate, Config, Model, Route
+from .strategies import order
 from .tokens import estimate
 
 # Reply budget assumed when the client sets none, for the context-window check.
@@ -162,16 +164,19 @@ _KIND_FEATURE: Mapping[str, Feature] = {
 }
 
 
+def special_needs(request: RouteRequest) -> tuple[Feature, ...]:
+    """What ``request`` needs beyond its kind: vision (input images), tools,
+    json (JSON output), in that order."""
+    return (
+        *(("vision",) if request.images else ()),
+        *(("tools",) if request.tools else ()),
+        *(("json",) if request.structured else ()),
+    )
+
+
 def needs_of(request: RouteRequest) -> frozenset[Feature]:
     """What a model must be able to do to serve ``request``."""
-    need: set[Feature] = {_KIND_FEATURE[request.kind]}
-    if request.images:
-        need.add("vision")
-    if request.tools:
-        need.add("tools")
-    if request.structured:
-        need.add("json")
-    return frozenset(need)
+    return frozenset((_KIND_FEATURE[request.kind], *special_needs(request)))
 
 
 def features_of(model: Model, state: LiveState) -> frozenset[Feature]:
@@ -222,7 +227,7 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             capability = _route_capability(route, cfg)
             lead = f"{via}: route {name}" if via else f"route {name}"
         strategy = route.strategy
-        ordered, why = _order(route, cfg, state, tokens, need)
+        ordered, why = order(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
 
     plan, skipped = _filter(steps, cfg, state, pref, need, needs)
@@ -296,121 +301,6 @@ def _route_capability(route: Route, cfg: Config) -> Capability:
     if route.name in ("code", "reasoning", "analytical", "creative", "chat"):
         return route.name  # type: ignore[return-value]
     return cfg.models[route.candidates[0].model].primary_capability
-
-
-# --------------------------------------------------------------------------- strategies
-
-
-def _load(cfg: Config, state: LiveState, model: str) -> float:
-    backend = cfg.models[model].backend
-    return state.backends.get(backend, _IDLE).in_flight / cfg.backends[backend].capacity
-
-
-def _order(
-    route: Route, cfg: Config, state: LiveState, tokens: int, need: int
-) -> tuple[list[Candidate], str]:
-    """The route's candidates, chosen one first, and why."""
-    cands = list(route.candidates)
-    why = ""
-    if route.bands:
-        measure = tokens if route.measure == "prompt_tokens" else need
-        band = _band(route.bands, measure)
-        bound = f"≤{band.upto}" if band.upto is not None else "unbounded"
-        what = "prompt tokens" if route.measure == "prompt_tokens" else "tokens (prompt+reply)"
-        why = f"{measure} {what} → band {band.label} ({bound}); "
-        first = _by_strategy(list(band.candidates), route, cfg, state, need)
-        rest_strategy = route.strategy if route.strategy != "complexity_based" else "direct"
-        names = {c.model for c in first}
-        rest = _by_strategy(
-            [c for c in cands if c.model not in names], route, cfg, state, need, rest_strategy
-        )
-        ordered = first + rest
-    else:
-        ordered = _by_strategy(cands, route, cfg, state, need)
-    head = ordered[0].model
-    return ordered, why + _explain(route.strategy, head, cfg, state, need, route)
-
-
-def _by_strategy(
-    cands: list[Candidate],
-    route: Route,
-    cfg: Config,
-    state: LiveState,
-    need: int,
-    strategy: Strategy | None = None,
-) -> list[Candidate]:
-    s = strategy or route.strategy
-    if len(cands) < 2 or s == "direct":
-        return cands
-    pos = {c.model: i for i, c in enumerate(cands)}
-    if s in ("weighted", "complexity_based"):
-        total = sum(c.weight for c in cands)
-        if total <= 0:
-            return cands
-        point = state.random * total
-        for i, c in enumerate(cands):
-            point -= c.weight
-            if point < 0:
-                return [c, *cands[:i], *cands[i + 1 :]]
-        return cands
-    if s == "least_loaded":
-        return sorted(cands, key=lambda c: (_load(cfg, state, c.model), pos[c.model]))
-    if s == "fastest_response":
-
-        def latency(c: Candidate) -> tuple[bool, float, int]:
-            lat = state.backends.get(cfg.models[c.model].backend, _IDLE).latency_ms
-            return (lat is None, lat or 0.0, pos[c.model])
-
-        return sorted(cands, key=latency)
-    if s == "usage_based":
-
-        def used(c: Candidate) -> tuple[float, int]:
-            u = state.usage.get(c.model, 0)
-            share = u / c.weight if c.weight > 0 else float("inf")
-            return (share, pos[c.model])
-
-        return sorted(cands, key=used)
-    if s == "most_capacity":
-        return sorted(
-            cands,
-            key=lambda c: (-cfg.models[c.model].context, _load(cfg, state, c.model), pos[c.model]),
-        )
-    if s == "context_based":
-        room = 1.0 - route.headroom
-        for i, c in enumerate(cands):
-            if need <= cfg.models[c.model].context * room:
-                return [c, *cands[:i], *cands[i + 1 :]]
-        return cands
-    return cands
-
-
-def _band(bands: Sequence[Band], measure: int) -> Band:
-    for band in bands:
-        if band.upto is None or measure <= band.upto:
-            return band
-    return bands[-1]
-
-
-def _explain(
-    strategy: Strategy, head: str, cfg: Config, state: LiveState, need: int, route: Route
-) -> str:
-    m = cfg.models[head]
-    b = state.backends.get(m.backend, _IDLE)
-    if strategy == "least_loaded":
-        return f"{head} least loaded ({b.in_flight}/{cfg.backends[m.backend].capacity} in flight)"
-    if strategy == "fastest_response":
-        lat = "unmeasured" if b.latency_ms is None else f"{b.latency_ms:.0f} ms"
-        return f"{head} fastest ({lat})"
-    if strategy == "usage_based":
-        return f"{head} least used ({state.usage.get(head, 0)} tokens in window)"
-    if strategy == "most_capacity":
-        return f"{head} has the largest window ({m.context} tokens)"
-    if strategy == "context_based":
-        room = int(m.context * (1.0 - route.headroom))
-        return f"{head} is the first whose window holds {need} tokens with headroom ({room})"
-    if strategy in ("weighted", "complexity_based"):
-        return f"{head} chosen by weight"
-    return f"{head} first"
 
 
 def _expand(ordered: list[Candidate], lead: str, idx: _Index, cfg: Config) -> list[_Step]:

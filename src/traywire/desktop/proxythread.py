@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from .. import config, threads
 from ..proxy.runtime import Runtime
-from ..proxy.server import Server
+from ..server import Server
 from . import autostart, statefile
 from .tray import Snapshot, Topology, freeze, not_running, topology
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from .. import config, threads
 
 if TYPE_CHECKING:  # the proxy and tray modules load only when the app runs
+    from .menu import Command
     from .proxythread import Proxy
-    from .tray import Command
     from .trayicon import Tray
 
 __all__ = ["TrayProblem", "diagnose", "run_app"]

@@ -20,7 +20,9 @@ from typing import Any, NamedTuple
 
 from .. import threads
 from .icon import IconState, draw_icon
-from .tray import Command, Item, RateLimiter, Snapshot, icon_state, menu_model, notices, tooltip
+from .menu import Command, Item, menu_model
+from .notices import RateLimiter, notices
+from .tray import Snapshot, icon_state, tooltip
 
 log = logging.getLogger("traywire")
 

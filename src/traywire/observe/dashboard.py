@@ -60,6 +60,7 @@ from ..errors import ConfigError
 from ..proxy import replies
 from ..proxy.runtime import Runtime
 from ..proxy.security import SESSION, SESSION_HEADER, new_session
+from ..proxy.switch import SwitchBusy
 from ..types import CAPABILITIES, OUTCOMES, PREFERENCES
 from .logqueries import LogQueries
 from .wiring import RequestLogHandle
@@ -379,8 +380,6 @@ async def delete_key(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     """Read the config again (the file the proxy was started with, over the
     user's and the built-in one) and apply it; a bad one changes nothing."""
-    from ..proxy.switch import SwitchBusy
-
     rt = request.app[DASH_RUNTIME]
     try:
         cfg = await threads.run_blocking(config.load, request.app[CONFIG_FILE])

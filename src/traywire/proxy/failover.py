@@ -38,14 +38,14 @@ import itertools
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
 
+from ..core.fields import MAX_MODEL
 from ..core.request import Inbound
 from ..core.schema import Backend, Model
-from ..core.validate import MAX_MODEL
 from ..errors import BackendError
 from ..redact import REDACTOR
 from ..types import AttemptRecord, Decision, Front
@@ -183,9 +183,8 @@ async def _run(
                     extensions=backend.location == "local",
                 )
                 send = _stream if prep.stream else _unary
-                resp = await send(
-                    rt, inb, backend, model, prep, d, request, headers, trace, attempt
-                )
+                job = _Job(rt, inb, backend, model, prep, d, request, headers, trace, attempt)
+                resp = await send(job)
         except BackendError as exc:
             last = exc
             trace.failed(step, exc, attempt.elapsed_ms())
@@ -286,6 +285,22 @@ def _all_failed(
 # --------------------------------------------------------------------------- one attempt
 
 
+class _Job(NamedTuple):
+    """One attempt, for `_unary` or `_stream` to send: the request (with its
+    plan, trace and the client's connection) and the step tried."""
+
+    rt: Runtime
+    inb: Inbound
+    backend: Backend
+    model: Model
+    prep: Prepared
+    d: Decision
+    request: web.Request
+    headers: dict[str, str]
+    trace: Trace
+    attempt: Attempt
+
+
 async def _send(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
     """POST the prepared request to ``backend`` (its key, if any, goes only there)."""
     assert rt.pool is not None
@@ -298,6 +313,19 @@ async def _send(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
         replies.dumps(prep.body),
         connect_timeout=backend.timeouts.connect,
     )
+
+
+async def _accepted(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
+    """`_send`, then: an error status raises its kind (the body read for it);
+    otherwise the answer whose body is still to be read."""
+    r = await _send(rt, backend, prep)
+    if r.status < 400:
+        return r
+    try:
+        raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
+    finally:
+        r.close()  # read to its end it is back in the pool already
+    raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
 
 
 def _decode(raw: bytes) -> Any:
@@ -325,29 +353,17 @@ def _close(r: Response | None) -> None:
         r.close()
 
 
-async def _unary(
-    rt: Runtime,
-    inb: Inbound,
-    backend: Backend,
-    model: Model,
-    prep: Prepared,
-    d: Decision,
-    request: web.Request,
-    headers: dict[str, str],
-    trace: Trace,
-    attempt: Attempt,
-) -> web.Response:
+async def _unary(job: _Job) -> web.Response:
+    rt, inb, backend, model, prep, d, _request, headers, trace, attempt = job
     total = backend.timeouts.total
     r: Response | None = None
     try:
         async with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
-            r = await _send(rt, backend, prep)
+            r = await _accepted(rt, backend, prep)
             raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
     except BaseException:
         _close(r)
         raise
-    if r.status >= 400:
-        raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
     elapsed_ms = attempt.elapsed_ms()
     reported, ids = _reported(rt, d, model), new_ids(rt)
     answer = ADAPTERS[backend.kind].answer(
@@ -366,18 +382,8 @@ async def _unary(
     return replies.json_response(REDACTOR.obj(answer.body), headers=headers)
 
 
-async def _stream(
-    rt: Runtime,
-    inb: Inbound,
-    backend: Backend,
-    model: Model,
-    prep: Prepared,
-    d: Decision,
-    request: web.Request,
-    headers: dict[str, str],
-    trace: Trace,
-    attempt: Attempt,
-) -> web.StreamResponse:
+async def _stream(job: _Job) -> web.StreamResponse:
+    rt, inb, backend, model, prep, d, request, headers, trace, attempt = job
     t = backend.timeouts
     reported, ids = _reported(rt, d, model), new_ids(rt)
     relay = ADAPTERS[backend.kind].relay(prep, inb.dialect, inb.op, reported, ids, inb.body)
@@ -389,10 +395,7 @@ async def _stream(
         async with Deadline(
             t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"
         ):
-            r = await _send(rt, backend, prep)
-            if r.status >= 400:
-                raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
-                raise error_from_status(r.status, _decode(raw), r.headers.get("retry-after"))
+            r = await _accepted(rt, backend, prep)
             while not first:
                 chunk = await r.readany()
                 if not chunk:

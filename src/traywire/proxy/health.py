@@ -5,44 +5,9 @@ system clock: every method that needs the time takes ``now`` (monotonic
 seconds), and `attempt` reads the clock it was given, so tests drive it with
 exact numbers.
 
-Requests feed it through one context, `attempt`::
-
-    a = health.attempt(backend)          # None: the circuit is open, skip it
-    with a:                              # counted in flight until the block ends
-        ...                              # a.ok(latency_ms) once the answer begins
-                                         # a BackendError leaving the block is
-                                         # recorded by its kind (see below)
-
-A `BackendError` is recorded by what it says about the backend: a rate limit
-opens the circuit until its Retry-After; a failure that counts against the
-backend (`BackendError.counts_against_backend`) counts toward opening it; any
-other (the request's own fault, a model the backend does not have) shows the
-backend answered, like a success. Anything else leaving the block (the client
-went away) records no outcome and gives back a half-open trial.
-
-Circuit breaker, per backend::
-
-    closed --N consecutive failures--> open --cooldown elapses--> half_open
-    half_open --acquire_trial()--> (one trial in flight; the router sees "open")
-    trial/probe success --> closed          trial/probe failure --> open again
-
-* ``failure_threshold`` consecutive failures (requests or probes) open a closed
-  circuit for ``cooldown_s``.
-* A failure in the half-open phase re-opens it with an exponential back-off:
-  the k-th re-open in a row lasts ``cooldown_s * 2**k``, capped at
-  ``max_cooldown_s`` (default 10 x cooldown: 30, 60, 120, 240, 300, 300 s...).
-  Closing the circuit resets k to 0.
-* Half-open admits exactly one trial: `acquire_trial` returns True once. If the
-  trial's outcome is never reported (`release_trial` not called either), another
-  trial is allowed after ``trial_timeout_s``.
-* Any success (a request or a probe) closes the circuit at once, even before the
-  cooldown has run out: a backend that comes back is healthy within one probe
-  interval.
-* `rate_limited` opens the circuit until ``now + retry_after`` (``cooldown_s``
-  when the server gave no Retry-After; capped at ``max_retry_after_s``). Such an
-  opening is lifted only by time: a success before then does not close it
-  (a probe listing models says nothing about a quota). After it, the usual
-  half-open trial applies. Rate limits do not count as failures.
+Requests feed it through one `Attempt` each (`attempt.py`: what each
+outcome means for the backend); the circuit breaker's rules are `circuit.py`'s,
+the usage window `usage.py`'s.
 
 Latency: two EWMAs, one over request successes (``success(latency_ms=...)``)
 and one over successful probes, because a generation takes far longer than a
@@ -50,10 +15,8 @@ and one over successful probes, because a generation takes far longer than a
 one, else the probe EWMA. The first sample sets the value; each next sample
 ``x`` gives ``alpha * x + (1 - alpha) * previous``.
 
-Usage: tokens per public model name in buckets of ``usage_bucket_s`` seconds.
-A bucket counts until ``usage_window_s`` after its end, so a token is counted
-for at least the window and at most window + bucket seconds; memory is at most
-``window / bucket + 1`` buckets per model.
+Usage: tokens per public model name within ``usage_window_s``, in buckets
+of ``usage_bucket_s`` seconds (`usage.UsageWindow`).
 
 Health word (status and change hook) depends only on recorded events, not on
 the clock, so the hook fires exactly when something is recorded:
@@ -74,22 +37,22 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from ..clock import SYSTEM, Clock
-from ..errors import BackendError
 from ..types import BackendState, Circuit, Feature, LiveState, Preference
+from .attempt import Attempt
+from .circuit import Breaker, CircuitState, OpenReason
+from .usage import UsageWindow
 
 __all__ = ["Attempt", "ChangeHook", "Health", "HealthWord", "OpenReason"]
 
 log = logging.getLogger(__name__)
 
 HealthWord = Literal["up", "down", "degraded", "unknown"]
-OpenReason = Literal["failures", "rate_limited"]
 # (backend, old word, new word); runs on the event-loop thread.
 ChangeHook = Callable[[str, HealthWord, HealthWord], None]
 
@@ -99,24 +62,14 @@ _NO_LACKS: Mapping[str, frozenset[Feature]] = MappingProxyType({})
 
 
 @dataclass
-class _Backend:
+class _Backend(CircuitState):
     in_flight: int = 0
-    consecutive_failures: int = 0
-    # None: closed. Otherwise open until this time, then half-open.
-    open_until: float | None = None
-    open_reason: OpenReason | None = None
-    # How many times in a row the circuit re-opened after a half-open failure.
-    reopens: int = 0
-    # When the half-open trial was handed out; None: no trial in flight.
-    trial_at: float | None = None
     request_latency_ms: float | None = None
     probe_latency_ms: float | None = None
     # Outcome of the latest request or probe (rate limits excluded).
     last_ok: bool | None = None
     last_from_probe: bool = False
     last_error: str | None = None
-    # What the failures that opened the circuit were ("3 × connection refused").
-    opened_by: str = ""
     last_error_at: float | None = None
     last_success_at: float | None = None
     last_probe_at: float | None = None
@@ -166,19 +119,18 @@ class Health:
             raise ValueError("usage_window_s and usage_bucket_s must be > 0")
         if not trial_timeout_s > 0 or not max_retry_after_s > 0:
             raise ValueError("trial_timeout_s and max_retry_after_s must be > 0")
-        self.failure_threshold = failure_threshold
-        self.cooldown_s = float(cooldown_s)
-        self.max_cooldown_s = float(max_cooldown_s)
+        self.breaker = Breaker(
+            failure_threshold,
+            float(cooldown_s),
+            float(max_cooldown_s),
+            float(trial_timeout_s),
+            float(max_retry_after_s),
+        )
         self.latency_alpha = float(latency_alpha)
-        self.usage_window_s = float(usage_window_s)
-        self.usage_bucket_s = float(usage_bucket_s)
-        self.trial_timeout_s = float(trial_timeout_s)
-        self.max_retry_after_s = float(max_retry_after_s)
         self.clock = clock
         self._b: dict[str, _Backend] = {}
         self._expected: dict[str, frozenset[str]] = {}
-        # model -> deque of [bucket index, tokens], oldest first.
-        self._usage: dict[str, deque[list[int]]] = {}
+        self._usage = UsageWindow(usage_window_s, usage_bucket_s)
         self._listeners: list[ChangeHook] = []
         self._version = 0
         self._cache: _Cached | None = None
@@ -196,6 +148,11 @@ class Health:
     @property
     def backends(self) -> tuple[str, ...]:
         return tuple(self._b)
+
+    @property
+    def usage_bucket_s(self) -> float:
+        """The usage window's bucket (seconds)."""
+        return self._usage.bucket_s
 
     def configure(
         self, backends: Iterable[str], expected: Mapping[str, Iterable[str]] | None = None
@@ -279,7 +236,7 @@ class Health:
 
     def circuit(self, backend: str, now: float) -> Circuit:
         """The circuit as the router should see it (a taken trial reads "open")."""
-        return self._circuit(self._get(backend), now, router_view=True)
+        return self.breaker.phase(self._get(backend), now, router_view=True)
 
     def acquire_trial(self, backend: str, now: float) -> bool:
         """May a request go to ``backend`` now? Call it just before sending.
@@ -289,7 +246,7 @@ class Health:
         rate_limited, or `release_trial` if it never reached the backend).
         """
         b = self._get(backend)
-        state = self._circuit(b, now, router_view=True)
+        state = self.breaker.phase(b, now, router_view=True)
         if state == "closed":
             return True
         if state == "open":
@@ -330,16 +287,7 @@ class Health:
     def rate_limited(self, backend: str, now: float, retry_after_s: float | None = None) -> None:
         """The backend answered 429/503 with an optional Retry-After (seconds)."""
         b = self._get(backend)
-        if retry_after_s is None or not math.isfinite(retry_after_s) or retry_after_s <= 0:
-            wait = self.cooldown_s
-        else:
-            wait = min(float(retry_after_s), self.max_retry_after_s)
-        until = now + wait
-        if b.open_until is None or now >= b.open_until or until > b.open_until:
-            b.open_until = until
-            b.open_reason = "rate_limited"
-            b.trial_at = None
-        # else: already open for longer (e.g. after failures): keep that.
+        self.breaker.rate_limited(b, now, retry_after_s)
         b.last_error = "rate_limited"
         b.last_error_at = now
         self._settle(backend, b)
@@ -389,23 +337,13 @@ class Health:
         """Count ``tokens`` served for public model name ``model`` at ``now``."""
         if tokens <= 0:
             return
-        idx = math.floor(now / self.usage_bucket_s)
-        buckets = self._usage.setdefault(model, deque())
-        if buckets and buckets[-1][0] == idx:
-            buckets[-1][1] += tokens
-        elif buckets and buckets[-1][0] > idx:
-            # Out-of-order time: fold into the newest bucket rather than reorder.
-            buckets[-1][1] += tokens
-        else:
-            buckets.append([idx, tokens])
-        self._prune_usage(now)
+        self._usage.add(model, now, tokens)
         self._version += 1
         self._usage_dirty = True
 
     def usage(self, now: float) -> dict[str, int]:
         """Tokens per public model name within the window ending at ``now``."""
-        self._prune_usage(now)
-        return {m: sum(t for _, t in q) for m, q in self._usage.items()}
+        return self._usage.totals(now)
 
     # ---------------------------------------------------------------- snapshots
 
@@ -449,7 +387,7 @@ class Health:
         """A JSON-able view per backend for `/status` (times as "seconds ago")."""
         out: dict[str, dict[str, object]] = {}
         for name, b in self._b.items():
-            phase = self._circuit(b, now, router_view=False)
+            phase = self.breaker.phase(b, now, router_view=False)
             retry_in = None
             if phase == "open" and b.open_until is not None:
                 retry_in = round(b.open_until - now, 3)
@@ -458,7 +396,7 @@ class Health:
                 "circuit": phase,
                 "open_reason": b.open_reason,
                 "retry_in_s": retry_in,
-                "trial_in_flight": phase == "half_open" and self._trial_live(b, now),
+                "trial_in_flight": phase == "half_open" and self.breaker.trial_live(b, now),
                 "in_flight": b.in_flight,
                 "consecutive_failures": b.consecutive_failures,
                 "last_error": b.last_error,
@@ -499,56 +437,19 @@ class Health:
             return float(sample)
         return self.latency_alpha * sample + (1.0 - self.latency_alpha) * prev
 
-    def _trial_live(self, b: _Backend, now: float) -> bool:
-        return b.trial_at is not None and now < b.trial_at + self.trial_timeout_s
-
-    def _circuit(self, b: _Backend, now: float, *, router_view: bool) -> Circuit:
-        if b.open_until is None:
-            return "closed"
-        if now < b.open_until:
-            return "open"
-        if router_view and self._trial_live(b, now):
-            return "open"
-        return "half_open"
-
-    def _close(self, b: _Backend) -> None:
-        b.open_until = None
-        b.open_reason = None
-        b.trial_at = None
-
     def _ok(self, b: _Backend, now: float, *, from_probe: bool) -> None:
-        b.consecutive_failures = 0
         b.last_ok = True
         b.last_from_probe = from_probe
-        if b.open_until is not None and (b.open_reason != "rate_limited" or now >= b.open_until):
-            self._close(b)
-            b.reopens = 0
+        self.breaker.succeeded(b, now)
 
     def _fail(
         self, b: _Backend, now: float, kind: str, *, from_probe: bool, detail: str = ""
     ) -> None:
-        b.consecutive_failures += 1
         b.last_ok = False
         b.last_from_probe = from_probe
         b.last_error = kind
         b.last_error_at = now
-        why = f"{b.consecutive_failures} × {detail or kind}"
-        if b.open_until is None:
-            if b.consecutive_failures >= self.failure_threshold:
-                b.reopens = 0
-                self._open(b, now, self.cooldown_s)
-                b.opened_by = why
-        elif now >= b.open_until:
-            # Half-open phase: the trial (or a probe standing in for it) failed.
-            b.reopens += 1
-            self._open(b, now, min(self.cooldown_s * 2.0**b.reopens, self.max_cooldown_s))
-            b.opened_by = why
-        # Already open: keep the current deadline.
-
-    def _open(self, b: _Backend, now: float, seconds: float) -> None:
-        b.open_until = now + seconds
-        b.open_reason = "failures"
-        b.trial_at = None
+        self.breaker.failed(b, now, detail or kind)
 
     def _missing(self, name: str, b: _Backend) -> frozenset[str]:
         expected = self._expected.get(name)
@@ -584,41 +485,20 @@ class Health:
     def _latency(self, b: _Backend) -> float | None:
         return b.request_latency_ms if b.request_latency_ms is not None else b.probe_latency_ms
 
-    def _usage_expiry(self, idx: int) -> float:
-        return (idx + 1) * self.usage_bucket_s + self.usage_window_s
-
-    def _prune_usage(self, now: float) -> None:
-        dead: list[str] = []
-        for model, q in self._usage.items():
-            while q and self._usage_expiry(q[0][0]) <= now:
-                q.popleft()
-            if not q:
-                dead.append(model)
-        for model in dead:
-            del self._usage[model]
-
     def _state(self, name: str, b: _Backend, now: float) -> tuple[BackendState, float]:
         """The router's view of one backend, and until when it holds."""
-        until = math.inf
-        if b.open_until is not None and now < b.open_until:
-            until = b.open_until
-        if b.trial_at is not None and self._trial_live(b, now):
-            until = min(until, b.trial_at + self.trial_timeout_s)
         state = BackendState(
             in_flight=b.in_flight,
-            circuit=self._circuit(b, now, router_view=True),
+            circuit=self.breaker.phase(b, now, router_view=True),
             latency_ms=self._latency(b),
             no_key=b.no_key,
             missing_models=self._missing(name, b),
         )
-        return state, until
+        return state, self.breaker.holds_until(b, now)
 
     def _usage_state(self, now: float) -> tuple[Mapping[str, int], float]:
         usage = self.usage(now)
-        until = math.inf
-        for q in self._usage.values():
-            until = min(until, self._usage_expiry(q[0][0]))
-        return MappingProxyType(usage), until
+        return MappingProxyType(usage), self._usage.holds_until()
 
     def _build(self, now: float) -> _Cached:
         valid_until = math.inf
@@ -662,61 +542,6 @@ class Health:
             backends=MappingProxyType(states),
             usage=usage,
         )
-
-
-class Attempt:
-    """One request to one backend, from just before it is sent to its outcome
-    (see the module docstring)."""
-
-    __slots__ = ("_done", "_failure", "_health", "backend", "started")
-
-    def __init__(self, health: Health, backend: str, started: float) -> None:
-        self._health = health
-        self.backend = backend
-        self.started = started  # monotonic
-        self._done = False
-        self._failure: BackendError | None = None
-
-    def elapsed_ms(self) -> float:
-        return (self._health.clock.monotonic() - self.started) * 1000
-
-    def ok(self, latency_ms: float | None = None) -> None:
-        """The answer began (or, not streamed, arrived whole)."""
-        self._done = True
-        self._health.success(self.backend, self._health.clock.monotonic(), latency_ms)
-
-    def failed(self, exc: BackendError) -> None:
-        """Record ``exc`` by its kind (also after `ok`: a stream that broke)."""
-        self._done = True
-        self._failure = exc
-        h, now = self._health, self._health.clock.monotonic()
-        if exc.kind == "rate_limited":
-            h.rate_limited(self.backend, now, exc.retry_after)
-        elif exc.counts_against_backend:
-            h.failure(self.backend, now, exc.kind, exc.short)
-        else:  # it answered: the request, not the backend, was the problem
-            h.success(self.backend, now)
-
-    def used(self, model: str, tokens: int) -> None:
-        """``tokens`` (prompt + reply) served by public model name ``model``."""
-        self._health.add_usage(model, self._health.clock.monotonic(), tokens)
-
-    def __enter__(self) -> Attempt:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        h = self._health
-        h.end(self.backend)
-        if isinstance(exc, BackendError):
-            if exc is not self._failure:
-                self.failed(exc)
-        elif not self._done:
-            h.release_trial(self.backend)
 
 
 def _r1(x: float | None) -> float | None:

@@ -56,7 +56,7 @@ import aiohttp
 from aiohttp import web
 
 from .. import __version__
-from ..core import catalog, validate
+from ..core import catalog, fields
 from ..core.routing import features_of
 from ..core.schema import Backend, Config, Model
 from ..errors import BackendError, UnknownModelError
@@ -110,8 +110,8 @@ class _Bad(Exception):
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        return validate.json_object(await request.read())
-    except validate.BadRequest as exc:
+        return fields.json_object(await request.read())
+    except fields.BadRequest as exc:
         raise _Bad(400, exc.message) from None
 
 
@@ -120,8 +120,8 @@ def _name(body: Mapping[str, Any], *keys: str) -> str:
     value = next((body[k] for k in keys if body.get(k) is not None), None)
     if not isinstance(value, str) or not value.strip():
         raise _Bad(400, f"{keys[0]}: required, a model name")
-    if len(value) > validate.MAX_MODEL:
-        raise _Bad(400, f"{keys[0]}: longer than {validate.MAX_MODEL} characters")
+    if len(value) > fields.MAX_MODEL:
+        raise _Bad(400, f"{keys[0]}: longer than {fields.MAX_MODEL} characters")
     return value
 
 
@@ -130,7 +130,7 @@ def _name(body: Mapping[str, Any], *keys: str) -> str:
 
 class Adapter(NamedTuple):
     """A legacy endpoint served by an inference one: ``request`` makes its body
-    from the client's (raising `validate.BadRequest`), ``answer`` reshapes a
+    from the client's (raising `fields.BadRequest`), ``answer`` reshapes a
     successful answer, given the client's body."""
 
     request: Callable[[dict[str, Any]], dict[str, Any]]
@@ -141,7 +141,7 @@ def _embeddings_request(body: dict[str, Any]) -> dict[str, Any]:
     """``{"model", "prompt"}`` -> ``{"model", "input"}`` (options, keep_alive kept)."""
     prompt = body.get("prompt", "")
     if not isinstance(prompt, str):
-        raise validate.BadRequest(f"prompt: expected a string, got {type(prompt).__name__}")
+        raise fields.BadRequest(f"prompt: expected a string, got {type(prompt).__name__}")
     out = {k: v for k, v in body.items() if k in ("model", "options", "keep_alive")}
     out["input"] = prompt
     return out

@@ -30,7 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..types import BackendKind
 from .health import ChangeHook, Health
-from .transport import Pool, TransportError, origin_of
+from .origins import origin_of
+from .transport import Pool, TransportError
 
 __all__ = ["ProbeResult", "ProbeTarget", "Prober", "probe"]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__, threads
 from ..clock import SYSTEM, Clock
+from ..core.routing import special_needs
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
@@ -373,13 +374,7 @@ def lacking(request: RouteRequest, said: str) -> frozenset[Feature]:
     completion, else the special need the message names (or the only one)."""
     if request.kind == "embedding":
         return frozenset({"embed"})
-    wanted: list[Feature] = []
-    if request.images:
-        wanted.append("vision")
-    if request.tools:
-        wanted.append("tools")
-    if request.structured:
-        wanted.append("json")
+    wanted = special_needs(request)
     named = [f for f in wanted if _SAYS[f].search(said)]
     if named:
         return frozenset(named)

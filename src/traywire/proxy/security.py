@@ -1,6 +1,6 @@
 """Every check a request passes before its handler runs, in one place.
 
-`guard` wraps each route's handler (`guarded`, used by `server.make_app`)
+`guard` wraps each route's handler (`guarded`, used by `traywire.server.make_app`)
 rather than being installed as an aiohttp middleware: the middleware
 machinery costs every request about 8 µs of CPU (README, "Benchmarks"). In
 order:
@@ -202,9 +202,7 @@ def _refusal(request: web.Request) -> web.StreamResponse | None:
     if path in MANAGEMENT and origin is not None and not same_origin(origin, request):
         # pulling and deleting models changes the machine: no web page of
         # another origin (even one on this machine) may ask for it
-        return replies.error(
-            "ollama", 403, f"model management from origin {origin!r} is refused"
-        )
+        return replies.error("ollama", 403, f"model management from origin {origin!r} is refused")
     if path.startswith("/admin/"):
         if origin is not None and not same_origin(origin, request):
             return replies.error(None, 403, "cross-origin admin call refused", code="forbidden")
@@ -267,7 +265,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def guarded(handler: Handler) -> Handler:
-    """``handler`` behind `guard` (how `server.make_app` registers every route)."""
+    """``handler`` behind `guard` (how `traywire.server.make_app` registers every route)."""
 
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
         return await guard(request, handler)

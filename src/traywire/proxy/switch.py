@@ -40,7 +40,8 @@ Commands are argv lists (never a shell) with placeholders ``{group}``,
 one for ``start``), ``{member_alias}`` and ``{port}`` (of that member's URL).
 They run in their own session with stdin from /dev/null and output to files
 (so a server the command leaves running in the background cannot hold up the
-switch), and are killed with their process group after ``command_timeout``.
+switch), and are killed with their process group after ``command_timeout``
+(`commands`: how commands and managed servers are run and stopped).
 
 Managed servers are stopped on switch and on `close` (the proxy's shutdown);
 an ``atexit`` hook kills any still running if the process exits without it.
@@ -50,21 +51,32 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import logging
-import os
-import shlex
 import signal
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from .. import threads
 from ..clock import Clock
-from ..core.schema import Backend, Config, ExclusiveGroup, SwitchMode, SwitchSettings
+from ..core.schema import (
+    APP_NAME,
+    Backend,
+    Config,
+    ExclusiveGroup,
+    SwitchMode,
+    SwitchSettings,
+)
+from .commands import (
+    Child,
+    SwitchError,
+    exit_text,
+    run_command,
+    signal_group,
+    start_server,
+    tail_file,
+    terminate,
+)
 from .health import Health
 from .probe import ProbeResult, probe
 from .transport import Pool
@@ -110,22 +122,9 @@ NO_MEMBER = ""
 Phase = Literal["draining", "stopping", "starting", "waiting", "done", "failed"]
 _FINISHED: tuple[Phase, ...] = ("done", "failed")
 
-# Seconds a timed-out command gets between SIGTERM and SIGKILL.
-_KILL_GRACE = 5.0
-# How much of a command's output or a server log is kept for the report.
-_TAIL_CHARS = 2000
-
 
 class SwitchBusy(ValueError):
     """A switch of this group is already running (HTTP 409)."""
-
-
-class SwitchError(Exception):
-    """Why a switch failed, with the output that explains it."""
-
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.output = output
 
 
 @dataclass
@@ -165,15 +164,6 @@ class SwitchState:
         }
 
 
-@dataclass
-class _Child:
-    member: str
-    group: str
-    proc: asyncio.subprocess.Process
-    log: Path
-    stop_timeout: float
-
-
 class Switcher:
     """Runs the switches of a `Host`'s exclusive groups and owns managed servers."""
 
@@ -186,7 +176,7 @@ class Switcher:
         self.poll_interval = poll_interval
         self._states: dict[str, SwitchState] = {}
         self._tasks: dict[str, asyncio.Task[SwitchState]] = {}
-        self._children: dict[str, _Child] = {}
+        self._children: dict[str, Child] = {}
         self._pool: Pool | None = None  # only while the host has none
         self._closed = False
         self._atexit = False
@@ -197,8 +187,6 @@ class Switcher:
     def log_dir(self) -> Path:
         if self._log_dir is None:
             import platformdirs
-
-            from ..core.schema import APP_NAME
 
             self._log_dir = platformdirs.user_log_path(APP_NAME, appauthor=False) / "servers"
         return self._log_dir
@@ -342,32 +330,18 @@ class Switcher:
             argv = self._fill(sw.stop, g, sw, m)
             if argv not in done:
                 done.add(argv)
-                await self._command("stop", argv, sw)
+                await run_command("stop", argv, sw)
 
     # -- 3. start
 
     async def _start(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
         if sw.mode == "commands":
-            await self._command("start", self._fill(sw.start, g, sw, st.to), sw)
+            await run_command("start", self._fill(sw.start, g, sw, st.to), sw)
             return
         argv = sw.serve[st.to]
         path = self.log_dir / f"{st.to}.log"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as out:
-                proc = await threads.start_process_async(
-                    argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    cwd=sw.cwd,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            raise SwitchError(
-                f"cannot start {st.to}'s server {_show(argv)}: {exc.strerror or exc}"
-            ) from None
-        self._children[st.to] = _Child(st.to, g.name, proc, path, sw.stop_timeout)
+        proc = await start_server(st.to, argv, path, sw.cwd)
+        self._children[st.to] = Child(st.to, g.name, proc, path, sw.stop_timeout)
         if not self._atexit:
             atexit.register(self._kill_now)
             self._atexit = True
@@ -382,15 +356,16 @@ class Switcher:
         last = "no answer yet"
         while True:
             if child is not None and child.proc.returncode is not None:
+                ended = exit_text(child.proc.returncode)
                 raise SwitchError(
-                    f"{st.to}'s server exited ({_exit(child.proc.returncode)}) before it was ready",
-                    _tail_file(child.log),
+                    f"{st.to}'s server exited ({ended}) before it was ready",
+                    tail_file(child.log),
                 )
             left = deadline - loop.time()
             if left <= 0:
                 raise SwitchError(
                     f"{st.to} was not ready within {sw.ready_timeout:g} s: {last}",
-                    _tail_file(child.log) if child is not None else "",
+                    tail_file(child.log) if child is not None else "",
                 )
             ok, last, result = await self._check(st.to, timeout=min(5.0, max(left, 0.2)))
             if ok:
@@ -459,7 +434,7 @@ class Switcher:
             if child is not None:
                 await self._stop_child(child)
         elif sw.stop:
-            await self._command("stop", self._fill(sw.stop, g, sw, st.to), sw)
+            await run_command("stop", self._fill(sw.stop, g, sw, st.to), sw)
 
     # ------------------------------------------------------------------ processes
 
@@ -471,42 +446,9 @@ class Switcher:
         values = {"group": g.name, "member": member, "member_alias": sw.alias(member)}
         return tuple(a.format(port=port, **values) for a in argv)
 
-    async def _command(self, what: str, argv: tuple[str, ...], sw: SwitchSettings) -> None:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:
-                proc = await threads.start_process_async(
-                    argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=sw.cwd,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SwitchError(
-                    f"{what} command {_show(argv)} could not run: {exc.strerror or exc}"
-                ) from None
-            try:
-                async with asyncio.timeout(sw.command_timeout):
-                    rc = await proc.wait()
-            except TimeoutError:
-                await _terminate(proc, _KILL_GRACE)
-                raise SwitchError(
-                    f"{what} command {_show(argv)} did not finish within {sw.command_timeout:g} s",
-                    _output(out, err),
-                ) from None
-            except asyncio.CancelledError:
-                await _terminate(proc, _KILL_GRACE)
-                raise
-            if rc != 0:
-                output = _output(out, err)
-                lines = [ln for ln in (_tail(err) or _tail(out)).splitlines() if ln.strip()]
-                why = f": {lines[-1].strip()}" if lines else ""
-                raise SwitchError(f"{what} command {_show(argv)} failed ({_exit(rc)}){why}", output)
-
-    async def _stop_child(self, child: _Child) -> None:
+    async def _stop_child(self, child: Child) -> None:
         try:
-            await _terminate(child.proc, child.stop_timeout)
+            await terminate(child.proc, child.stop_timeout)
         finally:
             if self._children.get(child.member) is child and child.proc.returncode is not None:
                 del self._children[child.member]
@@ -515,7 +457,7 @@ class Switcher:
         """SIGKILL every managed server at once (atexit, or an interrupted close)."""
         for child in self._children.values():
             if child.proc.returncode is None:
-                _signal_group(child.proc, signal.SIGKILL)
+                signal_group(child.proc, signal.SIGKILL)
 
     def _http(self) -> Pool:
         if self.host.pool is not None:
@@ -541,63 +483,3 @@ class Switcher:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-    """Signal a process started with start_new_session (its group is its pid)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if sys.platform == "win32":
-            if proc.returncode is None:
-                proc.send_signal(sig)
-        else:
-            os.killpg(proc.pid, sig)
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` s; wait for the exit.
-
-    Whatever is left of the group once the leader is gone (workers it did not
-    take down) is killed too, so nothing outlives it.
-    """
-    if proc.returncode is None:
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except TimeoutError:
-            log.warning("pid %s ignored SIGTERM for %g s: killing it", proc.pid, grace)
-    _signal_group(proc, signal.SIGKILL)
-    await proc.wait()
-
-
-def _show(argv: tuple[str, ...]) -> str:
-    text = shlex.join(argv)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _exit(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"killed by signal {-rc}"
-    return f"exit code {rc}"
-
-
-def _tail(f: IO[bytes]) -> str:
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    f.seek(max(0, size - _TAIL_CHARS))
-    return f.read().decode("utf-8", "replace")
-
-
-def _output(out: IO[bytes], err: IO[bytes]) -> str:
-    parts = [(name, _tail(f).strip()) for name, f in (("stderr", err), ("stdout", out))]
-    return "\n".join(f"{name}:\n{text}" for name, text in parts if text)
-
-
-def _tail_file(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            return _tail(f).strip()
-    except OSError:
-        return ""

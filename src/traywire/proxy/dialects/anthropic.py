@@ -43,21 +43,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ...core import fields
 from ...core.tokens import count_text, estimate
-from ...core.validate import (
-    _bool,
-    _fail,
-    _int,
-    _model,
-    _num,
-    _obj,
-    _str,
-    _tname,
-    body_object,
-)
 from ...types import RouteRequest
 from .anthropic_replies import MessageStream, message_from_openai
 from .chatparts import named_sse
+from .chatrequest import stream_fields, tool_function
 
 __all__ = [
     "MessageStream",
@@ -129,109 +120,148 @@ class _Walk:
 def _text_block(block: Mapping[str, Any], path: str) -> str:
     text = block.get("text")
     if not isinstance(text, str):
-        _fail(f"{path}.text", f"expected a string, got {_tname(text)}")
+        fields.fail(f"{path}.text", f"expected a string, got {fields.tname(text)}")
     return text
 
 
-def _image_url(block: Mapping[str, Any], path: str) -> str:
+def _source(block: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], object]:
+    """A block's ``source`` object, and its type."""
     src = block.get("source")
     if not isinstance(src, dict):
-        _fail(f"{path}.source", f"expected an object, got {_tname(src)}")
-    stype = src.get("type")
+        fields.fail(f"{path}.source", f"expected an object, got {fields.tname(src)}")
+    return src, src.get("type")
+
+
+def _image_url(block: Mapping[str, Any], path: str) -> str:
+    src, stype = _source(block, path)
     if stype == "base64":
         media = src.get("media_type")
         if media not in _IMAGE_TYPES:
-            _fail(f"{path}.source.media_type", f"expected one of {', '.join(_IMAGE_TYPES)}")
+            fields.fail(f"{path}.source.media_type", f"expected one of {', '.join(_IMAGE_TYPES)}")
         data = src.get("data")
         if not isinstance(data, str) or not data:
-            _fail(f"{path}.source.data", "required non-empty base64 string")
+            fields.fail(f"{path}.source.data", "required non-empty base64 string")
         return f"data:{media};base64,{data}"
     if stype == "url":
         url = src.get("url")
         if not isinstance(url, str) or not url:
-            _fail(f"{path}.source.url", "required non-empty string")
+            fields.fail(f"{path}.source.url", "required non-empty string")
         return url
     if stype == "file":
-        _fail(
+        fields.fail(
             f"{path}.source",
             "file sources (Files API ids) are not supported: traywire keeps no files; "
             "send the image as base64 or a URL",
         )
-    _fail(f"{path}.source.type", f'expected "base64" or "url", got {_tname_or_repr(stype)}')
+    fields.fail(f"{path}.source.type", f'expected "base64" or "url", got {_tname_or_repr(stype)}')
 
 
 def _tname_or_repr(v: object) -> str:
-    return repr(v) if isinstance(v, str) else _tname(v)
+    return repr(v) if isinstance(v, str) else fields.tname(v)
 
 
 def _document_text(block: Mapping[str, Any], path: str) -> str:
-    src = block.get("source")
-    if not isinstance(src, dict):
-        _fail(f"{path}.source", f"expected an object, got {_tname(src)}")
-    stype = src.get("type")
+    src, stype = _source(block, path)
     if stype == "text":
         data = src.get("data")
         if not isinstance(data, str):
-            _fail(f"{path}.source.data", f"expected a string, got {_tname(data)}")
+            fields.fail(f"{path}.source.data", f"expected a string, got {fields.tname(data)}")
         text = data
     elif stype == "content":
         content = src.get("content")
         if isinstance(content, str):
             text = content
         elif isinstance(content, list):
-            parts = []
-            for k, b in enumerate(content):
-                p = f"{path}.source.content[{k}]"
-                if not isinstance(b, dict) or b.get("type") != "text":
-                    _fail(p, "expected a text block (images inside documents are not supported)")
-                parts.append(_text_block(b, p))
-            text = "\n".join(parts)
+            text = "\n".join(
+                _text_blocks(
+                    content,
+                    f"{path}.source.content",
+                    "expected a text block (images inside documents are not supported)",
+                )
+            )
         else:
-            _fail(f"{path}.source.content", f"expected a string or a list, got {_tname(content)}")
+            fields.fail(
+                f"{path}.source.content",
+                f"expected a string or a list, got {fields.tname(content)}",
+            )
     elif stype in ("base64", "url"):
-        _fail(
+        fields.fail(
             f"{path}.source",
             "PDF documents are not supported: traywire's backends read text only; "
             "send the document's text (a text source) instead",
         )
     elif stype == "file":
-        _fail(f"{path}.source", "file sources (Files API ids) are not supported")
+        fields.fail(f"{path}.source", "file sources (Files API ids) are not supported")
     else:
-        _fail(f"{path}.source.type", f'expected "text" or "content", got {_tname_or_repr(stype)}')
-    _str(block, "title", f"{path}.title")
-    _str(block, "context", f"{path}.context")
+        fields.fail(
+            f"{path}.source.type", f'expected "text" or "content", got {_tname_or_repr(stype)}'
+        )
+    fields.opt_str(block, "title", f"{path}.title")
+    fields.opt_str(block, "context", f"{path}.context")
     head = [h for h in (block.get("title"), block.get("context")) if h]
     return "\n".join([*head, text]) if head else text
 
 
+def _text_blocks(blocks: list[Any], path: str, not_text: str) -> list[str]:
+    """The texts of a list of text blocks (``not_text``: what is said of any other)."""
+    texts = []
+    for k, b in enumerate(blocks):
+        p = f"{path}[{k}]"
+        if not isinstance(b, dict) or b.get("type") != "text":
+            fields.fail(p, not_text)
+        texts.append(_text_block(b, p))
+    return texts
+
+
 def _search_result_text(block: Mapping[str, Any], path: str) -> str:
-    _str(block, "title", f"{path}.title")
-    _str(block, "source", f"{path}.source")
+    fields.opt_str(block, "title", f"{path}.title")
+    fields.opt_str(block, "source", f"{path}.source")
     content = block.get("content")
     if not isinstance(content, list):
-        _fail(f"{path}.content", f"expected a list of text blocks, got {_tname(content)}")
+        fields.fail(
+            f"{path}.content", f"expected a list of text blocks, got {fields.tname(content)}"
+        )
     parts = [x for x in (block.get("title"), block.get("source")) if x]
-    for k, b in enumerate(content):
-        if not isinstance(b, dict) or b.get("type") != "text":
-            _fail(f"{path}.content[{k}]", "expected a text block")
-        parts.append(_text_block(b, f"{path}.content[{k}]"))
+    parts += _text_blocks(content, f"{path}.content", "expected a text block")
     return "\n".join(parts)
 
 
 def _block_type(block: object, path: str) -> str:
     if not isinstance(block, dict):
-        _fail(path, f"expected a content block object, got {_tname(block)}")
+        fields.fail(path, f"expected a content block object, got {fields.tname(block)}")
     btype = block.get("type")
     if not isinstance(btype, str):
-        _fail(f"{path}.type", "required string")
+        fields.fail(f"{path}.type", "required string")
     return btype
 
 
+def _source_block(
+    btype: str,
+    block: Mapping[str, Any],
+    path: str,
+    walk: _Walk,
+    texts: list[str],
+    images: list[Body],
+) -> bool:
+    """A block a user turn and a tool result both take (text, image, document,
+    search result), added to ``texts`` or ``images``; False for any other."""
+    if btype == "text":
+        texts.append(_text_block(block, path))
+    elif btype == "image":
+        images.append({"type": "image_url", "image_url": {"url": _image_url(block, path)}})
+        walk.images += 1
+    elif btype == "document":
+        texts.append(_document_text(block, path))
+    elif btype == "search_result":
+        texts.append(_search_result_text(block, path))
+    else:
+        return False
+    return True
+
+
 def _tool_result(block: Mapping[str, Any], path: str, walk: _Walk, images: list[Body]) -> Body:
-    tid = block.get("tool_use_id")
-    if not isinstance(tid, str) or not tid:
-        _fail(f"{path}.tool_use_id", "required string")
-    _bool(block, "is_error", f"{path}.is_error")
+    tid = fields.name_str(block, "tool_use_id", f"{path}.tool_use_id")
+    fields.opt_bool(block, "is_error", f"{path}.is_error")
     content = block.get("content")
     texts: list[str] = []
     if isinstance(content, str):
@@ -240,19 +270,12 @@ def _tool_result(block: Mapping[str, Any], path: str, walk: _Walk, images: list[
         for k, b in enumerate(content):
             p = f"{path}.content[{k}]"
             btype = _block_type(b, p)
-            if btype == "text":
-                texts.append(_text_block(b, p))
-            elif btype == "image":
-                images.append({"type": "image_url", "image_url": {"url": _image_url(b, p)}})
-                walk.images += 1
-            elif btype == "document":
-                texts.append(_document_text(b, p))
-            elif btype == "search_result":
-                texts.append(_search_result_text(b, p))
-            else:
-                _fail(f"{p}.type", f"{btype!r} blocks are not supported in tool results")
+            if not _source_block(btype, b, p, walk, texts, images):
+                fields.fail(f"{p}.type", f"{btype!r} blocks are not supported in tool results")
     elif content is not None:
-        _fail(f"{path}.content", f"expected a string or a list of blocks, got {_tname(content)}")
+        fields.fail(
+            f"{path}.content", f"expected a string or a list of blocks, got {fields.tname(content)}"
+        )
     text = "\n".join(texts)
     if block.get("is_error") is True:
         text = f"Error: {text}" if text else "Error"
@@ -268,23 +291,16 @@ def _user(content: list[Any], path: str, walk: _Walk) -> list[Body]:
     for k, block in enumerate(content):
         p = f"{path}[{k}]"
         btype = _block_type(block, p)
-        if btype == "text":
-            texts.append(_text_block(block, p))
-        elif btype == "image":
-            images.append({"type": "image_url", "image_url": {"url": _image_url(block, p)}})
-            walk.images += 1
-        elif btype == "document":
-            texts.append(_document_text(block, p))
-        elif btype == "search_result":
-            texts.append(_search_result_text(block, p))
-        elif btype == "tool_result":
+        if _source_block(btype, block, p, walk, texts, images):
+            continue
+        if btype == "tool_result":
             tool_msgs.append(_tool_result(block, p, walk, tool_images))
         elif btype == "tool_use":
-            _fail(f"{p}.type", "tool_use blocks belong in assistant turns")
+            fields.fail(f"{p}.type", "tool_use blocks belong in assistant turns")
         elif btype in _DROPPED_BLOCKS:
             continue
         else:
-            _fail(f"{p}.type", f"{btype!r} blocks are not supported by traywire")
+            fields.fail(f"{p}.type", f"{btype!r} blocks are not supported by traywire")
     out = tool_msgs
     text = "\n".join(texts)
     walk.texts.append(text)
@@ -307,15 +323,11 @@ def _assistant(content: list[Any], path: str, walk: _Walk) -> Body:
         if btype == "text":
             texts.append(_text_block(block, p))
         elif btype == "tool_use":
-            cid = block.get("id")
-            if not isinstance(cid, str) or not cid:
-                _fail(f"{p}.id", "required string")
-            name = block.get("name")
-            if not isinstance(name, str) or not name:
-                _fail(f"{p}.name", "required string")
+            cid = fields.name_str(block, "id", f"{p}.id")
+            name = fields.name_str(block, "name", f"{p}.name")
             args = block.get("input", {})
             if not isinstance(args, dict):
-                _fail(f"{p}.input", f"expected an object, got {_tname(args)}")
+                fields.fail(f"{p}.input", f"expected an object, got {fields.tname(args)}")
             arguments = json.dumps(args, ensure_ascii=False)
             walk.texts.append(arguments)
             calls.append(
@@ -324,7 +336,7 @@ def _assistant(content: list[Any], path: str, walk: _Walk) -> Body:
         elif btype in _DROPPED_BLOCKS:
             continue
         else:
-            _fail(f"{p}.type", f"{btype!r} blocks are not supported in assistant turns")
+            fields.fail(f"{p}.type", f"{btype!r} blocks are not supported in assistant turns")
     text = "\n".join(texts)
     walk.texts.append(text)
     msg: Body = {"role": "assistant", "content": text if text or not calls else None}
@@ -337,14 +349,8 @@ def _system_text(content: object, path: str) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
-        for k, block in enumerate(content):
-            p = f"{path}[{k}]"
-            if _block_type(block, p) != "text":
-                _fail(f"{p}.type", 'expected "text"')
-            parts.append(_text_block(block, p))
-        return "\n".join(parts)
-    _fail(path, f"expected a string or a list of text blocks, got {_tname(content)}")
+        return "\n".join(_text_blocks(content, path, 'expected a "text" block'))
+    fields.fail(path, f"expected a string or a list of text blocks, got {fields.tname(content)}")
 
 
 def _add_system(out: list[Body], text: str) -> None:
@@ -365,24 +371,23 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
             for k, block in enumerate(system):
                 p = f"system[{k}]"
                 if _block_type(block, p) != "text":
-                    _fail(f"{p}.type", 'expected "text"')
+                    fields.fail(f"{p}.type", 'expected "text"')
                 parts.append(_text_block(block, p))
             stext = "\n".join(parts)
         else:
-            _fail("system", f"expected a string or a list of text blocks, got {_tname(system)}")
+            fields.fail(
+                "system", f"expected a string or a list of text blocks, got {fields.tname(system)}"
+            )
         if stext:
             walk.texts.append(stext)
             out.append({"role": "system", "content": stext})
     msgs = b.get("messages")
     if not isinstance(msgs, list) or not msgs:
-        _fail("messages", "must be a non-empty list")
-    for i, msg in enumerate(msgs):
-        path = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            _fail(path, f"expected a message object, got {_tname(msg)}")
+        fields.fail("messages", "must be a non-empty list")
+    for path, msg in fields.objects(msgs, "messages", "a message object"):
         role = msg.get("role")
         if role not in ("user", "assistant", "system"):
-            _fail(
+            fields.fail(
                 f"{path}.role",
                 f'expected "user", "assistant" or "system", got {_tname_or_repr(role)}',
             )
@@ -406,48 +411,36 @@ def _messages(b: Mapping[str, Any], walk: _Walk) -> list[Body]:
             else:
                 out.append(_assistant(content, f"{path}.content", walk))
         else:
-            _fail(
+            fields.fail(
                 f"{path}.content",
-                f"expected a string or a list of content blocks, got {_tname(content)}",
+                f"expected a string or a list of content blocks, got {fields.tname(content)}",
             )
     if all(m["role"] == "system" for m in out):
-        _fail("messages", "hold no content to send (every turn is empty)")
+        fields.fail("messages", "hold no content to send (every turn is empty)")
     return out
 
 
 def _tools(b: Mapping[str, Any], out: Body) -> list[str]:
     """Translate ``tools`` into ``out``; the names of the tools."""
-    tools = b.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        _fail("tools", f"expected a list, got {_tname(tools)}")
     chat_tools: list[Body] = []
     names: list[str] = []
-    for j, tool in enumerate(tools):
-        p = f"tools[{j}]"
-        if not isinstance(tool, dict):
-            _fail(p, f"expected an object, got {_tname(tool)}")
+    for p, tool in fields.objects(fields.opt_list(b, "tools", "tools") or (), "tools"):
         ttype = tool.get("type")
         if ttype not in _CLIENT_TOOL_TYPES:
-            _fail(
+            fields.fail(
                 f"{p}.type",
                 f"server tool {_tname_or_repr(ttype)} is not supported: traywire serves "
                 "client tools only (name, description, input_schema)",
             )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            _fail(f"{p}.name", "required string")
-        _str(tool, "description", f"{p}.description")
+        fn = tool_function(tool, p)
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
-            _fail(f"{p}.input_schema", f"expected a JSON schema object, got {_tname(schema)}")
-        fn: Body = {"name": name}
-        if tool.get("description"):
-            fn["description"] = tool["description"]
+            fields.fail(
+                f"{p}.input_schema", f"expected a JSON schema object, got {fields.tname(schema)}"
+            )
         fn["parameters"] = schema
         chat_tools.append({"type": "function", "function": fn})
-        names.append(name)
+        names.append(fn["name"])
     if chat_tools:
         out["tools"] = chat_tools
     return names
@@ -455,22 +448,22 @@ def _tools(b: Mapping[str, Any], out: Body) -> list[str]:
 
 def _tool_choice(b: Mapping[str, Any], out: Body, names: list[str]) -> bool:
     """Translate ``tool_choice``; False if it turns tools off."""
-    tc = _obj(b, "tool_choice", "tool_choice")
+    tc = fields.opt_obj(b, "tool_choice", "tool_choice")
     if tc is None:
         return True
     ttype = tc.get("type")
     if ttype not in _TOOL_CHOICES:
-        _fail(
+        fields.fail(
             "tool_choice.type",
             f'expected "auto", "any", "tool" or "none", got {_tname_or_repr(ttype)}',
         )
-    _bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
+    fields.opt_bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
     if ttype == "tool":
         name = tc.get("name")
         if not isinstance(name, str) or not name:
-            _fail("tool_choice.name", "required string")
+            fields.fail("tool_choice.name", "required string")
         if name not in names:
-            _fail("tool_choice.name", f"no tool named {name!r} in tools")
+            fields.fail("tool_choice.name", f"no tool named {name!r} in tools")
     if not names:
         return bool(ttype != "none")
     if ttype == "auto":
@@ -490,7 +483,7 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
     """``output_config.format`` (or the beta ``output_format``) -> ``response_format``."""
     fmt: object = None
     path = "output_format"
-    oc = _obj(b, "output_config", "output_config")
+    oc = fields.opt_obj(b, "output_config", "output_config")
     if oc is not None and oc.get("format") is not None:
         fmt, path = oc["format"], "output_config.format"
     elif b.get("output_format") is not None:
@@ -498,12 +491,12 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
     if fmt is None:
         return False
     if not isinstance(fmt, dict):
-        _fail(path, f"expected an object, got {_tname(fmt)}")
+        fields.fail(path, f"expected an object, got {fields.tname(fmt)}")
     if fmt.get("type") != "json_schema":
-        _fail(f"{path}.type", 'expected "json_schema"')
+        fields.fail(f"{path}.type", 'expected "json_schema"')
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        _fail(f"{path}.schema", f"expected a JSON schema object, got {_tname(schema)}")
+        fields.fail(f"{path}.schema", f"expected a JSON schema object, got {fields.tname(schema)}")
     out["response_format"] = {
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": schema, "strict": True},
@@ -512,16 +505,16 @@ def _output_format(b: Mapping[str, Any], out: Body) -> bool:
 
 
 def _sampling(b: Mapping[str, Any], out: Body) -> None:
-    _num(b, "temperature", "temperature", 0, 1)
-    _num(b, "top_p", "top_p", 0, 1)
-    _int(b, "top_k", "top_k", 0)
+    fields.opt_num(b, "temperature", "temperature", 0, 1)
+    fields.opt_num(b, "top_p", "top_p", 0, 1)
+    fields.opt_int(b, "top_k", "top_k", 0)
     stops = b.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list):
-            _fail("stop_sequences", f"expected a list of strings, got {_tname(stops)}")
+            fields.fail("stop_sequences", f"expected a list of strings, got {fields.tname(stops)}")
         for k, s in enumerate(stops):
             if not isinstance(s, str):
-                _fail(f"stop_sequences[{k}]", f"expected a string, got {_tname(s)}")
+                fields.fail(f"stop_sequences[{k}]", f"expected a string, got {fields.tname(s)}")
         if stops:
             out["stop"] = list(stops)
     for key in ("temperature", "top_p", "top_k"):
@@ -530,12 +523,12 @@ def _sampling(b: Mapping[str, Any], out: Body) -> None:
 
 
 def _thinking(b: Mapping[str, Any]) -> None:
-    th = _obj(b, "thinking", "thinking")
+    th = fields.opt_obj(b, "thinking", "thinking")
     if th is None:
         return
     if not isinstance(th.get("type"), str):
-        _fail("thinking.type", "required string")
-    _int(th, "budget_tokens", "thinking.budget_tokens", 1)
+        fields.fail("thinking.type", "required string")
+    fields.opt_int(th, "budget_tokens", "thinking.budget_tokens", 1)
 
 
 def thinking_requested(body: object) -> bool:
@@ -545,30 +538,28 @@ def thinking_requested(body: object) -> bool:
 
 
 def _parse(b: dict[str, Any], *, count_only: bool) -> tuple[Body, RouteRequest, list[str]]:
-    model = _model(b)
+    model = fields.model_name(b)
     if not count_only:
         if b.get("max_tokens") is None:
-            _fail("max_tokens", "required integer")
-        _int(b, "max_tokens", "max_tokens", 1)
+            fields.fail("max_tokens", "required integer")
+        fields.opt_int(b, "max_tokens", "max_tokens", 1)
     walk = _Walk()
     messages = _messages(b, walk)
     out: Body = {"model": model, "messages": messages}
     if not count_only:
         out["max_tokens"] = b["max_tokens"]
     _sampling(b, out)
-    _bool(b, "stream", "stream")
-    stream = b.get("stream") is True and not count_only
-    out["stream"] = stream
-    if stream:
-        out["stream_options"] = {"include_usage": True}
+    stream_fields(b, out, allowed=not count_only)
     names = _tools(b, out)
     tools_on = _tool_choice(b, out, names)
     structured = _output_format(b, out)
     _thinking(b)
-    _obj(b, "metadata", "metadata")
+    fields.opt_obj(b, "metadata", "metadata")
     servers = b.get("mcp_servers")
     if servers:
-        _fail("mcp_servers", "MCP servers are not supported: traywire does not run remote tools")
+        fields.fail(
+            "mcp_servers", "MCP servers are not supported: traywire does not run remote tools"
+        )
     route = RouteRequest(
         model,
         "\n".join(walk.texts),
@@ -590,14 +581,14 @@ def parse_messages(body: object) -> tuple[Body, RouteRequest]:
     streaming asks for ``stream_options.include_usage``) and the request as the
     router sees it.
     """
-    out, route, _names = _parse(body_object(body), count_only=False)
+    out, route, _names = _parse(fields.body_object(body), count_only=False)
     return out, route
 
 
 def count_tokens(body: object) -> Body:
     """``/v1/messages/count_tokens``: ``{"input_tokens": n}`` by traywire's estimate
     (``max_tokens`` is not needed; tool definitions count as their JSON text)."""
-    out, route, _names = _parse(body_object(body), count_only=True)
+    out, route, _names = _parse(fields.body_object(body), count_only=True)
     n = estimate(route)
     if "tools" in out:
         n += count_text(json.dumps(out["tools"], ensure_ascii=False, separators=(",", ":")))

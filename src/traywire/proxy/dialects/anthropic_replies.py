@@ -27,11 +27,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .chatparts import (
+    ChunkParts,
+    ChunkStream,
     ToolAccumulator,
     id_suffix,
     named_sse,
-    raise_stream_error,
-    read_chunk,
     read_completion,
     tool_input,
     tool_input_json,
@@ -107,7 +107,7 @@ def message_from_openai(
     }
 
 
-class MessageStream:
+class MessageStream(ChunkStream):
     """OpenAI ``chat.completion.chunk`` objects -> Anthropic Messages SSE bytes.
 
     ``feed(chunk)`` returns the bytes to send for one upstream chunk (possibly
@@ -126,22 +126,15 @@ class MessageStream:
 
     __slots__ = (
         "_block",
-        "_finish",
         "_index",
         "_input_estimate",
         "_matched",
         "_model",
         "_ncalls",
-        "_started",
         "_stops",
         "_thinking",
         "_tools",
-        "_usage_seen",
-        "done",
-        "finished",
         "message_id",
-        "tokens_in",
-        "tokens_out",
     )
 
     def __init__(
@@ -153,30 +146,21 @@ class MessageStream:
         thinking: bool = False,
         stop_sequences: Iterable[str] = (),
     ) -> None:
+        super().__init__()
         self._model = model
         self.message_id = message_id
         self._input_estimate = input_tokens
         self._thinking = thinking
         self._stops = tuple(stop_sequences)
-        self._started = False
         self._index = -1  # index of the last content block opened
         self._block: str | None = None  # "text" or "thinking" while one is open
         self._tools = ToolAccumulator()
         self._ncalls = 0
-        self._finish: str | None = None
         self._matched: object = None
-        self._usage_seen = False
-        self.finished = False
-        self.done = False
-        self.tokens_in = 0
-        self.tokens_out = 0
 
     # ------------------------------------------------------------------ events
 
     def _start(self, out: list[bytes]) -> None:
-        if self._started:
-            return
-        self._started = True
         message: Body = {
             "id": self.message_id,
             "type": "message",
@@ -266,13 +250,7 @@ class MessageStream:
 
     # ------------------------------------------------------------------ API
 
-    def feed(self, chunk: JSONMap) -> bytes:
-        raise_stream_error(chunk)
-        if self.done:
-            return b""
-        parts = read_chunk(chunk)
-        out: list[bytes] = []
-        self._start(out)
+    def _content(self, out: list[bytes], parts: ChunkParts) -> None:
         if parts.reasoning and self._thinking:
             self._text(out, "thinking", parts.reasoning)
         if parts.content:
@@ -280,27 +258,11 @@ class MessageStream:
         for frag in parts.tools:
             if self._tools.add(frag) and len(self._tools.order) == 1:
                 self._close(out)  # a text block before the first call ends here
-        if parts.usage is not None:
-            self.tokens_in, self.tokens_out = parts.usage
-            self._usage_seen = True
-        if parts.finish_reason is not None:
-            self._finish = parts.finish_reason
-            self._matched = parts.matched_stop
-            self.finished = True
-            self._flush_tools(out)
-            self._close(out)
-        if self.finished and self._usage_seen:
-            self._end(out)
-        return b"".join(out)
 
-    def finish(self) -> bytes:
-        """The end of a stream whose upstream ended cleanly (``[DONE]`` or EOF)."""
-        if self.done:
-            return b""
-        out: list[bytes] = []
-        self._start(out)
-        self._end(out)
-        return b"".join(out)
+    def _finishing(self, out: list[bytes], parts: ChunkParts) -> None:
+        self._matched = parts.matched_stop
+        self._flush_tools(out)
+        self._close(out)
 
     def error(self, message: str, error_type: str = "api_error") -> bytes:
         """``event: error`` ending a stream that broke after it started."""

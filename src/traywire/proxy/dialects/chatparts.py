@@ -131,6 +131,83 @@ def read_completion(resp: JSONMap) -> ChatMessage:
     )
 
 
+class ChunkStream:
+    """What the fronts' streams (Anthropic Messages, Responses) share: OpenAI
+    ``chat.completion.chunk`` objects in, the front's events out.
+
+    `feed` writes the stream's opening (`_start`, once), then what one chunk
+    carries (`_content`: its text, reasoning and tool calls); it keeps the
+    backend's usage and finish reason (`_finishing` runs when the finish reason
+    comes), and writes the end (`_end`) once both have come. `finish` writes
+    the opening and the end of a stream whose upstream ended cleanly without
+    them. Subclasses set ``done`` when they wrote the end.
+    """
+
+    __slots__ = (
+        "_finish",
+        "_started",
+        "_usage_seen",
+        "done",
+        "finished",
+        "tokens_in",
+        "tokens_out",
+    )
+
+    def __init__(self) -> None:
+        self._started = False
+        self._finish: str | None = None
+        self._usage_seen = False
+        self.finished = False
+        self.done = False
+        self.tokens_in = 0
+        self.tokens_out = 0
+
+    def _start(self, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _content(self, out: list[bytes], parts: ChunkParts) -> None:
+        raise NotImplementedError
+
+    def _finishing(self, out: list[bytes], parts: ChunkParts) -> None:
+        """The finish reason came (``parts`` holds it)."""
+
+    def _end(self, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _begin(self, out: list[bytes]) -> None:
+        if not self._started:
+            self._started = True
+            self._start(out)
+
+    def feed(self, chunk: JSONMap) -> bytes:
+        raise_stream_error(chunk)
+        if self.done:
+            return b""
+        parts = read_chunk(chunk)
+        out: list[bytes] = []
+        self._begin(out)
+        self._content(out, parts)
+        if parts.usage is not None:
+            self.tokens_in, self.tokens_out = parts.usage
+            self._usage_seen = True
+        if parts.finish_reason is not None:
+            self._finish = parts.finish_reason
+            self.finished = True
+            self._finishing(out, parts)
+        if self.finished and self._usage_seen:
+            self._end(out)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The end of a stream whose upstream ended cleanly (``[DONE]`` or EOF)."""
+        if self.done:
+            return b""
+        out: list[bytes] = []
+        self._begin(out)
+        self._end(out)
+        return b"".join(out)
+
+
 class ToolAccumulator:
     """Tool call fragments of a stream, gathered per upstream index, in order."""
 

@@ -4,7 +4,7 @@
 completions bodies, the proxy's canonical form, in one walk that also reads
 what the router needs; answers come back as ``Response`` objects
 (:func:`response_from_openai`) or Responses event streams
-(:class:`.responses_api_stream.ResponseStream`). Pure functions: no I/O, no
+(:class:`.responses_api_replies.ResponseStream`). Pure functions: no I/O, no
 clock (``created_at`` and ids come from the caller).
 
 (Named ``responses_api``: :mod:`.responses` is the OpenAI ⇄ Ollama answers.)
@@ -14,7 +14,7 @@ Public API
     response_from_openai(resp, *, model, response_id, created_at, request=None) -> Response
     response_object(...)     the ``Response`` envelope (also used by the stream)
     error_body(status, msg)  OpenAI's error object
-    ResponseStream           (re-exported from .responses_api_stream)
+    ResponseStream           (re-exported from .responses_api_replies)
 
 Decisions
     * traywire keeps no conversation state. ``previous_response_id``,
@@ -58,18 +58,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...core.validate import (
-    _bool,
-    _fail,
-    _int,
-    _model,
-    _num,
-    _obj,
-    _str,
-    _tname,
-    body_object,
-)
+from ...core import fields
 from ...types import RouteRequest
+from .chatrequest import stream_fields, tool_function
 from .responses_api_replies import ResponseStream, response_from_openai, response_object
 from .wire import openai_error_body, openai_error_type
 
@@ -96,7 +87,7 @@ _MESSAGE_ROLES: Final = ("user", "assistant", "system", "developer")
 
 
 def _repr(v: object) -> str:
-    return repr(v) if isinstance(v, str) else _tname(v)
+    return repr(v) if isinstance(v, str) else fields.tname(v)
 
 
 class _Walk:
@@ -113,14 +104,14 @@ class _Walk:
 
 def _image_part(part: Mapping[str, Any], path: str) -> Body:
     if part.get("file_id") is not None:
-        _fail(
+        fields.fail(
             f"{path}.file_id",
             "images by file_id are not supported: traywire keeps no files; "
             "send image_url (a URL or a data: URL)",
         )
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        _fail(f"{path}.image_url", "required string (a URL or a data: URL)")
+        fields.fail(f"{path}.image_url", "required string (a URL or a data: URL)")
     detail = part.get("detail")
     img: Body = {"url": url}
     if detail in ("low", "high", "auto"):
@@ -133,42 +124,37 @@ def _parts(content: object, path: str, walk: _Walk, *, assistant: bool) -> tuple
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        _fail(path, f"expected a string or a list of content parts, got {_tname(content)}")
+        fields.fail(
+            path, f"expected a string or a list of content parts, got {fields.tname(content)}"
+        )
     texts: list[str] = []
     images: list[Body] = []
-    for k, part in enumerate(content):
-        p = f"{path}[{k}]"
-        if not isinstance(part, dict):
-            _fail(p, f"expected a content part object, got {_tname(part)}")
+    for p, part in fields.objects(content, path, "a content part object"):
         ptype = part.get("type")
         if ptype in ("input_text", "output_text", "text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                _fail(f"{p}.text", f"expected a string, got {_tname(text)}")
-            texts.append(text)
+            texts.append(fields.req_str(part, "text", f"{p}.text"))
         elif ptype == "refusal":
-            refusal = part.get("refusal")
-            if not isinstance(refusal, str):
-                _fail(f"{p}.refusal", f"expected a string, got {_tname(refusal)}")
-            texts.append(refusal)
+            texts.append(fields.req_str(part, "refusal", f"{p}.refusal"))
         elif ptype == "input_image" and not assistant:
             images.append(_image_part(part, p))
             walk.images += 1
         elif ptype == "input_file":
-            _fail(
+            fields.fail(
                 p,
                 "input_file is not supported: traywire keeps no files and its backends "
                 "read no PDFs; send the file's text as input_text",
             )
         else:
-            _fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
+            fields.fail(f"{p}.type", f"content parts of type {_repr(ptype)} are not supported here")
     return "\n".join(texts), images
 
 
 def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
-        _fail(f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}")
+        fields.fail(
+            f"{path}.role", f"expected one of {', '.join(_MESSAGE_ROLES)}, got {_repr(role)}"
+        )
     assistant = role == "assistant"
     text, images = _parts(item.get("content"), f"{path}.content", walk, assistant=assistant)
     walk.texts.append(text)
@@ -189,15 +175,11 @@ def _message(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 
 
 def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
-    call_id = item.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        _fail(f"{path}.call_id", "required string")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        _fail(f"{path}.name", "required string")
+    call_id = fields.name_str(item, "call_id", f"{path}.call_id")
+    name = fields.name_str(item, "name", f"{path}.name")
     args = item.get("arguments")
     if not isinstance(args, str):
-        _fail(f"{path}.arguments", f"expected a JSON string, got {_tname(args)}")
+        fields.fail(f"{path}.arguments", f"expected a JSON string, got {fields.tname(args)}")
     walk.texts.append(args)
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
     msg = walk.open_calls
@@ -211,12 +193,10 @@ def _function_call(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
 
 
 def _function_call_output(item: Mapping[str, Any], path: str, walk: _Walk) -> None:
-    call_id = item.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        _fail(f"{path}.call_id", "required string")
+    call_id = fields.name_str(item, "call_id", f"{path}.call_id")
     output = item.get("output")
     if output is None:
-        _fail(f"{path}.output", "required: a string or a list of content parts")
+        fields.fail(f"{path}.output", "required: a string or a list of content parts")
     text, images = _parts(output, f"{path}.output", walk, assistant=False)
     walk.texts.append(text)
     walk.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
@@ -229,29 +209,26 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
     instructions = b.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            _fail("instructions", f"expected a string, got {_tname(instructions)}")
+            fields.fail("instructions", f"expected a string, got {fields.tname(instructions)}")
         if instructions:
             walk.texts.append(instructions)
             walk.messages.append({"role": "system", "content": instructions})
     inp = b.get("input")
     if inp is None:
-        _fail("input", "required: a string or a list of input items")
+        fields.fail("input", "required: a string or a list of input items")
     if isinstance(inp, str):
         walk.texts.append(inp)
         walk.last_user = inp
         walk.messages.append({"role": "user", "content": inp})
         return
     if not isinstance(inp, list) or not inp:
-        _fail("input", "expected a string or a non-empty list of input items")
-    for i, item in enumerate(inp):
-        path = f"input[{i}]"
-        if not isinstance(item, dict):
-            _fail(path, f"expected an input item object, got {_tname(item)}")
+        fields.fail("input", "expected a string or a non-empty list of input items")
+    for path, item in fields.objects(inp, "input", "an input item object"):
         itype = item.get("type")
         if itype is None and "role" in item:
             itype = "message"
         if not isinstance(itype, str):
-            _fail(f"{path}.type", "required string")
+            fields.fail(f"{path}.type", "required string")
         if itype == "message":
             _message(item, path, walk)
         elif itype == "function_call":
@@ -259,37 +236,23 @@ def _input(b: Mapping[str, Any], walk: _Walk) -> None:
         elif itype == "function_call_output":
             _function_call_output(item, path, walk)
         elif itype == "item_reference":
-            _fail(path, f"item_reference needs stored items; {_STATELESS}")
+            fields.fail(path, f"item_reference needs stored items; {_STATELESS}")
         # reasoning items and item types with no chat meaning are skipped
     if not any(m["role"] != "system" for m in walk.messages):
-        _fail("input", "holds no message, function call or function call output")
+        fields.fail("input", "holds no message, function call or function call output")
 
 
 def _tools(b: Mapping[str, Any]) -> list[Body]:
-    tools = b.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        _fail("tools", f"expected a list, got {_tname(tools)}")
     out: list[Body] = []
-    for j, tool in enumerate(tools):
-        p = f"tools[{j}]"
-        if not isinstance(tool, dict):
-            _fail(p, f"expected an object, got {_tname(tool)}")
+    for p, tool in fields.objects(fields.opt_list(b, "tools", "tools") or (), "tools"):
         ttype = tool.get("type")
         if not isinstance(ttype, str):
-            _fail(f"{p}.type", "required string")
+            fields.fail(f"{p}.type", "required string")
         if ttype != "function":
             continue  # a built-in or grouped tool: not offered (see the docstring)
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            _fail(f"{p}.name", "required string")
-        _str(tool, "description", f"{p}.description")
-        params = _obj(tool, "parameters", f"{p}.parameters")
-        _bool(tool, "strict", f"{p}.strict")
-        fn: Body = {"name": name}
-        if tool.get("description"):
-            fn["description"] = tool["description"]
+        fn = tool_function(tool, p)
+        params = fields.opt_obj(tool, "parameters", f"{p}.parameters")
+        fields.opt_bool(tool, "strict", f"{p}.strict")
         fn["parameters"] = params if params is not None else {"type": "object", "properties": {}}
         if tool.get("strict") is not None:
             fn["strict"] = tool["strict"]
@@ -308,34 +271,34 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         return True
     if isinstance(tc, str):
         if tc not in ("none", "auto", "required"):
-            _fail("tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}')
+            fields.fail(
+                "tool_choice", f'expected "none", "auto", "required" or an object, got {tc!r}'
+            )
         if tools:
             out["tool_choice"] = tc
         return tc != "none"
     if not isinstance(tc, dict):
-        _fail("tool_choice", f"expected a string or an object, got {_tname(tc)}")
+        fields.fail("tool_choice", f"expected a string or an object, got {fields.tname(tc)}")
     ttype = tc.get("type")
     if ttype == "function":
-        name = tc.get("name")
-        if not isinstance(name, str) or not name:
-            _fail("tool_choice.name", "required string")
+        name = fields.name_str(tc, "name", "tool_choice.name")
         if name not in _names(tools):
-            _fail("tool_choice.name", f"no function tool named {name!r} in tools")
+            fields.fail("tool_choice.name", f"no function tool named {name!r} in tools")
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
         return True
     if ttype == "allowed_tools":
         mode = tc.get("mode")
         if mode not in ("auto", "required"):
-            _fail("tool_choice.mode", 'expected "auto" or "required"')
+            fields.fail("tool_choice.mode", 'expected "auto" or "required"')
         allowed = tc.get("tools")
         if not isinstance(allowed, list):
-            _fail("tool_choice.tools", f"expected a list, got {_tname(allowed)}")
+            fields.fail("tool_choice.tools", f"expected a list, got {fields.tname(allowed)}")
         keep: set[str] = set()
         for k, t in enumerate(allowed):
             if not isinstance(t, dict) or t.get("type") != "function":
-                _fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
+                fields.fail(f"tool_choice.tools[{k}]", "only function tools can be allowed")
             if not isinstance(t.get("name"), str):
-                _fail(f"tool_choice.tools[{k}].name", "required string")
+                fields.fail(f"tool_choice.tools[{k}].name", "required string")
             keep.add(t["name"])
         narrowed = [t for t in tools if t["function"]["name"] in keep]
         if narrowed:
@@ -344,7 +307,7 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
         else:
             out.pop("tools", None)
         return bool(narrowed)
-    _fail(
+    fields.fail(
         "tool_choice.type",
         f"{_repr(ttype)} names a built-in tool, which traywire does not offer; "
         'expected "function" or "allowed_tools"',
@@ -352,10 +315,10 @@ def _tool_choice(b: Mapping[str, Any], tools: list[Body], out: Body) -> bool:
 
 
 def _text_format(b: Mapping[str, Any], out: Body) -> bool:
-    text = _obj(b, "text", "text")
+    text = fields.opt_obj(b, "text", "text")
     if text is None:
         return False
-    fmt = _obj(text, "format", "text.format")
+    fmt = fields.opt_obj(text, "format", "text.format")
     if fmt is None:
         return False
     ftype = fmt.get("type")
@@ -365,15 +328,15 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
         out["response_format"] = {"type": "json_object"}
         return True
     if ftype != "json_schema":
-        _fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
-    name = fmt.get("name")
-    if not isinstance(name, str) or not name:
-        _fail("text.format.name", "required string")
+        fields.fail("text.format.type", 'expected "text", "json_schema" or "json_object"')
+    name = fields.name_str(fmt, "name", "text.format.name")
     schema = fmt.get("schema")
     if not isinstance(schema, dict):
-        _fail("text.format.schema", f"expected a JSON schema object, got {_tname(schema)}")
-    _bool(fmt, "strict", "text.format.strict")
-    _str(fmt, "description", "text.format.description")
+        fields.fail(
+            "text.format.schema", f"expected a JSON schema object, got {fields.tname(schema)}"
+        )
+    fields.opt_bool(fmt, "strict", "text.format.strict")
+    fields.opt_str(fmt, "description", "text.format.description")
     js: Body = {"name": name, "schema": schema}
     if fmt.get("strict") is not None:
         js["strict"] = fmt["strict"]
@@ -385,15 +348,17 @@ def _text_format(b: Mapping[str, Any], out: Body) -> bool:
 
 def _refuse_state(b: Mapping[str, Any]) -> None:
     if b.get("previous_response_id") is not None:
-        _fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
+        fields.fail("previous_response_id", f"not supported: {_STATELESS} (and previous outputs)")
     if b.get("conversation") is not None:
-        _fail("conversation", f"not supported: {_STATELESS}")
+        fields.fail("conversation", f"not supported: {_STATELESS}")
     if b.get("prompt") is not None:
-        _fail("prompt", "stored prompt templates are not supported: send instructions and input")
-    _bool(b, "background", "background")
+        fields.fail(
+            "prompt", "stored prompt templates are not supported: send instructions and input"
+        )
+    fields.opt_bool(b, "background", "background")
     if b.get("background") is True:
-        _fail("background", "background responses are not supported: traywire keeps no state")
-    _bool(b, "store", "store")
+        fields.fail("background", "background responses are not supported: traywire keeps no state")
+    fields.opt_bool(b, "store", "store")
 
 
 def parse_responses(body: object) -> tuple[Body, RouteRequest]:
@@ -403,35 +368,31 @@ def parse_responses(body: object) -> tuple[Body, RouteRequest]:
     streaming asks for ``stream_options.include_usage``) and the request as the
     router sees it.
     """
-    b = body_object(body)
-    model = _model(b)
+    b = fields.body_object(body)
+    model = fields.model_name(b)
     _refuse_state(b)
     walk = _Walk()
     _input(b, walk)
     out: Body = {"model": model, "messages": walk.messages}
-    _int(b, "max_output_tokens", "max_output_tokens", 1)
+    fields.opt_int(b, "max_output_tokens", "max_output_tokens", 1)
     if b.get("max_output_tokens") is not None:
         out["max_tokens"] = b["max_output_tokens"]
-    _num(b, "temperature", "temperature", 0, 2)
-    _num(b, "top_p", "top_p", 0, 1)
+    fields.opt_num(b, "temperature", "temperature", 0, 2)
+    fields.opt_num(b, "top_p", "top_p", 0, 1)
     for key in ("temperature", "top_p"):
         if b.get(key) is not None:
             out[key] = b[key]
-    _bool(b, "stream", "stream")
-    stream = b.get("stream") is True
-    out["stream"] = stream
-    if stream:
-        out["stream_options"] = {"include_usage": True}
+    stream_fields(b, out)
     tools = _tools(b)
     if tools:
         out["tools"] = tools
     tools_on = _tool_choice(b, tools, out) and bool(tools)
-    _bool(b, "parallel_tool_calls", "parallel_tool_calls")
+    fields.opt_bool(b, "parallel_tool_calls", "parallel_tool_calls")
     if b.get("parallel_tool_calls") is not None and "tools" in out:
         out["parallel_tool_calls"] = b["parallel_tool_calls"]
     structured = _text_format(b, out)
-    _obj(b, "reasoning", "reasoning")
-    _obj(b, "metadata", "metadata")
+    fields.opt_obj(b, "reasoning", "reasoning")
+    fields.opt_obj(b, "metadata", "metadata")
     route = RouteRequest(
         model,
         "\n".join(walk.texts),

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .chatparts import (
+    ChunkParts,
+    ChunkStream,
     ToolFragment,
     id_suffix,
     named_sse,
-    raise_stream_error,
-    read_chunk,
     read_completion,
 )
 from .wire import JSONMap
@@ -210,7 +210,7 @@ class _Open:
         return function_call_item(self.item_id, self.call_id, self.name, text, status)
 
 
-class ResponseStream:
+class ResponseStream(ChunkStream):
     """OpenAI ``chat.completion.chunk`` objects -> Responses API SSE bytes.
 
     ``feed(chunk)`` returns the bytes to send for one upstream chunk (possibly
@@ -236,20 +236,13 @@ class ResponseStream:
         "_calls",
         "_created_at",
         "_cur",
-        "_finish",
         "_ids",
         "_model",
         "_ncalls",
         "_output",
         "_request",
         "_seq",
-        "_started",
-        "_usage_seen",
-        "done",
-        "finished",
         "response_id",
-        "tokens_in",
-        "tokens_out",
     )
 
     def __init__(
@@ -260,23 +253,17 @@ class ResponseStream:
         created_at: int | float,
         request: JSONMap | None = None,
     ) -> None:
+        super().__init__()
         self._model = model
         self.response_id = response_id
         self._created_at = created_at
         self._request = request
         self._ids = item_ids(response_id)
         self._seq = 0
-        self._started = False
         self._output: list[Body] = []  # finished items, and placeholders of open ones
         self._cur: _Open | None = None  # the open message or reasoning item
         self._calls: dict[int, _Open] = {}  # upstream tool index -> open function call
         self._ncalls = 0
-        self._finish: str | None = None
-        self._usage_seen = False
-        self.finished = False
-        self.done = False
-        self.tokens_in = 0
-        self.tokens_out = 0
 
     # ------------------------------------------------------------------ events
 
@@ -295,9 +282,6 @@ class ResponseStream:
         )
 
     def _start(self, out: list[bytes]) -> None:
-        if self._started:
-            return
-        self._started = True
         resp = self._response("in_progress", output=[], usage=None)
         self._ev(out, "response.created", {"response": resp})
         self._ev(out, "response.in_progress", {"response": resp})
@@ -423,37 +407,13 @@ class ResponseStream:
 
     # ------------------------------------------------------------------ API
 
-    def feed(self, chunk: JSONMap) -> bytes:
-        raise_stream_error(chunk)
-        if self.done:
-            return b""
-        parts = read_chunk(chunk)
-        out: list[bytes] = []
-        self._start(out)
+    def _content(self, out: list[bytes], parts: ChunkParts) -> None:
         if parts.reasoning:
             self._text(out, "reasoning", parts.reasoning)
         if parts.content:
             self._text(out, "message", parts.content)
         for frag in parts.tools:
             self._tool(out, frag)
-        if parts.usage is not None:
-            self.tokens_in, self.tokens_out = parts.usage
-            self._usage_seen = True
-        if parts.finish_reason is not None:
-            self._finish = parts.finish_reason
-            self.finished = True
-        if self.finished and self._usage_seen:
-            self._end(out)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """The end of a stream whose upstream ended cleanly."""
-        if self.done:
-            return b""
-        out: list[bytes] = []
-        self._start(out)
-        self._end(out)
-        return b"".join(out)
 
     def error(self, message: str, code: str = "server_error") -> bytes:
         """An ``error`` event then ``response.failed``: the end of a stream that broke.
@@ -464,7 +424,7 @@ class ResponseStream:
         if self.done:
             return b""
         out: list[bytes] = []
-        self._start(out)
+        self._begin(out)
         self._ev(out, "error", {"code": code, "message": message, "param": None})
         output = list(self._output)
         for item in (self._cur, *self._calls.values()):

@@ -1,0 +1,157 @@
+"""The running proxy: its aiohttp application, and the server that listens.
+
+`make_app` puts together the proxy's endpoints (`proxy.endpoints`), the
+observers' (``/status`` with the request log's state, ``/metrics``, the
+dashboard), every one behind `proxy.security.guard`; `Server` binds it
+(`proxy.listener`: the connection cap, the head timeout) and drains it on
+stop. This module sits above both parts so that neither imports the other
+both ways: the observers read the proxy's runtime, the proxy knows nothing of
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .observe import dashboard, metrics, wiring
+from .proxy import endpoints, listener, ollama_api, replies
+from .proxy.endpoints import RUNTIME
+from .proxy.runtime import Runtime
+from .proxy.security import TOKEN, guarded, is_loopback
+from .redact import REDACTOR
+
+__all__ = ["Server", "make_app"]
+
+log = logging.getLogger("traywire")
+
+
+async def status(request: web.Request) -> web.Response:
+    body = request.app[RUNTIME].status()
+    body["request_log"] = request.app[wiring.REQUEST_LOG].status()
+    return replies.json_response(body)
+
+
+def make_app(
+    rt: Runtime, token: str | None = None, *, config_file: str | Path | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=int(rt.cfg.server.max_body_mb * 1024 * 1024))
+    app[RUNTIME] = rt
+    app[TOKEN] = token
+    request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
+    m = metrics.setup(app, rt, request_log)  # counts every request
+    dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
+    oll = ollama_api.setup(app, rt)  # listings, /api/show, model management, /
+    routes: list[tuple[str, str, endpoints.Handler]] = [
+        *endpoints.routes(oll),
+        ("GET", "/status", status),
+        ("GET", "/metrics", m.handle),
+        *dashboard.routes(),
+    ]
+    r = app.router
+    for method, path, handler in routes:
+        if method == "GET":
+            r.add_get(path, guarded(handler))  # and HEAD
+        else:
+            r.add_route(method, path, guarded(handler))
+    # last: whatever no route above takes gets its 404/405 from the guard, in
+    # the caller's dialect
+    r.add_route("*", r"/{tail:[\s\S]*}", guarded(endpoints.unmatched))  # CR/LF in paths too
+
+    async def lifecycle(app: web.Application) -> Any:
+        yield
+        await app[RUNTIME].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+class Server:
+    """A running proxy: start() binds, stop() drains in-flight requests then closes."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        grace: float = 10.0,
+        config_file: str | Path | None = None,
+        head_timeout: float | None = None,
+        max_connections: int | None = None,
+    ) -> None:
+        """``head_timeout``, ``max_connections``: the config's (server:) unless given."""
+        if not is_loopback(host) and not token:
+            raise ValueError(
+                f"refusing to listen on {host}: a non-loopback listener needs a token "
+                "(set server.token to keyring:NAME or env:VAR)"
+            )
+        self.rt = rt
+        self.host = host
+        self.port = port
+        self.grace = grace
+        REDACTOR.set_secrets("server token", [token])
+        self.app = make_app(rt, token, config_file=config_file)
+        self.runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=grace,
+            # a connection that has not sent its request head by then is closed
+            # (slow clients), as is one idle that long between requests
+            keepalive_timeout=head_timeout or rt.cfg.server.head_timeout,
+            logger=listener.OneLineLogger(logging.getLogger("traywire.http"), {}),
+        )
+        self.site: listener.CappedSite | None = None
+        self.max_connections = max_connections or rt.cfg.server.max_connections
+
+    async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
+        limits = listener.raise_open_file_limit()
+        await self.rt.start(probes=probes, resolve_keys=resolve_keys)
+        await self.runner.setup()
+        site = listener.CappedSite(
+            self.runner,
+            self.host,
+            self.port,
+            max_connections=listener.connection_limit(
+                self.max_connections, limits[0] if limits else None
+            ),
+            clock=self.rt.clock,
+        )
+        await site.start()
+        self.site = site
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop listening; let in-flight requests finish within the grace
+        period (``grace``, or the one given at construction); then end the
+        rest with an error in their dialect (a stream: an error event, then its
+        end; an answer not yet begun: 503), and close."""
+        grace = self.grace if grace is None else grace
+        for site in list(self.runner.sites):
+            await site.stop()
+        rt = self.rt
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        pending = {t for t in rt.inflight if not t.done()}
+        if pending:
+            rt.stopping = True
+            log.info("ending %d request(s) still running after the grace period", len(pending))
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=2.0)
+        await self.runner.cleanup()
