@@ -55,7 +55,11 @@ def write_config(
     }
     doc: dict[str, Any] = {
         "extends": "none",
-        "health": dict(health or {"probe_interval": 0.3, "failure_threshold": 1, "cooldown": 1}),
+        "health": dict(
+            # probes time out at 0.8 x the interval: 1 s keeps a loaded CI machine
+            # from failing healthy backends
+            health or {"probe_interval": 1.0, "failure_threshold": 1, "cooldown": 1}
+        ),
         "backends": backends,
         "models": models,
         "routes": dict(
