@@ -775,3 +775,43 @@ def test_config_errors(switch: str, where: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load(BASE + textwrap.indent(switch + "\n", "      "))
     assert str(err.value).startswith(f"test.yaml:{where}: {message}"), str(err.value)
+
+
+def test_servers_and_commands_do_not_get_traywires_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command or a vLLM server traywire runs gets its environment, less the
+    variables its own keys come from (`env:` references)."""
+    import asyncio
+
+    from traywire.config import load_texts
+    from traywire.core.schema import SwitchSettings
+    from traywire.proxy.commands import child_env, run_command
+
+    monkeypatch.setenv("TW_TEST_CLOUD_KEY", "sk-do-not-pass-0123456789")
+    monkeypatch.setenv("TW_TEST_TOKEN", "token-do-not-pass-0123")
+    monkeypatch.setenv("HF_HOME", "/somewhere")  # not a key of traywire's: kept
+    cfg = load_texts(
+        [
+            (
+                "t.yaml",
+                "extends: none\n"
+                "server: {token: env:TW_TEST_TOKEN}\n"
+                "backends:\n"
+                "  c: {kind: openai, url: 'https://x.invalid/v1', location: cloud,"
+                " capacity: 1, key: env:TW_TEST_CLOUD_KEY}\n"
+                "models:\n"
+                "  m: {backend: c, params_b: 1, tier: cloud_entry, capabilities: [chat],"
+                " context: 1000}\n",
+            )
+        ]
+    )
+    env = child_env(cfg)
+    assert "TW_TEST_CLOUD_KEY" not in env and "TW_TEST_TOKEN" not in env
+    assert env["HF_HOME"] == "/somewhere"
+    out = tmp_path / "env.txt"
+    argv = ("sh", "-c", f"env > {out}")
+    asyncio.run(run_command("start", argv, SwitchSettings(mode="commands"), env))
+    seen = out.read_text()
+    assert "sk-do-not-pass" not in seen and "token-do-not-pass" not in seen
+    assert "HF_HOME=/somewhere" in seen

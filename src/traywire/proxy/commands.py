@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from .. import threads
-from ..core.schema import SwitchSettings
+from ..core.schema import Config, SwitchSettings
 
 __all__ = [
     "Child",
@@ -64,7 +64,20 @@ class Child:
     stop_timeout: float
 
 
-async def run_command(what: str, argv: tuple[str, ...], sw: SwitchSettings) -> None:
+def child_env(cfg: Config) -> dict[str, str]:
+    """traywire's environment for the servers and commands it runs, less the
+    variables its own keys come from (``env:VAR`` references, the server
+    token's too): a vLLM server has no business with a cloud key."""
+    refs = [b.key for b in cfg.backends.values() if b.key]
+    if cfg.server.token:
+        refs.append(cfg.server.token)
+    hidden = {r.partition(":")[2] for r in refs if r.startswith("env:")}
+    return {k: v for k, v in os.environ.items() if k not in hidden}
+
+
+async def run_command(
+    what: str, argv: tuple[str, ...], sw: SwitchSettings, env: dict[str, str] | None = None
+) -> None:
     """Run the ``what`` command (stop or start) to its end; `SwitchError` if it
     cannot run, overruns ``sw.command_timeout`` or exits non-zero."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -75,6 +88,7 @@ async def run_command(what: str, argv: tuple[str, ...], sw: SwitchSettings) -> N
                 stdout=out,
                 stderr=err,
                 cwd=sw.cwd,
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -101,7 +115,11 @@ async def run_command(what: str, argv: tuple[str, ...], sw: SwitchSettings) -> N
 
 
 async def start_server(
-    member: str, argv: tuple[str, ...], log_path: Path, cwd: str | None
+    member: str,
+    argv: tuple[str, ...],
+    log_path: Path,
+    cwd: str | None,
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``member``'s server (``argv``) in its own session, output to ``log_path``."""
     try:
@@ -113,6 +131,7 @@ async def start_server(
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=cwd,
+                env=env,
                 start_new_session=True,
             )
     except OSError as exc:

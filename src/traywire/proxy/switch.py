@@ -70,6 +70,7 @@ from ..core.schema import (
 from .commands import (
     Child,
     SwitchError,
+    child_env,
     exit_text,
     run_command,
     signal_group,
@@ -330,17 +331,19 @@ class Switcher:
             argv = self._fill(sw.stop, g, sw, m)
             if argv not in done:
                 done.add(argv)
-                await run_command("stop", argv, sw)
+                await run_command("stop", argv, sw, child_env(self.host.cfg))
 
     # -- 3. start
 
     async def _start(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
         if sw.mode == "commands":
-            await run_command("start", self._fill(sw.start, g, sw, st.to), sw)
+            await run_command(
+                "start", self._fill(sw.start, g, sw, st.to), sw, child_env(self.host.cfg)
+            )
             return
         argv = sw.serve[st.to]
         path = self.log_dir / f"{st.to}.log"
-        proc = await start_server(st.to, argv, path, sw.cwd)
+        proc = await start_server(st.to, argv, path, sw.cwd, child_env(self.host.cfg))
         self._children[st.to] = Child(st.to, g.name, proc, path, sw.stop_timeout)
         if not self._atexit:
             atexit.register(self._kill_now)
@@ -434,7 +437,9 @@ class Switcher:
             if child is not None:
                 await self._stop_child(child)
         elif sw.stop:
-            await run_command("stop", self._fill(sw.stop, g, sw, st.to), sw)
+            await run_command(
+                "stop", self._fill(sw.stop, g, sw, st.to), sw, child_env(self.host.cfg)
+            )
 
     # ------------------------------------------------------------------ processes
 
