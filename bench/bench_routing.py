@@ -7,9 +7,12 @@ the batches, with the request already parsed (what the proxy does per request)
 and, separately, parse + decide from the JSON body.
 
 Then the `auto` classifier alone (targets: < 50 µs for a 200-character prompt,
-< 2 ms for a 200,000-character one): warm is the steady state (its per-token
-cache already holds the prompt's tokens, as it does for common words after a
-few requests); cold empties that cache before every call (every token new).
+< 2 ms for a 200,000-character one): warm is the steady state (every token of
+the prompt already summed: shipped in the model's vocabulary or met before);
+cold is the model as loaded, before every call (the shipped vocabulary, no
+token met yet: `Model.forget`); "no vocab" is colder still: a model without
+the shipped vocabulary, emptied before every call, so every token is summed.
+The cold figures include emptying the cache.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from types import MappingProxyType
 from traywire import config
 from traywire.config.classifier import classifier
 from traywire.core import request, routing
+from traywire.core.classify import Model
 from traywire.types import BackendState, LiveState
 
 CFG = config.load(user_file=False)
@@ -79,21 +83,28 @@ def main() -> None:
         print(f"{label:40} {decide:10.1f} {full:16.1f}")
 
     model = classifier()
+    bare = Model(model.tables, model.scale, model.bias)  # no shipped vocabulary
+    margin = CFG.auto.min_margin
 
     def cold(text: str) -> None:
-        model._cache.clear()  # every token is new to it
-        model.classify(text, "chat", CFG.auto.min_margin)
+        model.forget()  # as loaded: the vocabulary, no token met yet
+        model.classify(text, "chat", margin)
 
-    print(f"\n{'classifier alone':40} {'warm µs':>10} {'cold µs':>16}")
+    def colder(text: str) -> None:
+        bare.forget()  # every token is new to it
+        bare.classify(text, "chat", margin)
+
+    print(f"\n{'classifier alone':40} {'warm µs':>10} {'cold µs':>16} {'no vocab µs':>12}")
     for label, text in (
         (f"{len(PROMPT_200)}-char prompt", PROMPT_200),
         (f"{len(BIG_TEXT):,}-char prompt (repeated text)", BIG_TEXT),
         (f"{len(BIG):,}-char prompt (bench text above)", BIG),
     ):
         batch = 2000 if len(text) < 1000 else 50
-        warm = timeit(lambda t=text: model.classify(t, "chat", CFG.auto.min_margin), batch)
+        warm = timeit(lambda t=text: model.classify(t, "chat", margin), batch)
         chill = timeit(lambda t=text: cold(t), max(batch // 10, 5))
-        print(f"{label:40} {warm:10.1f} {chill:16.1f}")
+        chillier = timeit(lambda t=text: colder(t), max(batch // 10, 5))
+        print(f"{label:40} {warm:10.1f} {chill:16.1f} {chillier:12.1f}")
 
 
 if __name__ == "__main__":

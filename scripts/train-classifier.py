@@ -1,4 +1,4 @@
-"""Train the `auto` classifier and write src/traywire/classifier.bin.
+"""Train the `auto` classifier and write src/traywire/config/classifier.bin.
 
     python scripts/train-classifier.py            # 5-fold CV report, then train and write
     python scripts/train-classifier.py --eval data/classifier/dev.jsonl [more.jsonl ...]
@@ -16,6 +16,12 @@ The model is a multinomial logistic regression with L2 regularisation over
 the hashed features of traywire.classify.features (the very function inference
 uses), fitted by full-batch L-BFGS: deterministic, so retraining gives the same
 bytes (the seed fixes the folds). Weights are quantised to int8 with one scale.
+
+The file also ships the vocabulary: every token of the corpus, the lexicon,
+data/classifier/words.txt (common English and technical words) and the numbers
+in NUMBERS, each with its weight sums, computed from the quantised weights by
+the model's own `entry` (what the app computes for a token it has not seen), so
+that a request made of those tokens pays no summing. It changes no score.
 Needs numpy (training only; the app does not).
 """
 
@@ -41,6 +47,8 @@ from traywire.core import classify  # noqa: E402
 
 CORPUS = ROOT / "data" / "classifier" / "corpus.jsonl"
 LEXICON = ROOT / "data" / "classifier" / "lexicon.txt"
+WORDS = ROOT / "data" / "classifier" / "words.txt"
+NUMBERS = (range(1000), range(1900, 2100))  # counts, amounts, years: shipped too
 OUT = ROOT / "src" / "traywire" / "config" / MODEL_FILE
 SEED = 14
 FOLDS = 5
@@ -89,6 +97,19 @@ def load_lexicon(path: Path) -> list[dict[str, Any]]:
             raise SystemExit(f"{path}:{n}: a term before any [label]")
         rows.extend({"text": t.strip(), "label": label} for t in line.split(",") if t.strip())
     return rows
+
+
+def vocabulary(
+    rows: Sequence[dict[str, Any]], lexicon: Sequence[dict[str, Any]], words: Path | None
+) -> list[str]:
+    """The texts whose tokens ship with the model (summed): the corpus, the
+    lexicon, the word list (comments left out) and NUMBERS."""
+    texts = [r["text"] for r in rows] + [r["text"] for r in lexicon]
+    if words is not None:
+        lines = words.read_text(encoding="utf-8").splitlines()
+        texts += [line for line in lines if not line.lstrip().startswith("#")]
+    texts += [" ".join(map(str, span)) for span in NUMBERS]
+    return texts
 
 
 class Matrix:
@@ -364,6 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="domain terms as extra light rows (an empty string: none)",
     )
     ap.add_argument(
+        "--words",
+        default=str(WORDS),
+        help="common words whose sums ship with the model (an empty string: none)",
+    )
+    ap.add_argument(
         "--eval",
         type=Path,
         nargs="+",
@@ -390,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "corpus_sha256": sha256(args.corpus),
         "lexicon_sha256": sha256(Path(args.lexicon)) if args.lexicon else None,
+        "words_sha256": sha256(Path(args.words)) if args.words else None,
         "prompts": len(rows),
         "per_label": counts,
         "l2": L2,
@@ -398,9 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": SEED,
     }
     m = train(rows + [{**r, "lexicon": True} for r in lexicon], meta)
+    m.preload(vocabulary(rows, lexicon, Path(args.words) if args.words else None))
     blob = encode(m)
     args.out.write_bytes(blob)
-    print(f"\nwrote {args.out} ({len(blob):,} bytes)")
+    print(f"\nwrote {args.out} ({len(blob):,} bytes; vocabulary: {len(m.vocabulary):,} tokens)")
     return 0
 
 

@@ -84,6 +84,8 @@ def test_shipped_model_was_trained_on_the_current_corpus() -> None:
     assert meta["corpus_sha256"] == digest, "retrain: python scripts/train-classifier.py"
     lexicon = hashlib.sha256((DATA / "lexicon.txt").read_bytes()).hexdigest()
     assert meta["lexicon_sha256"] == lexicon, "retrain: python scripts/train-classifier.py"
+    words = hashlib.sha256((DATA / "words.txt").read_bytes()).hexdigest()
+    assert meta["words_sha256"] == words, "retrain: python scripts/train-classifier.py"
 
 
 def test_model_file_is_small() -> None:
@@ -233,11 +235,17 @@ def test_retraining_reproduces_the_same_weights(tmp_path: Path) -> None:
     subset = [r for r in data if not r.get("aug")][::12]
     lexicon = tc.load_lexicon(DATA / "lexicon.txt")[::10]
     train = subset + [{**r, "lexicon": True} for r in lexicon]
-    first = encode(tc.train(train, {"test": 1}))
-    second = encode(tc.train(train, {"test": 1}))
+    texts = tc.vocabulary(subset[::5], lexicon, DATA / "words.txt")
+    blobs = []
+    for _ in range(2):
+        m = tc.train(train, {"test": 1})
+        m.preload(texts)
+        blobs.append(encode(m))
+    first, second = blobs
     assert first == second
     back = decode(first)
     assert encode(back) == first
+    assert len(back.vocabulary) > 1000
     # the small model already separates the use cases on its own training prompts
     right = sum(back.classify(r["text"]).capability == r["label"] for r in subset)
     assert right / len(subset) > 0.9
@@ -269,9 +277,87 @@ def test_the_core_reads_no_file_and_the_config_reads_the_model_once() -> None:
 
 def test_the_token_cache_stays_bounded() -> None:
     m = decode((ROOT / "src" / "traywire" / "config" / MODEL_FILE).read_bytes())
+    shipped = m.vocabulary
     for i in range(0, 30_000, 1000):
         m.classify(" ".join(f"w{i + j}x" for j in range(1000)))
-    assert len(m._cache) <= 20_000
+    assert len(m._cache) <= len(shipped) + 20_000
+    assert m.vocabulary == shipped  # what is forgotten is only what was learned
+    m.forget()
+    assert len(m._cache) == len(m._left) == len(m._right) == len(shipped)
+
+
+# --------------------------------------------------------------------------- the vocabulary
+
+
+def bare(m: classify.Model) -> classify.Model:
+    """The same weights without the shipped vocabulary."""
+    return classify.Model(m.tables, m.scale, m.bias, m.meta)
+
+
+def test_the_vocabulary_holds_the_corpus_lexicon_and_word_list() -> None:
+    tc = trainer()
+    texts = tc.vocabulary(
+        tc.load(DATA / "corpus.jsonl"), tc.load_lexicon(DATA / "lexicon.txt"), DATA / "words.txt"
+    )
+    expected = {t for text in texts for t in classify.tokens(text)}
+    assert set(classifier().vocabulary) == expected
+    assert {"python", "function", "2024", "haiku", "the", "?"} <= expected
+
+
+def reference_entry(m: classify.Model, tok: str) -> classify.Known:
+    """A token's entry from the reference definitions, one weight at a time."""
+    ids = classify.token_buckets(tok)
+    sums = tuple(sum(m.weight(k, b) for b in ids) for k in range(len(classify.LABELS)))
+    form = classify.feature_token(tok)
+    return (len(ids), *sums), classify.left_bucket(form), classify.right_hash(form)
+
+
+def test_shipped_sums_equal_what_the_model_computes() -> None:
+    m = classifier()
+    vocab = m.vocabulary
+    sample = [*list(vocab)[::37], "2024", "0", "python", "?", "日", "x" * 32]
+    sample = [t for t in sample if t in vocab]
+    assert len(sample) > 200
+    assert any(not t.isascii() for t in sample) and any(t.isdigit() for t in sample)
+    for tok in sample:
+        assert vocab[tok] == m.entry(tok) == reference_entry(m, tok), tok
+    # and for any token, shipped or not, of every length and kind
+    for tok in ["", "a", "ab", "q" * 32, "zzqx", "123456", "ελληνικά", "日", "€", "»»"]:
+        assert m.entry(tok) == reference_entry(m, tok), tok
+
+
+@pytest.mark.parametrize("path", EVAL_FILES, ids=[p.name for p in EVAL_FILES])
+def test_the_vocabulary_changes_no_classification(path: Path) -> None:
+    auto = config.load(user_file=False).auto
+    shipped = decode((ROOT / "src" / "traywire" / "config" / MODEL_FILE).read_bytes())
+    assert shipped.vocabulary
+    without = bare(shipped)
+    for r in rows(path):
+        a = shipped.classify(r["text"], auto.default, auto.min_margin)
+        b = without.classify(r["text"], auto.default, auto.min_margin)
+        assert a == b, r["text"]  # capability, scores, margin, reason, features
+        assert a.capability == b.capability and a.margin == b.margin
+    # warm (every token met) as cold
+    for r in rows(path)[::7]:
+        assert shipped.classify(r["text"]) == without.classify(r["text"])
+
+
+def test_a_vocabulary_from_other_weights_is_refused() -> None:
+    m = classifier()
+    raw = m.to_raw()
+    assert classify.Model.from_raw(raw).vocabulary == m.vocabulary
+    # the first two use cases' weights swapped: the sums no longer fit them
+    head, size = raw.index(b"\n") + 1, classify.BUCKETS
+    other = raw[:head] + raw[head + size : head + 2 * size] + raw[head : head + size]
+    other += raw[head + 2 * size :]
+    assert len(other) == len(raw)
+    with pytest.raises(ValueError, match="does not match the weights"):
+        classify.Model.from_raw(other)
+    with pytest.raises(ValueError, match="vocabulary"):
+        classify.Model.from_raw(raw[:-1])
+    plain = bare(m).to_raw()
+    assert b"vocab" not in plain.split(b"\n", 1)[0]
+    assert not classify.Model.from_raw(plain).vocabulary
 
 
 # --------------------------------------------------------------------------- config and routing

@@ -45,6 +45,7 @@ PURE_STDLIB = frozenset(
     {
         "__future__",
         "abc",
+        "array",  # the classifier's vocabulary columns, from bytes it is handed
         "bisect",
         "collections",
         "collections.abc",

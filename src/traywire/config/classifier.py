@@ -2,7 +2,9 @@
 
 The routing core reads no file: the weights come to it inside the config
 (``cfg.auto.classifier``), from here. ``scripts/train-classifier.py`` writes
-``classifier.bin``; `traywire.core.classify` defines the model and its use.
+``classifier.bin`` (the weights, and the summed weights of a vocabulary of
+common tokens, so that a request made of them sums nothing);
+`traywire.core.classify` defines the model, its file format and its use.
 """
 
 from __future__ import annotations

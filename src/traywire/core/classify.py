@@ -25,9 +25,13 @@ Inference is plain Python (standard library only) over one table of int8
 weights per use case. The weights come in with the config: `traywire.config`
 reads the package file ``config/classifier.bin`` (once, on first use) and
 hands `Model.from_raw` of it to the router as ``cfg.auto.classifier``; this
-module reads no file. A token's weights (its own and its character n-grams') are summed once and
-cached, so a warm turn costs about one dict look-up per distinct token and one
-``itemgetter`` call per use case for its distinct pairs.
+module reads no file. A token's weights (its own and its character n-grams')
+are summed once and kept, so a turn costs about one dict look-up per distinct
+token and one ``itemgetter`` call per use case for its distinct pairs. The file
+ships those sums for a vocabulary (every token of the training corpus, the
+lexicon and a list of common words), computed by the training script with
+:meth:`Model.entry`, the very function that sums a token met for the first
+time; tokens outside it are summed when first met and kept in a bounded cache.
 
 The winner's margin over the runner-up (a difference of logits: 1.0 means
 e times likelier) below ``min_margin`` gives the request to the configured
@@ -42,9 +46,11 @@ import itertools
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from math import sqrt
-from operator import itemgetter, sub, xor
+from operator import and_, itemgetter, lt, sub, xor
 from typing import Any, NamedTuple
 
 from ..types import CAPABILITIES, Capability
@@ -71,10 +77,18 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _ASCII_RX = re.compile(r"[^\s!-/:-@\[-`{-~]{1,32}|[!-/:-@\[-`{-~]{1,32}")
 _UNICODE_RX = re.compile(rf"[{_CJK}]|[^\s{_PUNCT}{_CJK}]{{1,32}}|[{_PUNCT}]{{1,32}}")
 
-_CACHE_LIMIT = 20_000
+_CACHE_LIMIT = 20_000  # tokens summed at run time and kept (beyond the shipped vocabulary)
 
-# A cached token: (its feature count, its summed weight per use case).
+# A token's summed weights: (its feature count, its summed weight per use case).
 Entry = tuple[int, int, int, int, int, int]
+# What the model keeps of a token: its Entry, its own bucket (the left half of
+# its pairs' buckets) and its right hash (the right half).
+Known = tuple[Entry, int, int]
+
+# The vocabulary's columns in the file: uint8 counts, int16 sums, uint32 hashes.
+_U32 = next(code for code in "IL" if array(code).itemsize == 4)
+_BIG_ENDIAN = array("H", b"\x00\x01")[0] == 1  # the file's numbers are little-endian
+_VOCAB_CHECKS = 16  # entries of a loaded vocabulary checked against Model.entry
 
 
 class Classification(NamedTuple):
@@ -125,6 +139,22 @@ def _slices(size: int) -> tuple[slice, ...]:
     return s
 
 
+_Cut = Callable[[Any], tuple[Any, ...]]
+_CUTS: dict[int, _Cut] = {}
+
+
+def _cut(size: int) -> _Cut:
+    """One call that cuts a padded token of ``size`` into its n-grams (in
+    :func:`_slices` order): an ``itemgetter`` of the slices."""
+    cut = _CUTS.get(size)
+    if cut is None:
+        s = _slices(size)
+        # (itemgetter of one item gives the item, not a tuple)
+        one: _Cut = (lambda x: (x[s[0]],)) if s else (lambda x: ())
+        cut = _CUTS[size] = itemgetter(*s) if len(s) > 1 else one
+    return cut
+
+
 def gram_buckets(token: str) -> list[int]:
     """Buckets of the character 3/4/5-grams of " token "."""
     padded = " " + token + " "
@@ -171,9 +201,23 @@ class Model:
 
     Weights are int8 stored as bytes offset by 128 (byte = weight + 128), one
     ``bytes`` of BUCKETS per use case: reading a byte gives a cached small int.
+
+    A token's summed weights and hashes are kept per token: those of the
+    vocabulary (:meth:`preload`, or the file) for the model's life, those of
+    tokens met at run time up to ``_CACHE_LIMIT`` of them (then forgotten).
     """
 
-    __slots__ = ("_cache", "_left", "_right", "bias", "meta", "scale", "tables")
+    __slots__ = (
+        "_cache",
+        "_known",
+        "_learned",
+        "_left",
+        "_right",
+        "bias",
+        "meta",
+        "scale",
+        "tables",
+    )
 
     def __init__(
         self,
@@ -188,35 +232,140 @@ class Model:
         self.scale = float(scale)
         self.bias = tuple(float(b) for b in bias)
         self.meta = dict(meta or {})
-        # per token: (feature count, summed offset weight per use case), and its hashes
+        # per token: (feature count, summed weight per use case), and its hashes
         self._cache: dict[str, Entry] = {}
         self._left: dict[str, int] = {}
         self._right: dict[str, int] = {}
+        self._known: tuple[str, ...] = ()  # the vocabulary, sorted: kept for good
+        self._learned: list[str] = []  # tokens summed at run time, in the cache too
 
     def weight(self, k: int, bucket: int) -> int:
         """The int8 weight of one bucket for use case number ``k``."""
         return self.tables[k][bucket] - 128
+
+    # ------------------------------------------------------------------ per token
+
+    def entry(self, tok: str) -> Known:
+        """What the model keeps of a token: (its feature count and summed weight
+        per use case, its own bucket, its right hash). Caches nothing.
+
+        The same sums as adding :func:`token_buckets`' weights one by one, and
+        the function that both the training script (for the shipped vocabulary)
+        and :meth:`classify` (for a token met for the first time) call.
+        """
+        form = "0" * min(len(tok), 4) if tok.isdigit() else tok  # feature_token
+        raw = form.encode()
+        crc, mask = zlib.crc32, _MASK
+        if form.isascii():
+            padded = b" " + raw + b" "
+            grams: Iterable[bytes] = (_CUTS.get(len(padded)) or _cut(len(padded)))(padded)
+        else:
+            text = " " + form + " "
+            grams = map(str.encode, (_CUTS.get(len(text)) or _cut(len(text)))(text))
+        left = crc(raw, _SEED_LEFT) & mask
+        ids = [left, *map(and_, map(crc, grams), repeat(mask))]
+        n = len(ids)
+        get = itemgetter(*ids) if n > 1 else lambda t: (t[ids[0]],)
+        t0, t1, t2, t3, t4 = self.tables
+        off = 128 * n
+        entry = (
+            n,
+            sum(get(t0)) - off,
+            sum(get(t1)) - off,
+            sum(get(t2)) - off,
+            sum(get(t3)) - off,
+            sum(get(t4)) - off,
+        )
+        return entry, left, crc(raw, _SEED_RIGHT) & mask
+
+    def _learn(self, tok: str) -> Entry:
+        """Sum a token met for the first time, and keep it."""
+        entry, self._left[tok], self._right[tok] = self.entry(tok)
+        self._cache[tok] = entry
+        self._learned.append(tok)
+        return entry
+
+    def forget(self) -> None:
+        """Drop the tokens learned at run time (the vocabulary stays)."""
+        cache, left, right = self._cache, self._left, self._right
+        for tok in self._learned:
+            del cache[tok], left[tok], right[tok]
+        self._learned.clear()
+
+    def preload(self, texts: Iterable[str]) -> None:
+        """Add every token of these texts to the vocabulary: summed now, kept
+        for good, and written by :meth:`to_raw` (the training script's use)."""
+        self.forget()
+        new = {t for text in texts for t in tokens(text)}.difference(self._cache)
+        for tok in new:
+            self._cache[tok], self._left[tok], self._right[tok] = self.entry(tok)
+        self._known = tuple(sorted(new.union(self._known)))
+
+    @property
+    def vocabulary(self) -> dict[str, Known]:
+        """The shipped vocabulary: each token's :meth:`entry`, as kept."""
+        cache, left, right = self._cache, self._left, self._right
+        return {t: (cache[t], left[t], right[t]) for t in self._known}
 
     # ------------------------------------------------------------------ file format
 
     @classmethod
     def from_raw(cls, raw: bytes) -> Model:
         """Read the training script's format (uncompressed: `traywire.config`
-        reads the gzip file): a JSON header line, then the weights."""
+        reads the gzip file): a JSON header line, then the weights, then the
+        vocabulary if any (see :meth:`to_raw`)."""
         end = raw.index(b"\n")
         head = json.loads(raw[:end])
         if head.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         if head.get("bits") != BITS or tuple(head.get("labels", ())) != LABELS:
             raise ValueError("the model was trained for other features or labels")
-        body = raw[end + 1 :]
-        if len(body) != BUCKETS * len(LABELS):
+        body = memoryview(raw)[end + 1 :]
+        size = BUCKETS * len(LABELS)
+        if len(body) < size:
             raise ValueError("truncated weights")
-        tables = [body[k * BUCKETS : (k + 1) * BUCKETS] for k in range(len(LABELS))]
-        return cls(tables, head["scale"], head["bias"], head.get("meta", {}))
+        tables = [bytes(body[k * BUCKETS : (k + 1) * BUCKETS]) for k in range(len(LABELS))]
+        model = cls(tables, head["scale"], head["bias"], head.get("meta", {}))
+        model._load_vocabulary(body[size:], head.get("vocab", 0), head.get("vocab_text", 0))
+        return model
+
+    def _load_vocabulary(self, body: memoryview, n: int, text_size: int) -> None:
+        k = len(LABELS)
+        if len(body) != (text_size + n * (1 + 2 * k + 8) if n else 0):
+            raise ValueError("truncated or overlong vocabulary")
+        if not n:
+            return
+        words = str(body[:text_size], "utf-8").split("\n")
+        at = text_size
+        counts = body[at : at + n]
+        at += n
+        sums = array("h")
+        sums.frombytes(body[at : at + 2 * k * n])
+        at += 2 * k * n
+        hashes = array(_U32)
+        hashes.frombytes(body[at:])
+        if _BIG_ENDIAN:
+            sums.byteswap()
+            hashes.byteswap()
+        if len(words) != n or not words[0] or not all(map(lt, words, words[1:])):
+            raise ValueError("malformed vocabulary")
+        columns = [sums[j * n : (j + 1) * n] for j in range(k)]
+        self._cache.update(zip(words, zip(counts, *columns, strict=True), strict=True))
+        self._left.update(zip(words, hashes[:n], strict=True))
+        self._right.update(zip(words, hashes[n:], strict=True))
+        self._known = tuple(words)
+        # a vocabulary summed from other weights would score wrong without a sound
+        for tok in words[:: max(1, n // _VOCAB_CHECKS)]:
+            if self.entry(tok) != (self._cache[tok], self._left[tok], self._right[tok]):
+                raise ValueError(f"the vocabulary does not match the weights ({tok!r})")
 
     def to_raw(self) -> bytes:
-        head = {
+        """The header line, the weights (one table per use case), then the
+        vocabulary if any: its tokens joined by newlines (UTF-8, "vocab_text"
+        bytes), their counts (uint8), their sums per use case (int16, one
+        column per use case), their own buckets and their right hashes (uint32,
+        one column each); numbers little-endian, "vocab" tokens, sorted."""
+        head: dict[str, Any] = {
             "format": FORMAT,
             "bits": BITS,
             "labels": list(LABELS),
@@ -224,28 +373,24 @@ class Model:
             "bias": list(self.bias),
             "meta": self.meta,
         }
+        vocab = b""
+        if self._known:
+            known = self._known
+            entries = [self._cache[t] for t in known]
+            text = "\n".join(known).encode()
+            sums = array("h", [e[j] for j in range(1, len(LABELS) + 1) for e in entries])
+            hashes = array(_U32, [*map(self._left.__getitem__, known)])
+            hashes.extend(map(self._right.__getitem__, known))
+            if _BIG_ENDIAN:
+                sums.byteswap()
+                hashes.byteswap()
+            vocab = text + bytes(e[0] for e in entries) + sums.tobytes() + hashes.tobytes()
+            head["vocab"] = len(known)
+            head["vocab_text"] = len(text)
         line = json.dumps(head, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-        return line + b"".join(self.tables)
+        return line + b"".join(self.tables) + vocab
 
     # ------------------------------------------------------------------ scoring
-
-    def _entry(self, tok: str) -> Entry:
-        ids = token_buckets(tok)
-        n = len(ids)
-        get = itemgetter(*ids) if n > 1 else lambda t: (t[ids[0]],)
-        t0, t1, t2, t3, t4 = self.tables
-        entry = (
-            n,
-            sum(get(t0)) - 128 * n,
-            sum(get(t1)) - 128 * n,
-            sum(get(t2)) - 128 * n,
-            sum(get(t3)) - 128 * n,
-            sum(get(t4)) - 128 * n,
-        )
-        self._cache[tok] = entry
-        self._left[tok] = ids[0]
-        self._right[tok] = right_hash(feature_token(tok))
-        return entry
 
     def classify(
         self,
@@ -259,13 +404,10 @@ class Model:
             return Classification(default, scores, f"{default} (default: no signal)")
         # distinct tokens and their weight sums (cached per token)
         uniq = list(dict.fromkeys(toks))
-        cache = self._cache
-        if len(cache) + len(uniq) > _CACHE_LIMIT:
-            cache.clear()
-            self._left.clear()
-            self._right.clear()
-        get = cache.get
-        entries = [get(t) or self._entry(t) for t in uniq]
+        if len(self._learned) + len(uniq) > _CACHE_LIMIT:
+            self.forget()
+        get = self._cache.get
+        entries = [get(t) or self._learn(t) for t in uniq]
         cols = list(zip(*entries, strict=True))
         # distinct pairs: the left bucket of a token XOR the right hash of the next
         if len(toks) > 2:
