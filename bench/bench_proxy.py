@@ -220,7 +220,15 @@ class Proc:
                 self.popen.wait(5)
 
 
-def spawn(name: str, argv: Sequence[str], port: int, tmp: Path, cpus: set[int] | None) -> Proc:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    tmp: Path,
+    cpus: set[int] | None,
+    src: Path | None = None,
+) -> Proc:
+    """``src``: the source tree whose ``traywire`` it runs (default: this one's)."""
     log = tmp / f"{name}.log"
     # nothing of the run outside its temporary directory
     env = dict(
@@ -231,7 +239,9 @@ def spawn(name: str, argv: Sequence[str], port: int, tmp: Path, cpus: set[int] |
         XDG_STATE_HOME=str(tmp / "state"),
         XDG_CACHE_HOME=str(tmp / "cache"),
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(src or ROOT / "src"), env.get("PYTHONPATH", "")])
+    if src is not None:
+        env["XDG_DATA_HOME"] += "-" + name  # a request log of its own
     with log.open("wb") as out:
         p = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp)
@@ -401,6 +411,11 @@ async def bench_latency(targets: list[Target], s: Settings) -> dict[str, Any]:
         add_tw = tw[f"{q}_ms"] - d[f"{q}_ms"]
         out[f"added_{q}_ms"] = {"passthrough": add_pt, "traywire": add_tw}
         out[f"added_{q}_ratio"] = add_tw / add_pt if add_pt > 0 else float("inf")
+    if "baseline" in out:
+        add_b = out["baseline"]["p50_ms"] - d["p50_ms"]
+        add_pt = pt["p50_ms"] - d["p50_ms"]
+        out["added_p50_ms"]["baseline"] = add_b
+        out["baseline_added_p50_ratio"] = add_b / add_pt if add_pt > 0 else float("inf")
     ratios = [
         (m["traywire"] - m["direct"]) / (m["passthrough"] - m["direct"])
         for m in per_round
@@ -546,10 +561,11 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
 
     by_name = {t.name: t for t in targets}
     await one(by_name["direct"])
-    pair = [by_name["passthrough"], by_name["traywire"]]
+    pair = [by_name[n] for n in ("passthrough", "traywire", "baseline") if n in by_name]
     per_round: list[dict[str, float]] = []
     for i in range(s.tp_rounds):
-        per_round.append({t.name: await one(t) for t in (pair if i % 2 == 0 else pair[::-1])})
+        order = rotate(pair, i) if len(pair) > 2 else (pair if i % 2 == 0 else pair[::-1])
+        per_round.append({t.name: await one(t) for t in order})
     out: dict[str, Any] = {"concurrency": s.concurrency, "round_seconds": s.tp_seconds,
                            "rounds": s.tp_rounds}  # fmt: skip
     for t in targets:
@@ -572,6 +588,13 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
     out["cpu_per_req_ratio"] = (
         out["traywire"]["proxy_cpu_us_per_req"] / out["passthrough"]["proxy_cpu_us_per_req"]
     )
+    if "baseline" in by_name:
+        out["baseline_rps_ratio"] = statistics.median(
+            r["baseline"] / r["passthrough"] for r in per_round
+        )
+        out["baseline_cpu_per_req_ratio"] = (
+            out["baseline"]["proxy_cpu_us_per_req"] / out["passthrough"]["proxy_cpu_us_per_req"]
+        )
     return out
 
 
@@ -601,7 +624,9 @@ def start_profiler(kind: str, tw: Proc, seconds: float) -> subprocess.Popen[byte
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
+async def run(
+    s: Settings, pin: bool, profile: str | None, baseline: Path | None = None
+) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     proxy_cpus = client_cpus = None
     if pin and len(cpus) >= 2:
@@ -638,17 +663,29 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
         tw_argv += ["--log-level", "warning", "--grace", "2"]
         tw = spawn("traywire", tw_argv, tport, tmp, proxy_cpus)
         procs.append(tw)
+        base: Proc | None = None
+        if baseline is not None:
+            # another version of traywire (e.g. a worktree of an earlier commit),
+            # the same config, measured in the same interleaved rounds
+            bport = free_port()
+            b_argv = [py, "-m", "traywire", "serve", "--config", str(cfg), "--port", str(bport)]
+            b_argv += ["--log-level", "warning", "--grace", "2"]
+            base = spawn("baseline", b_argv, bport, tmp, proxy_cpus, src=baseline / "src")
+            procs.append(base)
 
         async with aiohttp.ClientSession() as probe:
             for p in procs:
                 await wait_ready(p, probe)
-        rss_idle = {p.name: p.status("VmRSS") for p in (pt, tw)}
+        proxies = [p for p in (pt, tw, base) if p is not None]
+        rss_idle = {p.name: p.status("VmRSS") for p in proxies}
 
         targets = [
             Target("direct", backend.url, "bench", f"delay-{s.delay_ms:g}"),
             Target("passthrough", pt.url, "bench", f"delay-{s.delay_ms:g}", pt),
             Target("traywire", tw.url, "bench", "bench-slow", tw),
         ]
+        if base is not None:
+            targets.append(Target("baseline", base.url, "bench", "bench-slow", base))
         for t in targets:
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
@@ -677,7 +714,7 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
                     await t.session.close()
         results["memory_kib"] = {
             p.name: {"VmHWM": p.status("VmHWM"), "VmRSS_idle": rss_idle.get(p.name, 0)}
-            for p in (pt, tw)
+            for p in proxies
         }
         results["memory_kib"]["hwm_ratio"] = (
             results["memory_kib"]["traywire"]["VmHWM"]
@@ -697,6 +734,27 @@ async def run(s: Settings, pin: bool, profile: str | None) -> dict[str, Any]:
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def baseline_table(r: dict[str, Any]) -> str:
+    """traywire against the baseline tree's, both against the pass-through."""
+    L, P, M = r["latency"], r["throughput"], r["memory_kib"]
+    mib = 1024
+    return "\n".join(
+        [
+            f"\n{'same run, against the pass-through':40}{'traywire':>12}{'baseline':>12}",
+            f"{'added latency p50 ratio':40}{L['added_p50_ratio']:12.2f}"
+            f"{L['baseline_added_p50_ratio']:12.2f}",
+            f"{'req/s ratio (median of rounds)':40}{P['rps_ratio']:12.2f}"
+            f"{P['baseline_rps_ratio']:12.2f}",
+            f"{'proxy CPU per request ratio':40}{P['cpu_per_req_ratio']:12.2f}"
+            f"{P['baseline_cpu_per_req_ratio']:12.2f}",
+            f"{'proxy CPU per request (µs)':40}{P['traywire']['proxy_cpu_us_per_req']:12.0f}"
+            f"{P['baseline']['proxy_cpu_us_per_req']:12.0f}",
+            f"{'peak RSS VmHWM (MiB)':40}{M['traywire']['VmHWM'] / mib:12.1f}"
+            f"{M['baseline']['VmHWM'] / mib:12.1f}",
+        ]
+    )
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
@@ -807,11 +865,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "traywire.pyspy.txt; cprofile runs it under cProfile "
         "(bench/results/traywire.cprof, slows it: figures then not comparable)",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run the traywire of another source tree (e.g. a git worktree of an "
+        "earlier commit) in the same rounds, and compare",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
     load0 = os.getloadavg()
-    r = asyncio.run(run(s, args.pin, args.profile))
+    r = asyncio.run(run(s, args.pin, args.profile, args.baseline))
     r["verdicts"] = verdicts(r)
     r["meta"] = {
         "mode": "quick" if args.quick else "default",
@@ -825,6 +890,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": args.profile,
     }
     print(table(r))
+    if args.baseline is not None:
+        print(baseline_table(r))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
     print(f"\nwritten: {args.output}")
