@@ -202,17 +202,22 @@ class Model:
     Weights are int8 stored as bytes offset by 128 (byte = weight + 128), one
     ``bytes`` of BUCKETS per use case: reading a byte gives a cached small int.
 
-    A token's summed weights and hashes are kept per token: those of the
-    vocabulary (:meth:`preload`, or the file) for the model's life, those of
-    tokens met at run time up to ``_CACHE_LIMIT`` of them (then forgotten).
+    A token's summed weights and hashes are kept per token, up to
+    ``_CACHE_LIMIT`` tokens met at run time (then forgotten). The file's
+    vocabulary stays in its compact columns (a few hundred KiB), read into the
+    cache the first time a request has the token: no summing, and no memory
+    for the thousands of tokens a run never meets. Tokens :meth:`preload`
+    adds (the training script) are kept in the cache for good.
     """
 
     __slots__ = (
         "_cache",
+        "_columns",
         "_known",
         "_learned",
         "_left",
         "_right",
+        "_rows",
         "bias",
         "meta",
         "scale",
@@ -238,6 +243,10 @@ class Model:
         self._right: dict[str, int] = {}
         self._known: tuple[str, ...] = ()  # the vocabulary, sorted: kept for good
         self._learned: list[str] = []  # tokens summed at run time, in the cache too
+        # the file's vocabulary: token -> its row in the columns (count, the
+        # sums per use case, own buckets and right hashes)
+        self._rows: dict[str, int] = {}
+        self._columns: tuple[Any, ...] = ()
 
     def weight(self, k: int, bucket: int) -> int:
         """The int8 weight of one bucket for use case number ``k``."""
@@ -278,9 +287,23 @@ class Model:
         )
         return entry, left, crc(raw, _SEED_RIGHT) & mask
 
+    def _row(self, tok: str) -> Known | None:
+        """A file vocabulary token's entry, from the columns (None: not in it)."""
+        i = self._rows.get(tok)
+        if i is None:
+            return None
+        counts, (s0, s1, s2, s3, s4), lefts, rights = self._columns
+        return (counts[i], s0[i], s1[i], s2[i], s3[i], s4[i]), lefts[i], rights[i]
+
     def _learn(self, tok: str) -> Entry:
-        """Sum a token met for the first time, and keep it."""
-        entry, self._left[tok], self._right[tok] = self.entry(tok)
+        """A token met for the first time: from the vocabulary, else summed; kept."""
+        i = self._rows.get(tok)
+        if i is None:
+            entry, self._left[tok], self._right[tok] = self.entry(tok)
+        else:
+            counts, (s0, s1, s2, s3, s4), lefts, rights = self._columns
+            entry = (counts[i], s0[i], s1[i], s2[i], s3[i], s4[i])
+            self._left[tok], self._right[tok] = lefts[i], rights[i]
         self._cache[tok] = entry
         self._learned.append(tok)
         return entry
@@ -296,7 +319,7 @@ class Model:
         """Add every token of these texts to the vocabulary: summed now, kept
         for good, and written by :meth:`to_raw` (the training script's use)."""
         self.forget()
-        new = {t for text in texts for t in tokens(text)}.difference(self._cache)
+        new = {t for text in texts for t in tokens(text)}.difference(self._cache, self._rows)
         for tok in new:
             self._cache[tok], self._left[tok], self._right[tok] = self.entry(tok)
         self._known = tuple(sorted(new.union(self._known)))
@@ -305,7 +328,11 @@ class Model:
     def vocabulary(self) -> dict[str, Known]:
         """The shipped vocabulary: each token's :meth:`entry`, as kept."""
         cache, left, right = self._cache, self._left, self._right
-        return {t: (cache[t], left[t], right[t]) for t in self._known}
+        out: dict[str, Known] = {}
+        for t in self._known:
+            row = self._row(t)
+            out[t] = row if row is not None else (cache[t], left[t], right[t])
+        return out
 
     # ------------------------------------------------------------------ file format
 
@@ -350,13 +377,12 @@ class Model:
         if len(words) != n or not words[0] or not all(map(lt, words, words[1:])):
             raise ValueError("malformed vocabulary")
         columns = [sums[j * n : (j + 1) * n] for j in range(k)]
-        self._cache.update(zip(words, zip(counts, *columns, strict=True), strict=True))
-        self._left.update(zip(words, hashes[:n], strict=True))
-        self._right.update(zip(words, hashes[n:], strict=True))
+        self._columns = (bytes(counts), columns, hashes[:n], hashes[n:])
+        self._rows = dict(zip(words, range(n), strict=True))
         self._known = tuple(words)
         # a vocabulary summed from other weights would score wrong without a sound
         for tok in words[:: max(1, n // _VOCAB_CHECKS)]:
-            if self.entry(tok) != (self._cache[tok], self._left[tok], self._right[tok]):
+            if self.entry(tok) != self._row(tok):
                 raise ValueError(f"the vocabulary does not match the weights ({tok!r})")
 
     def to_raw(self) -> bytes:
@@ -376,11 +402,12 @@ class Model:
         vocab = b""
         if self._known:
             known = self._known
-            entries = [self._cache[t] for t in known]
+            kept = self.vocabulary
+            entries = [kept[t][0] for t in known]
             text = "\n".join(known).encode()
             sums = array("h", [e[j] for j in range(1, len(LABELS) + 1) for e in entries])
-            hashes = array(_U32, [*map(self._left.__getitem__, known)])
-            hashes.extend(map(self._right.__getitem__, known))
+            hashes = array(_U32, [kept[t][1] for t in known])
+            hashes.extend(kept[t][2] for t in known)
             if _BIG_ENDIAN:
                 sums.byteswap()
                 hashes.byteswap()
