@@ -18,6 +18,7 @@ from ..core import request as inbound
 from ..errors import UnknownModelError
 from ..types import Dialect, Front, Op
 from . import failover, fronts, ollama_api, replies
+from .ollama_manage import ModelManagement
 from .runtime import Runtime
 from .switch import SwitchBusy
 
@@ -198,6 +199,7 @@ async def start_switch(request: web.Request) -> web.Response:
 
 def routes(oll: ollama_api.OllamaApi) -> list[tuple[str, str, Handler]]:
     """(method, path, handler) of every endpoint of the proxy's own."""
+    models = ModelManagement(oll)
     return [
         ("POST", "/v1/chat/completions", inference("openai", "chat")),
         ("POST", "/v1/completions", inference("openai", "completion")),
@@ -215,11 +217,11 @@ def routes(oll: ollama_api.OllamaApi) -> list[tuple[str, str, Handler]]:
         ("POST", "/api/show", oll.show),
         ("GET", "/api/ps", oll.ps),
         ("GET", "/api/version", oll.version),
-        ("POST", "/api/pull", oll.manage("pull")),
-        ("POST", "/api/push", oll.manage("push")),
-        ("POST", "/api/create", oll.manage("create")),
-        ("POST", "/api/copy", oll.manage("copy")),
-        ("DELETE", "/api/delete", oll.manage("delete")),
+        ("POST", "/api/pull", models.manage("pull")),
+        ("POST", "/api/push", models.manage("push")),
+        ("POST", "/api/create", models.manage("create")),
+        ("POST", "/api/copy", models.manage("copy")),
+        ("DELETE", "/api/delete", models.manage("delete")),
         ("GET", "/health", health),
         ("POST", "/admin/preference", set_preference),
         ("POST", "/admin/active", set_active),

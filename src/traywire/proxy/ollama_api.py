@@ -52,7 +52,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-import aiohttp
 from aiohttp import web
 
 from .. import __version__
@@ -63,7 +62,6 @@ from ..errors import BackendError, UnknownModelError
 from ..redact import REDACTOR
 from ..types import LiveState
 from . import replies
-from .deadline import Deadline
 from .runtime import Runtime
 from .transport import Response
 
@@ -86,7 +84,7 @@ MANAGE_IDLE = 600.0  # seconds of silence a pull's progress may have
 MANAGE_TOTAL = 24 * 3600.0  # the longest a management call may take
 
 ManageOp = Literal["pull", "push", "create", "copy", "delete"]
-_NDJSON = "application/x-ndjson"
+NDJSON = "application/x-ndjson"
 _DETAIL_KEYS = ("parent_model", "format", "family", "families", "parameter_size")
 _FAR = "2318-01-01T00:00:00Z"  # "never unloads", as Ollama says of keep_alive -1
 
@@ -96,11 +94,11 @@ def ollama_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
-def _error(status: int, message: str) -> web.Response:
+def ollama_error(status: int, message: str) -> web.Response:
     return replies.error("ollama", status, message)
 
 
-class _Bad(Exception):
+class Bad(Exception):
     """A request refused with an Ollama error."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -108,20 +106,20 @@ class _Bad(Exception):
         self.status, self.message = status, message
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         return fields.json_object(await request.read())
     except fields.BadRequest as exc:
-        raise _Bad(400, exc.message) from None
+        raise Bad(400, exc.message) from None
 
 
-def _name(body: Mapping[str, Any], *keys: str) -> str:
+def model_name_in(body: Mapping[str, Any], *keys: str) -> str:
     """The first of ``keys`` the body has, as a model name (400 if bad)."""
     value = next((body[k] for k in keys if body.get(k) is not None), None)
     if not isinstance(value, str) or not value.strip():
-        raise _Bad(400, f"{keys[0]}: required, a model name")
+        raise Bad(400, f"{keys[0]}: required, a model name")
     if len(value) > fields.MAX_MODEL:
-        raise _Bad(400, f"{keys[0]}: longer than {fields.MAX_MODEL} characters")
+        raise Bad(400, f"{keys[0]}: longer than {fields.MAX_MODEL} characters")
     return value
 
 
@@ -160,7 +158,7 @@ def _embeddings_answer(body: dict[str, Any], response: web.StreamResponse) -> we
     except ValueError:
         vector = None
     if not isinstance(vector, list):
-        return _error(502, "the backend's answer held no embedding")
+        return ollama_error(502, "the backend's answer held no embedding")
     response.body = replies.dumps({"embedding": vector if body.get("prompt") else []})
     return response
 
@@ -215,14 +213,18 @@ class OllamaApi:
     def cfg(self) -> Config:
         return self.rt.cfg
 
-    def _local_ollamas(self) -> list[Backend]:
+    def forget(self, backend: str) -> None:
+        """Drop what was kept of ``backend``'s listings (its models changed)."""
+        self._cache.forget(backend)
+
+    def local_ollamas(self) -> list[Backend]:
         return [
             b
             for b in self.cfg.backends.values()
             if b.kind == "ollama" and b.location == "local" and b.enabled
         ]
 
-    def _is_local_ollama(self, b: Backend) -> bool:
+    def is_local_ollama(self, b: Backend) -> bool:
         return b.kind == "ollama" and b.location == "local" and b.enabled
 
     # ------------------------------------------------------------------ asking a local Ollama
@@ -282,9 +284,9 @@ class OllamaApi:
                 raw = await r.read(int(self.cfg.server.max_answer_mb * (1 << 20)))
             doc = json.loads(raw) if r.status == 200 else None
         except (BackendError, ValueError, TimeoutError):
-            _close(r)
+            close_quietly(r)
         except BaseException:
-            _close(r)
+            close_quietly(r)
             raise
         out = doc if isinstance(doc, dict) else None
         self._cache.put(key, out)
@@ -409,11 +411,11 @@ class OllamaApi:
 
     async def tags(self, request: web.Request) -> web.Response:
         entries = catalog.listing(self.cfg)
-        listings = await self._listings({e.models[0].backend for e in entries if e.kind == "model"})
+        listings = await self.listings({e.models[0].backend for e in entries if e.kind == "model"})
         return replies.json_response({"models": [self._tag(e, listings) for e in entries]})
 
-    async def _listings(self, backends: set[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        wanted = [b for b in self._local_ollamas() if b.name in backends]
+    async def listings(self, backends: set[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        wanted = [b for b in self.local_ollamas() if b.name in backends]
         got = await asyncio.gather(*(self._listing(b) for b in wanted))
         return {b.name: g for b, g in zip(wanted, got, strict=True)}
 
@@ -450,19 +452,19 @@ class OllamaApi:
 
     async def show(self, request: web.Request) -> web.Response:
         try:
-            body = await _json_body(request)
-            name = _name(body, "model", "name")
-        except _Bad as bad:
-            return _error(bad.status, bad.message)
+            body = await json_body(request)
+            name = model_name_in(body, "model", "name")
+        except Bad as bad:
+            return ollama_error(bad.status, bad.message)
         try:
             e = catalog.entry(name, self.cfg)
         except UnknownModelError:
-            return _error(404, f"model '{name}' not found")
+            return ollama_error(404, f"model '{name}' not found")
         state = self.rt.snapshot()
         if len(e.models) == 1 and e.models[0].name == e.target:
             m = e.models[0]
             b = self.cfg.backends[m.backend]
-            if self._is_local_ollama(b):
+            if self.is_local_ollama(b):
                 doc = await self._show_upstream(b, m.upstream, body.get("verbose") is True)
                 if doc is not None:
                     return replies.json_response(REDACTOR.obj(self._adjust(dict(doc), m, state)))
@@ -474,7 +476,7 @@ class OllamaApi:
         public: dict[tuple[str, str], str] = {}
         for m in cfg.models.values():
             public.setdefault((m.backend, ollama_name(m.upstream)), m.name)
-        backends = self._local_ollamas()
+        backends = self.local_ollamas()
         docs = await asyncio.gather(*(self._get(b, "/api/ps") for b in backends))
         out: list[dict[str, Any]] = []
         for b, doc in zip(backends, docs, strict=True):
@@ -520,196 +522,6 @@ class OllamaApi:
             )
         return replies.json_response({"models": out})
 
-    # ------------------------------------------------------------------ model management
-
-    def manage(self, op: ManageOp) -> Handler:
-        """``/api/{op}`` forwarded to the local Ollama that holds (or is to
-        hold) the model (see the module docstring)."""
-        path = f"/api/{op}"
-
-        async def handle(request: web.Request) -> web.StreamResponse:
-            try:
-                body = await _json_body(request)
-                backend, sent = await self._target(op, body)
-            except _Bad as bad:
-                return _error(bad.status, bad.message)
-            return await self._forward(request, backend, request.method, path, sent)
-
-        return handle
-
-    def _model_named(self, name: str) -> Model | None:
-        """The configured model ``name`` is: its public name, or its upstream id."""
-        cfg = self.cfg
-        if name in cfg.models:
-            return cfg.models[name]
-        if ":" not in name and f"{name}:latest" in cfg.models:
-            return cfg.models[f"{name}:latest"]
-        wanted = ollama_name(name)
-        by_upstream = [m for m in cfg.models.values() if ollama_name(m.upstream) == wanted]
-        local = [m for m in by_upstream if self._is_local_ollama(cfg.backends[m.backend])]
-        found = local or by_upstream
-        return found[0] if found else None
-
-    def _refusal(self, op: str, name: str, m: Model | None) -> str:
-        """Why ``name`` cannot be the subject of ``op``."""
-        cfg = self.cfg
-        if m is None:
-            kind = catalog.kind_of(name, cfg)
-            if kind == "alias":
-                target = cfg.aliases.exact[name]
-                return f"'{name}' is a traywire alias of '{target}', not an Ollama model"
-            return f"'{name}' is a traywire route, not a model: {op} a model by its name"
-        b = cfg.backends[m.backend]
-        if b.kind == "ollama" and b.location == "local":
-            return f"'{name}' is on the Ollama backend {b.name}, which is disabled in the config"
-        if b.location == "cloud":
-            where = "Ollama's cloud" if b.kind == "ollama" else "a cloud API"
-            return (
-                f"'{name}' is served by {where} (backend {b.name}), which traywire cannot "
-                f"{op}: a cloud model is used by its name, nothing to install"
-            )
-        return (
-            f"'{name}' is served by the OpenAI-compatible backend {b.name} ({b.url}), "
-            f"which traywire cannot {op}: install its models with that server's own tools"
-        )
-
-    async def _target(self, op: ManageOp, body: dict[str, Any]) -> tuple[Backend, dict[str, Any]]:
-        """The local Ollama to send ``body`` to, and the body with the names
-        translated to that Ollama's; `_Bad` when there is none."""
-        cfg = self.cfg
-        key = "model" if "model" in body or "name" not in body else "name"  # older clients: name
-        if op == "copy":
-            key = "source"
-        name = _name(body, key)
-        m = self._model_named(name)
-        source = body.get("from") if op == "create" else None
-        fm = self._model_named(source) if isinstance(source, str) else None
-        if fm is not None and not self._is_local_ollama(cfg.backends[fm.backend]):
-            fm = None
-        if m is not None:
-            b = cfg.backends[m.backend]
-            if not self._is_local_ollama(b):
-                raise _Bad(400, self._refusal(op, name, m))
-        elif catalog.kind_of(name, cfg) in ("route", "auto", "alias"):
-            raise _Bad(400, self._refusal(op, name, None))
-        elif fm is not None:
-            b = cfg.backends[fm.backend]  # made next to the model it is made from
-        else:
-            b = await self._holder(name, new=op in ("pull", "create"))
-        sent = dict(body)
-        sent[key] = m.upstream if m is not None else name
-        if fm is not None and fm.backend == b.name:
-            sent["from"] = fm.upstream
-        if op == "copy":
-            dest = _name(body, "destination")
-            dm = self._model_named(dest)
-            if dm is not None and dm.backend != b.name:
-                raise _Bad(
-                    400,
-                    f"'{dest}' is a model of backend {dm.backend}; '{name}' is on {b.name}: "
-                    "a copy stays on one Ollama",
-                )
-            if dm is None and catalog.kind_of(dest, cfg) in ("route", "auto", "alias"):
-                raise _Bad(400, self._refusal(op, dest, None))
-            sent["destination"] = dm.upstream if dm is not None else dest
-        return b, sent
-
-    async def _holder(self, name: str, *, new: bool) -> Backend:
-        """The local Ollama for a name the config does not know: the one that
-        lists it, else (or for a new model) the first."""
-        local = self._local_ollamas()
-        if not local:
-            raise _Bad(
-                400,
-                f"'{name}' is not a configured model and traywire has no enabled local "
-                "Ollama backend to send it to",
-            )
-        if not new and len(local) > 1:
-            listings = await self._listings({b.name for b in local})
-            for b in local:
-                if ollama_name(name) in listings.get(b.name, {}):
-                    return b
-        return local[0]
-
-    async def _forward(
-        self, request: web.Request, b: Backend, method: str, path: str, body: dict[str, Any]
-    ) -> web.StreamResponse:
-        assert self.rt.pool is not None
-        streamed = path not in ("/api/copy", "/api/delete") and body.get("stream") is not False
-        headers = (("Content-Type", "application/json"), *self.rt.auth_headers(b).items())
-        r: Response | None = None
-        raw = b""
-        wait = MANAGE_IDLE if streamed else MANAGE_TOTAL
-        try:
-            async with Deadline(wait, "first_byte_timeout", f"no answer within {wait:g}s"):
-                r = await self.rt.pool.request(
-                    method, b.url, path, headers, replies.dumps(body),
-                    connect_timeout=b.timeouts.connect,
-                )  # fmt: skip
-                if r.status >= 400 or not r.headers.get("content-type", "").startswith(_NDJSON):
-                    raw = await r.read(SMALL_LIMIT)
-        except BackendError as exc:
-            _close(r)
-            return _error(502, f"the Ollama backend {b.name} ({b.url}) failed: {exc}")
-        except BaseException:
-            _close(r)
-            raise
-        assert r is not None
-        if r.status < 300:
-            self._cache.forget(b.name)
-        if r.status >= 400 or not r.headers.get("content-type", "").startswith(_NDJSON):
-            ctype = r.headers.get("content-type", "").split(";")[0] or "application/json"
-            return web.Response(status=r.status, body=REDACTOR.data(raw), content_type=ctype)
-        return await self._relay(request, b, r)
-
-    async def _relay(self, request: web.Request, b: Backend, r: Response) -> web.StreamResponse:
-        """Progress lines as they come, bounded; an error line if it breaks off."""
-        response = web.StreamResponse(status=r.status)
-        response.content_type = _NDJSON
-        response.headers["Cache-Control"] = "no-cache"
-        problem = ""
-        line = 0  # bytes of the line not yet ended
-        try:
-            await response.prepare(request)
-            async with (
-                Deadline(MANAGE_TOTAL, "total_timeout", f"still going after {MANAGE_TOTAL:g}s"),
-                Deadline(MANAGE_IDLE, "idle_timeout", f"sent nothing for {MANAGE_IDLE:g}s") as idle,
-            ):
-                while True:
-                    chunk = await r.readany()
-                    if not chunk:
-                        break
-                    idle.extend()
-                    first = chunk.find(b"\n")  # where the line begun before ends
-                    if first < 0:
-                        line += len(chunk)
-                    else:
-                        line, first = len(chunk) - chunk.rfind(b"\n") - 1, line + first
-                    if max(line, first) > LINE_LIMIT:
-                        raise BackendError("invalid_response", "a progress line over 1 MiB")
-                    await response.write(REDACTOR.data(chunk))
-            r.release()
-        except BackendError as exc:
-            r.close()
-            problem = f"the Ollama backend {b.name} ({b.url}): {exc}"
-        except (asyncio.CancelledError, ConnectionResetError, aiohttp.ClientConnectionResetError):
-            r.close()  # the client went away: the upstream call ends with it
-            raise
-        except BaseException:
-            r.close()
-            raise
-        self._cache.forget(b.name)  # what it lists may have changed
-        try:
-            if problem:
-                log.info("%s %s cut: %s", request.method, request.path, problem)
-                await response.write(
-                    (b"\n" if line else b"") + replies.dumps({"error": problem}) + b"\n"
-                )
-            await response.write_eof()
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            pass
-        return response
-
 
 def _digest(*parts: str) -> str:
     """A stable sha256 for a name traywire describes itself (Ollama lists one
@@ -730,7 +542,7 @@ def _marked(alias_of: str | None) -> dict[str, Any]:
     }
 
 
-def _close(r: Response | None) -> None:
+def close_quietly(r: Response | None) -> None:
     if r is not None:
         r.close()
 
