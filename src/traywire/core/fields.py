@@ -11,12 +11,12 @@ float, string, list, object. Pure: no I/O.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
+from .. import fastjson
 from ..errors import TraywireError
 
 __all__ = [
@@ -87,7 +87,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not raw or raw.isspace():
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
+        body = fastjson.loads(raw)
     except RecursionError:
         raise BadRequest(f"request body: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:

@@ -11,9 +11,9 @@ client's shape (`replies.error` with the front).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from .. import fastjson
 from ..core.request import Inbound
 from ..types import Front
 from . import dialects as tr
@@ -46,7 +46,7 @@ def _response_id(ids: Ids) -> str:
 
 def answer(inb: Inbound, openai_answer: bytes | Body, model: str, ids: Ids) -> Body:
     """A whole OpenAI chat answer, said in the client's API."""
-    resp = json.loads(openai_answer) if isinstance(openai_answer, bytes) else openai_answer
+    resp = fastjson.loads(openai_answer) if isinstance(openai_answer, bytes) else openai_answer
     client = inb.original or {}
     if inb.front == "anthropic":
         return message_from_openai(
@@ -77,7 +77,7 @@ class FrontRelay(Relay):
     def _say(self, sse: bytes) -> bytes:
         if sse == KEEP_ALIVE:
             return sse  # a comment: every SSE client skips it
-        out = [self.conv.feed(json.loads(p)) for p in self.parser.feed(sse) if p != "[DONE]"]
+        out = [self.conv.feed(fastjson.loads(p)) for p in self.parser.feed(sse) if p != "[DONE]"]
         self.complete, self.ended = self.inner.complete, self.inner.ended
         self.tokens_in, self.tokens_out = self.inner.tokens_in, self.inner.tokens_out
         return b"".join(out)

@@ -15,21 +15,25 @@ tokens from the usage the backend reported.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
+import msgspec
+
+from .. import fastjson
 from ..errors import BackendError
 from . import dialects as tr
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+def _dumps(obj: object) -> str:
+    return fastjson.dumps(obj).decode()
 
 
 def _event(payload: str) -> dict[str, Any]:
     """One SSE data payload as a JSON object, or StreamParseError."""
     try:
-        obj = json.loads(payload)
+        obj = fastjson.loads(payload)
     except ValueError as exc:
         raise tr.StreamParseError(f"invalid JSON in SSE event: {exc}") from exc
     if not isinstance(obj, dict):
@@ -98,6 +102,9 @@ class SSEPassthrough(_ToOpenAI):
             if payload == "[DONE]":
                 self.saw_done = True
                 continue
+            if "\n" not in payload and self._glance(payload):
+                out.append(b"data: " + payload.encode() + b"\n\n")
+                continue
             obj = _event(payload)
             if obj.get("error") is not None:
                 raise tr.UpstreamError(tr.upstream_error_message(obj))
@@ -120,6 +127,46 @@ class SSEPassthrough(_ToOpenAI):
             out.append(KEEP_ALIVE)  # the client sees the backend is alive too
         self.comments = self.parser.comments
         return b"".join(out)
+
+    def _glance(self, payload: str) -> bool:
+        """True when ``payload`` goes to the client as it is: a JSON object
+        with no error that names the client's model (or none); its usage and
+        finish reason are noted. Only those fields are built (the rest is
+        checked as JSON and skipped); anything else, valid or not, is left to
+        the full decode, so its outcome and messages are the same."""
+        try:
+            ev = _GLANCE(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return False
+        if ev.error is not None or (ev.model is not msgspec.UNSET and ev.model != self.model):
+            return False
+        usage = ev.usage
+        if isinstance(usage, dict):
+            try:
+                self.tokens_in = int(usage.get("prompt_tokens") or 0)
+                self.tokens_out = int(usage.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                return False
+        for choice in ev.choices or ():
+            if choice.finish_reason:
+                self.finished_choice = True
+        return True
+
+
+class _Choice(msgspec.Struct):
+    finish_reason: Any = None
+
+
+class _Glance(msgspec.Struct):
+    """What an OpenAI stream event is read for; every other field is skipped."""
+
+    model: Any = msgspec.UNSET
+    error: Any = None
+    usage: Any = None
+    choices: list[_Choice] | None = None
+
+
+_GLANCE = msgspec.json.Decoder(_Glance).decode
 
 
 class NDJSONPassthrough(_ToOllama):

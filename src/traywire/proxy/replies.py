@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from .. import fastjson
 from ..types import Front
 from . import dialects as tr
 from .dialects import anthropic
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def dialect_of(path: str) -> Front | None:
@@ -30,8 +28,8 @@ def dialect_of(path: str) -> Front | None:
 
 
 def dumps(obj: object) -> bytes:
-    """Compact JSON as UTF-8 bytes (one shared encoder: no per-call setup)."""
-    return _ENCODER.encode(obj).encode()
+    """Compact JSON as UTF-8 bytes."""
+    return fastjson.dumps(obj)
 
 
 def json_response(

@@ -8,12 +8,12 @@ that is not valid for its dialect (``invalid_response``) by `answer`.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
+from ... import fastjson
 from ...errors import BackendError
 from ...types import Dialect, Op
 from ..dialects import StreamParseError, TranslationError, upstream_error_message
@@ -159,7 +159,7 @@ class AdapterBase:
         elapsed_ns: int,
     ) -> Answer:
         try:
-            data = json.loads(raw)
+            data = fastjson.loads(raw)
             tokens_in, tokens_out = _usage(data)
             unchanged = isinstance(data, dict) and data.get("model") == model
             out = self.response(prep, dialect, op, data, model, ids, client_body, elapsed_ns)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ... import fastjson
 from ...errors import TraywireError
 
 Body = dict[str, Any]
@@ -78,7 +78,7 @@ def ollama_error_body(message: str) -> Body:
 
 
 def _dumps(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return fastjson.dumps(obj)
 
 
 SSE_DONE: Final = b"data: [DONE]\n\n"
@@ -258,7 +258,7 @@ class NDJSONParser:
 
 def _parse_line(line: bytes | bytearray) -> Body:
     try:
-        obj = json.loads(line)
+        obj = fastjson.loads(line)
     except ValueError:
         snippet = bytes(line[:80]).decode(errors="replace")
         raise StreamParseError(f"invalid JSON line: {snippet!r}") from None

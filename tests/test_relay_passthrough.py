@@ -1,0 +1,49 @@
+"""The OpenAI→OpenAI stream relay: events that need no change reach the client
+as the backend wrote them (no decode and re-encode), with usage, finish reason
+and errors still read from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from traywire.errors import BackendError
+from traywire.proxy.relay import SSEPassthrough
+
+
+def test_events_naming_the_model_pass_byte_for_byte() -> None:
+    r = SSEPassthrough("m")
+    ev = (
+        b'{"id":"x", "model" : "m","choices":'
+        b'[{"delta":{"content":"\\u00e9 \\"model\\""},"finish_reason":null}]}'
+    )
+    assert r.feed(b"data: " + ev + b"\n\n") == b"data: " + ev + b"\n\n"
+    assert not r.complete
+    last = (
+        b'{"model":"m","choices":[{"delta":{},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":7,"completion_tokens":3}}'
+    )
+    assert r.feed(b"data: " + last + b"\n\ndata: [DONE]\n\n") == b"data: " + last + b"\n\n"
+    assert r.complete and r.ended and (r.tokens_in, r.tokens_out) == (7, 3)
+
+
+def test_another_model_name_is_replaced() -> None:
+    r = SSEPassthrough("chat")
+    out = r.feed(b'data: {"model":"llama3:8b","choices":[{"finish_reason":"length"}]}\n\n')
+    assert out == b'data: {"model":"chat","choices":[{"finish_reason":"length"}]}\n\n'
+    assert r.complete
+
+
+@pytest.mark.parametrize(
+    "event",
+    [b"{not json}", b"[1,2]", b'{"model":"m","choices":[1]} x'],
+)
+def test_bad_events_are_invalid_responses(event: bytes) -> None:
+    with pytest.raises(BackendError) as e:
+        SSEPassthrough("m").feed(b"data: " + event + b"\n\n")
+    assert e.value.kind == "invalid_response"
+
+
+def test_an_error_event_is_a_server_error() -> None:
+    with pytest.raises(BackendError) as e:
+        SSEPassthrough("m").feed(b'data: {"model":"m","error":{"message":"boom"}}\n\n')
+    assert e.value.kind == "server_error" and "boom" in str(e.value)
