@@ -47,3 +47,41 @@ def test_an_error_event_is_a_server_error() -> None:
     with pytest.raises(BackendError) as e:
         SSEPassthrough("m").feed(b'data: {"model":"m","error":{"message":"boom"}}\n\n')
     assert e.value.kind == "server_error" and "boom" in str(e.value)
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+def _wire(raw: bytes, upstream: str, stream: bool = False) -> bytes:
+    from traywire import fastjson
+    from traywire.proxy.backends import ADAPTERS, wire_body
+
+    client = fastjson.loads(raw)
+    prep = ADAPTERS["openai"].prepare("openai", "chat", client, upstream, stream)
+    out = wire_body(prep.body, client, raw)
+    assert fastjson.loads(out) == prep.body  # whatever the route, the backend gets this
+    return out
+
+
+def test_the_clients_bytes_go_when_nothing_changes() -> None:
+    raw = b'{ "model": "m",\n "messages": [{"role":"user","content":"\\u00e9"}], "stream": false}'
+    assert _wire(raw, "m") is raw
+
+
+def test_only_the_model_value_is_replaced_in_the_clients_bytes() -> None:
+    raw = b'{"messages":[{"role":"user","content":"say \\"model\\""}], "model" : "chat",'
+    raw += b'"stream":true}'
+    assert _wire(raw, "llama3:8b", stream=True) == raw.replace(b'"chat"', b'"llama3:8b"')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"chat","messages":[{"role":"user","content":"x"}]}',  # stream added
+        b'{"model":"\\u0063hat","messages":[],"stream":false}',  # model written oddly
+        b'{"model":"chat","messages":[{"role":"user","content":"model"}],"stream":false}',
+    ],
+)
+def test_otherwise_the_body_is_encoded_again(raw: bytes) -> None:
+    out = _wire(raw, "llama3:8b")
+    assert out != raw and b'"model":"llama3:8b"' in out

@@ -37,6 +37,10 @@ class Inbound(NamedTuple):
     front: Front
     # The client's own body where it differs from ``body`` (a front's).
     original: dict[str, Any] | None = None
+    # The client's bytes that ``body`` was decoded from, where it is exactly
+    # them (not a front's or an old endpoint's translation): a backend that
+    # needs the body unchanged but for its model name is sent these.
+    raw: bytes | None = None
 
 
 _PARSERS: dict[tuple[Dialect, Op], Callable[[dict[str, Any]], RouteRequest]] = {

@@ -55,6 +55,11 @@ class _Refused(Exception):
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    return (await _read(request))[1]
+
+
+async def _read(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    """The body's bytes, and the JSON object they hold (or `_Refused`)."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -63,7 +68,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
             413, f"request body over the {limit:g} MiB limit", "request_too_large"
         ) from None
     try:
-        return fields.json_object(raw)
+        return raw, fields.json_object(raw)
     except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
 
@@ -84,11 +89,13 @@ def _serving(
         started = (rt.clock.time(), rt.clock.monotonic())
         body: dict[str, Any] | None = None
         try:
-            body = await _body(request)
+            raw, body = await _read(request)
             try:
                 inb = parse(legacy.request(body) if legacy is not None else body)
             except inbound.BadRequest as exc:
                 raise _Refused(400, exc.message, "invalid_request", exc.param) from None
+            if legacy is None and inb.original is None:
+                inb = inb._replace(raw=raw)
             try:
                 decision = routing.decide(inb.route, rt.cfg, rt.snapshot())
             except UnknownModelError as exc:

@@ -51,7 +51,7 @@ from ..redact import REDACTOR
 from ..types import AttemptRecord, Decision, Front
 from . import dialects as tr
 from . import fronts, replies
-from .backends import ADAPTERS, Ids, Prepared, error_from_status
+from .backends import ADAPTERS, Ids, Prepared, error_from_status, wire_body
 from .deadline import Deadline
 from .health import Attempt
 from .relay import KEEP_ALIVE
@@ -301,7 +301,7 @@ class _Job(NamedTuple):
     attempt: Attempt
 
 
-async def _send(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
+async def _send(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
     """POST the prepared request to ``backend`` (its key, if any, goes only there)."""
     assert rt.pool is not None
     auth = ADAPTERS[backend.kind].headers(rt.key_for(backend.name))
@@ -310,15 +310,15 @@ async def _send(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
         backend.url,
         prep.path,
         (*_JSON_HEADERS, *auth.items()) if auth else _JSON_HEADERS,
-        replies.dumps(prep.body),
+        wire_body(prep.body, inb.body, inb.raw),
         connect_timeout=backend.timeouts.connect,
     )
 
 
-async def _accepted(rt: Runtime, backend: Backend, prep: Prepared) -> Response:
+async def _accepted(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
     """`_send`, then: an error status raises its kind (the body read for it);
     otherwise the answer whose body is still to be read."""
-    r = await _send(rt, backend, prep)
+    r = await _send(rt, inb, backend, prep)
     if r.status < 400:
         return r
     try:
@@ -359,7 +359,7 @@ async def _unary(job: _Job) -> web.Response:
     r: Response | None = None
     try:
         async with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
-            r = await _accepted(rt, backend, prep)
+            r = await _accepted(rt, inb, backend, prep)
             raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
     except BaseException:
         _close(r)
@@ -395,7 +395,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
         async with Deadline(
             t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"
         ):
-            r = await _accepted(rt, backend, prep)
+            r = await _accepted(rt, inb, backend, prep)
             while not first:
                 chunk = await r.readany()
                 if not chunk:

@@ -10,6 +10,10 @@ connection may take to say what it wants.
   (aiohttp closes a connection whose request has not arrived by then, counted
   from the connection's start or its last answer): a client sending one byte
   every ten seconds holds nothing for long.
+- The listen backlog holds as many connections as may be open at once
+  (aiohttp's default, 128, overflowed when a thousand clients connected
+  together: the kernel dropped their SYNs and they waited for retries or
+  were reset). The OS caps it (``net.core.somaxconn``).
 - `raise_open_file_limit` lifts the soft limit on open files to the hard one
   at start (the common desktop soft limit, 1024, is far below what a proxy
   with many streaming clients needs).
@@ -97,6 +101,8 @@ class CappedSite(web.TCPSite):
         clock: Clock = SYSTEM,
         **kw: Any,
     ) -> None:
+        # a backlog for as many connections as are let in at once
+        kw.setdefault("backlog", max(128, max_connections))
         super().__init__(runner, host, port, **kw)
         self.max_connections = max_connections
         self.shedder = Shedder(clock)

@@ -5,7 +5,7 @@ Retries and failover are not here: they live in :mod:`traywire.proxy.failover`.
 
 from __future__ import annotations
 
-from .base import Adapter, Answer, Ids, Prepared, error_from_status
+from .base import Adapter, Answer, Ids, Prepared, error_from_status, wire_body
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 
@@ -20,4 +20,5 @@ __all__ = [
     "OpenAIAdapter",
     "Prepared",
     "error_from_status",
+    "wire_body",
 ]

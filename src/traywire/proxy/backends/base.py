@@ -192,6 +192,53 @@ class AdapterBase:
         return Prepared(self.paths[op], out, op, stream and op != "embed")
 
 
+def wire_body(out: Mapping[str, Any], client: Mapping[str, Any], raw: bytes | None) -> bytes:
+    """The bytes to send for the prepared body ``out``. Where ``out`` is the
+    client's body (decoded from ``raw``) with at most its ``model`` changed -
+    every other field the very object the client's body holds - the client's
+    own bytes go, the model's value replaced in place: a big body is not
+    encoded again. Anything else (a translation, a field added or dropped, a
+    model written in an unusual way) is encoded from ``out``."""
+    if raw is None or len(out) != len(client):
+        return fastjson.dumps(out)
+    model = None
+    for key, value in out.items():
+        if key not in client:
+            return fastjson.dumps(out)
+        if client[key] is value:
+            continue
+        if key != "model" or not isinstance(value, str):
+            return fastjson.dumps(out)
+        if value != client[key]:
+            model = value
+    if model is None:
+        return raw
+    spliced = _splice_model(raw, client.get("model"), model)
+    return spliced if spliced is not None else fastjson.dumps(out)
+
+
+def _splice_model(raw: bytes, old: object, new: str) -> bytes | None:
+    """``raw`` with its one ``"model"`` key's value ``old`` (written as traywire
+    would write it) made ``new``; None where that is not certain. A ``"model"``
+    inside a string is written ``\\"model\\"``, so a single occurrence of the
+    quoted word is the top-level key the decoded body has."""
+    if not isinstance(old, str) or raw.count(b'"model"') != 1:
+        return None
+    at = raw.index(b'"model"') + 7
+    n = len(raw)
+    while at < n and raw[at] in b" \t\r\n":
+        at += 1
+    if at >= n or raw[at] != 0x3A:  # ':'
+        return None
+    at += 1
+    while at < n and raw[at] in b" \t\r\n":
+        at += 1
+    was = fastjson.dumps(old)
+    if raw[at : at + len(was)] != was:
+        return None
+    return raw[:at] + fastjson.dumps(new) + raw[at + len(was) :]
+
+
 def _usage(data: Any) -> tuple[int, int]:
     """(prompt tokens, reply tokens) a backend reported in a whole answer."""
     if not isinstance(data, dict):
