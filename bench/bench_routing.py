@@ -47,6 +47,31 @@ CASES = [
 ]
 
 
+def big_config(n: int = 1000) -> config.Config:
+    """``n`` models on 10 backends (half local, half cloud), each with a
+    fallback chain of three; every route (and so ``auto``) names all of them."""
+    lines = ["extends: none", "backends:"]
+    for b in range(10):
+        loc = "local" if b % 2 == 0 else "cloud"
+        lines += [f"  b{b}:", "    kind: openai", f'    url: "http://127.0.0.1:{9000 + b}/v1"',
+                  f"    location: {loc}", "    capacity: 8"]  # fmt: skip
+    lines.append("models:")
+    for i in range(n):
+        lines += [f"  m{i}:", f"    backend: b{i % 10}", f"    params_b: {1 + i % 70}",
+                  f"    tier: {'local' if i % 2 == 0 else 'cloud_standard'}",
+                  "    capabilities: [chat, code, reasoning, analytical, creative]",
+                  "    context: 32768"]  # fmt: skip
+    lines.append("fallbacks:")
+    for i in range(n):
+        lines.append(f"  m{i}: [m{(i + 1) % n}, m{(i + 2) % n}, m{(i + 3) % n}]")
+    lines.append("routes:")
+    names = ", ".join(f"m{i}" for i in range(n))
+    for r in ("chat", "code", "reasoning", "analytical", "creative"):
+        lines += [f"  {r}:", "    strategy: usage_based", f"    candidates: [{names}]"]
+    lines += ["auto:", "  default: chat"]
+    return config.load_texts([("<1000 models>", "\n".join(lines) + "\n")])
+
+
 def timeit(fn: object, batch: int, batches: int = 15) -> float:
     f = fn  # type: ignore[assignment]
     samples = []
@@ -81,6 +106,29 @@ def main() -> None:
             batch,
         )
         print(f"{label:40} {decide:10.1f} {full:16.1f}")
+
+    t0 = time.perf_counter()
+    big = big_config()
+    load_s = time.perf_counter() - t0
+    big_state = LiveState(
+        backends=MappingProxyType({b: BackendState(in_flight=1) for b in big.backends}),
+        random=0.42,
+    )
+    print(f"\n1,000 models (config loaded in {load_s * 1e3:.0f} ms; routes name all of them)")
+    big_cases = (
+        ("short chat, model=auto", "auto"),
+        ("short chat, model=chat", "chat"),
+        ("short chat, explicit model", "m7"),
+    )
+    for label, model_name in big_cases:
+        body = {
+            "model": model_name,
+            "messages": [{"role": "user", "content": "hello, how are you?"}],
+        }
+        r = request.parse("openai", "chat", body).route
+        us = timeit(lambda r=r: routing.decide(r, big, big_state), 200)
+        plan = len(routing.decide(r, big, big_state).plan)
+        print(f"{label:40} {us:10.1f}   (plan of {plan})")
 
     model = classifier()
     bare = Model(model.tables, model.scale, model.bias)  # no shipped vocabulary

@@ -1182,3 +1182,18 @@ def test_principle_warnings_carry_file_and_line_of_a_band(tmp_path: Path) -> Non
     )
     (w,) = principles.check(cfg)
     assert w.origin == f"{path}:5", w
+
+
+def test_layers_below_extends_none_are_not_parsed() -> None:
+    """`extends: none` starts from nothing: what is below it (the built-in
+    default, most often) is not even parsed (start-up time)."""
+    top = (
+        "extends: none\nbackends:\n  b:\n    kind: openai\n    url: http://127.0.0.1:1/v1\n"
+        "    location: local\n"
+        "models:\n  m:\n    backend: b\n    params_b: 1\n    tier: local\n"
+        "    capabilities: [chat]\n    context: 4096\n"
+    )
+    cfg = config.load_texts([("below.yaml", "{not: [yaml"), ("top.yaml", top)])
+    assert list(cfg.models) == ["m"] and cfg.sources == ("top.yaml",)
+    with pytest.raises(ConfigError, match=r"below\.yaml"):
+        config.load_texts([("below.yaml", "{not: [yaml"), ("top.yaml", "preference: auto\n")])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..core.schema import (
     APP_NAME,
@@ -54,7 +55,7 @@ from .layers import (
     read_file,
     user_config_path,
 )
-from .parse import parse
+from .parse import Marks, parse
 
 __all__ = [
     "APP_NAME",
@@ -105,7 +106,14 @@ def load(config_file: str | Path | None = None, *, user_file: Path | bool | None
 
 def load_texts(layers: Iterable[tuple[str, str]]) -> Config:
     """Merge YAML texts (name, text) in order and build a validated Config."""
+    # parsed from the top down: the layers below one that says ``extends:
+    # none`` are not used, so not parsed (the built-in default, most often)
+    parsed: list[tuple[str, tuple[dict[str, Any], Marks]]] = []
+    for name, text in reversed(list(layers)):
+        parsed.append((name, parse(name, text)))
+        if parsed[-1][1][0].get("extends", "default") in ("none", None):
+            break
     merged = Layers()
-    for name, text in layers:
-        merged.add(name, *parse(name, text))
+    for name, (data, marks) in reversed(parsed):
+        merged.add(name, data, marks)
     return Builder(merged.data, merged.origins, tuple(merged.sources)).build()

@@ -65,6 +65,7 @@ class Builder(Reader):
                 "version",
                 "preference",
                 "saturation",
+                "max_attempts",
                 "server",
                 "health",
                 "defaults",
@@ -212,6 +213,9 @@ class Builder(Reader):
                 d.get("saturation", 0.8), ("saturation",), low=0, high=1, low_open=True
             ),
             preference=self.choice(d.get("preference", "auto"), ("preference",), PREFERENCES),
+            max_attempts=int(
+                self.number(d.get("max_attempts", 16), ("max_attempts",), low=1, integer=True)
+            ),
             server=server,
             health=health,
             principles=principles,

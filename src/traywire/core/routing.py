@@ -36,12 +36,17 @@ How a plan is made:
    its capacity lets the next healthy, unsaturated attempt in the overflow
    direction (cloud, or local first under prefer_local/local_only) go ahead
    of it.
+7. Cap: a plan holds at most ``max_attempts`` attempts (the config's, 16 by
+   default). The route's candidates are ranked lazily and the plan is made
+   from the first of them: enough usable ones of each location for steps 4-6
+   to choose from, so a route of a thousand models costs what one of twenty
+   does. The models not reached are neither planned nor listed as skipped.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from ..errors import UnknownModelError
@@ -61,7 +66,7 @@ from ..types import (
 )
 from .classify import classify
 from .schema import Candidate, Config, Model, Route
-from .strategies import order
+from .strategies import rank
 from .tokens import estimate
 
 # Reply budget assumed when the client sets none, for the context-window check.
@@ -204,7 +209,7 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     if name in cfg.models:
         model = cfg.models[name]
         capability = model.primary_capability if "embed" not in needs else None
-        steps = [_Step(model, via or "requested by name"), *idx.chain_steps[name]]
+        steps: Iterable[_Step] = [_Step(model, via or "requested by name"), *idx.chain_steps[name]]
     elif "embed" in needs:
         capability = None
         steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
@@ -227,10 +232,10 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             capability = _route_capability(route, cfg)
             lead = f"{via}: route {name}" if via else f"route {name}"
         strategy = route.strategy
-        ordered, why = order(route, cfg, state, tokens, need)
+        ordered, why = rank(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
 
-    plan, skipped = _filter(steps, cfg, state, pref, need, needs)
+    plan, skipped = _filter(steps, cfg, state, pref, need, needs, cfg.max_attempts, capability)
     if not plan and name not in cfg.models and any(s.lacks for s in skipped):
         # a route (or auto) none of whose models can serve what is needed
         wider = _widen(cfg, state, needs, f"{name} has no model with {_words(_telling(needs))}")
@@ -248,6 +253,7 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             plan = _prefer(plan, pref, capability, idx, keep_first=name in cfg.models)
         plan = _health(plan, cfg, state)
         plan = _saturation(plan, cfg, state, pref, idx)
+        del plan[cfg.max_attempts :]
 
     attempts = tuple(
         Attempt(s.model.name, s.model.backend, s.model.upstream, s.reason) for s in plan
@@ -303,20 +309,20 @@ def _route_capability(route: Route, cfg: Config) -> Capability:
     return cfg.models[route.candidates[0].model].primary_capability
 
 
-def _expand(ordered: list[Candidate], lead: str, idx: _Index, cfg: Config) -> list[_Step]:
-    steps: list[_Step] = []
+def _expand(ordered: Iterable[Candidate], lead: str, idx: _Index, cfg: Config) -> Iterator[_Step]:
+    """Each candidate, then its chain; repeats dropped. Lazy: steps are made
+    as `_filter` takes them."""
     seen: set[str] = set()
     for i, cand in enumerate(ordered):
         if cand.model in seen:
             continue
         model = cfg.models[cand.model]
-        steps.append(_Step(model, lead if i == 0 else f"route candidate {i + 1}"))
+        yield _Step(model, lead if i == 0 else f"route candidate {i + 1}")
         seen.add(cand.model)
         for step in idx.chain_steps[cand.model]:
             if step.model.name not in seen:
                 seen.add(step.model.name)
-                steps.append(step)
-    return steps
+                yield step
 
 
 # --------------------------------------------------------------------------- filters
@@ -330,16 +336,31 @@ class _Skipped(NamedTuple):
 
 
 def _filter(
-    steps: list[_Step],
+    steps: Iterable[_Step],
     cfg: Config,
     state: LiveState,
     pref: Preference,
     need: int,
     needs: frozenset[Feature],
+    enough: int | None = None,
+    capability: Capability | None = None,
 ) -> tuple[list[_Step], list[_Skipped]]:
+    """The steps that can serve, and why the others cannot. With ``enough``:
+    stop taking steps once what preference, health and saturation choose
+    among is there: ``enough`` healthy ones kept (of ``capability``, in the
+    preferred location under prefer_local/prefer_cloud), and as many
+    unsaturated healthy ones in each location as saturated ones were kept
+    (the overflow moves one ahead of each)."""
     keep: list[_Step] = []
     skipped: list[_Skipped] = []
+    healthy = saturated = 0
+    ready = {"local": 0, "cloud": 0}  # healthy and unsaturated
+    want: Location | None = (
+        "local" if pref == "prefer_local" else "cloud" if pref == "prefer_cloud" else None
+    )
     for step in steps:
+        if enough is not None and healthy >= enough and saturated <= min(ready.values()):
+            break
         m = step.model
         backend = cfg.backends[m.backend]
         why = ""
@@ -369,8 +390,20 @@ def _filter(
             why = f"window too small: needs {need} tokens, {m.name} holds {m.context}"
         if why:
             skipped.append(_Skipped(m.name, m.backend, why))
-        else:
-            keep.append(step)
+            continue
+        keep.append(step)
+        if enough is not None:
+            b = state.backends.get(backend.name, _IDLE)
+            if b.circuit == "open" or m.upstream in b.missing_models:
+                continue
+            if (want is None or backend.location == want) and (
+                capability is None or capability in m.capabilities
+            ):
+                healthy += 1
+            if b.in_flight / backend.capacity >= cfg.saturation:
+                saturated += 1
+            else:
+                ready[backend.location] += 1
     return keep, skipped
 
 

@@ -219,6 +219,8 @@ class Config:
     groups: Mapping[str, ExclusiveGroup]
     saturation: float = 0.8
     preference: Preference = "auto"
+    # The most attempts a plan holds (the first ones in the router's order).
+    max_attempts: int = 16
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     principles: PrincipleSettings = PrincipleSettings()

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, fastjson
 from ..core import fields, routing
 from ..core import request as inbound
 from ..errors import UnknownModelError
@@ -68,7 +68,7 @@ async def _read(request: web.Request) -> tuple[bytes, dict[str, Any]]:
             413, f"request body over the {limit:g} MiB limit", "request_too_large"
         ) from None
     try:
-        return raw, fields.json_object(raw)
+        return raw, fields.json_object(raw, fastjson.loads)
     except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
 
