@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import proxy_more
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -85,8 +86,15 @@ RESULTS = HERE / "results"
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
 
-LATENCY_TARGET = 1.3
-THROUGHPUT_TARGET = 0.75
+# issue 17's targets, against the pass-through in the same run
+LATENCY_TARGET = 1.0  # added latency p50 and p99
+THROUGHPUT_TARGET = 1.0
+CPU_TARGET = 1.05  # proxy CPU per request
+STREAM_CPU_TARGET = 1.1  # proxy CPU per relayed event
+BIG_LATENCY_TARGET = 1.3  # added latency of a 1 MB request
+STALL_TARGET_MS = 5.0  # while a 10 MB body is handled
+STARTUP_TARGET_S = 0.3
+MEMORY_TARGET_MIB = 45.0  # idle, the whole process tree
 
 
 # --------------------------------------------------------------------------- settings
@@ -105,6 +113,13 @@ class Settings:
     tp_seconds: float  # duration of one throughput round
     tp_max: int  # request cap per throughput round (bounded loop)
     concurrency: int
+    big_rounds: int = 1  # big-body rounds (sizes 1 and 10 MiB)
+    big_n: int = 2  # big requests per size, target and round
+    many: int = 100  # streams started at once
+    many_rounds: int = 1
+    scpu_rounds: int = 2  # streamed-chunk CPU rounds
+    scpu_seconds: float = 0.6
+    start_rounds: int = 1  # fresh processes per target
 
 
 QUICK = Settings(
@@ -132,6 +147,13 @@ DEFAULT = Settings(
     tp_seconds=1.5,
     tp_max=200_000,
     concurrency=32,
+    big_rounds=3,
+    big_n=3,
+    many=1000,
+    many_rounds=2,
+    scpu_rounds=6,
+    scpu_seconds=1.5,
+    start_rounds=5,
 )
 
 
@@ -300,14 +322,14 @@ models:
     params_b: 1
     tier: local
     capabilities: [chat]
-    context: 32768
+    context: 4000000  # the big-body rounds: 10 MB of prompt
   bench-slow:
     backend: fast
     upstream: "delay-{delay_ms:g}"
     params_b: 1
     tier: local
     capabilities: [chat]
-    context: 32768
+    context: 4000000  # the big-body rounds: 10 MB of prompt
 """
 
 
@@ -601,6 +623,16 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
 # --------------------------------------------------------------------------- run
 
 
+def _fresh(name: str, argv: list[str], tmp: Path, cpus: set[int] | None) -> tuple[Proc, str, bytes]:
+    """A new process of a proxy on a free port (``argv`` ends with --port),
+    its chat URL and a request body; ``spawn_s``: how long the spawn took."""
+    port = free_port()
+    t0 = time.perf_counter()
+    p = spawn(f"{name}-fresh", [*argv, str(port)], port, tmp, cpus)
+    p.spawn_s = time.perf_counter() - t0  # type: ignore[attr-defined]
+    return p, p.url + "/v1/chat/completions", Target(name, p.url, "bench", "bench").body(False)
+
+
 async def warm(targets: list[Target], n: int) -> None:
     for t in targets:
         assert t.session is not None
@@ -645,13 +677,8 @@ async def run(
             client_cpus,
         )
         procs.append(backend)
-        pt = spawn(
-            "passthrough",
-            [py, str(HERE / "passthrough.py"), "--port", str(pport), "--upstream", backend.url],
-            pport,
-            tmp,
-            proxy_cpus,
-        )
+        pt_argv = [py, str(HERE / "passthrough.py"), "--upstream", backend.url, "--port"]
+        pt = spawn("passthrough", [*pt_argv, str(pport)], pport, tmp, proxy_cpus)
         procs.append(pt)
         cfg = tmp / "traywire.yaml"
         cfg.write_text(traywire_config(backend.url, s.delay_ms, tmp))
@@ -662,6 +689,12 @@ async def run(
         tw_argv += ["-m", "traywire", "serve", "--config", str(cfg), "--port", str(tport)]
         tw_argv += ["--log-level", "warning", "--grace", "2"]
         tw = spawn("traywire", tw_argv, tport, tmp, proxy_cpus)
+        cfg_fresh = tmp / "fresh.yaml"  # a request log of its own
+        cfg_fresh.write_text(traywire_config(backend.url, s.delay_ms, tmp / "fresh"))
+        (tmp / "fresh").mkdir()
+        tw_fresh = [py, "-m", "traywire", "serve", "--config", str(cfg_fresh)]
+        tw_fresh += ["--log-level", "warning"]
+        tw_fresh += ["--grace", "2", "--port"]
         procs.append(tw)
         base: Proc | None = None
         if baseline is not None:
@@ -678,6 +711,7 @@ async def run(
                 await wait_ready(p, probe)
         proxies = [p for p in (pt, tw, base) if p is not None]
         rss_idle = {p.name: p.status("VmRSS") for p in proxies}
+        tree_idle = {p.name: proxy_more.tree_rss_kib(p.pid) for p in proxies}
 
         targets = [
             Target("direct", backend.url, "bench", f"delay-{s.delay_ms:g}"),
@@ -700,6 +734,14 @@ async def run(
             results["ttfb"] = await bench_ttfb(targets, s)
             results["chunks"] = await bench_chunks(targets, s)
             results["throughput"] = await bench_throughput(targets, s)
+            trio = targets[:3]
+            results["stream_cpu"] = await proxy_more.stream_cpu(
+                trio[1:], s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
+            )
+            results["big_bodies"] = await proxy_more.big_bodies(
+                trio, (1, 10), s.big_n, s.big_rounds, lambda t: t.body(False)
+            )
+            results["many_streams"] = await proxy_more.many_streams(trio[1:], s.many, s.many_rounds)
             # what traywire's request log made of all this: a log that dropped
             # records would make traywire look cheaper than it is
             async with aiohttp.ClientSession() as probe, probe.get(tw.url + "/status") as r:
@@ -713,12 +755,23 @@ async def run(
                 if t.session is not None:
                     await t.session.close()
         results["memory_kib"] = {
-            p.name: {"VmHWM": p.status("VmHWM"), "VmRSS_idle": rss_idle.get(p.name, 0)}
+            p.name: {
+                "VmHWM": p.status("VmHWM"),
+                "VmRSS_idle": rss_idle.get(p.name, 0),
+                "tree_RSS_idle": tree_idle.get(p.name, 0),
+            }
             for p in proxies
         }
         results["memory_kib"]["hwm_ratio"] = (
             results["memory_kib"]["traywire"]["VmHWM"]
             / results["memory_kib"]["passthrough"]["VmHWM"]
+        )
+        results["startup"] = await proxy_more.startup(
+            {
+                "passthrough": lambda: _fresh("passthrough", pt_argv, tmp, proxy_cpus),
+                "traywire": lambda: _fresh("traywire", tw_fresh, tmp, proxy_cpus),
+            },
+            s.start_rounds,
         )
         results["seconds"] = time.perf_counter() - t0
         for p in procs:
@@ -759,15 +812,50 @@ def baseline_table(r: dict[str, Any]) -> str:
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
     lat = r["latency"]["added_p50_ratio"]
+    lat99 = r["latency"]["added_p99_ratio"]
     rps = r["throughput"]["rps_ratio"]
+    cpu = r["throughput"]["cpu_per_req_ratio"]
     streamed = all(r["chunks"][n]["streamed"] for n in ("direct", "passthrough", "traywire"))
-    return {
+    out: dict[str, Any] = {
         "added_latency_ratio_p50": {"value": lat, "target": f"<= {LATENCY_TARGET}",
                                     "met": lat <= LATENCY_TARGET},
+        "added_latency_ratio_p99": {"value": lat99, "target": f"<= {LATENCY_TARGET}",
+                                    "met": lat99 <= LATENCY_TARGET},
         "throughput_ratio": {"value": rps, "target": f">= {THROUGHPUT_TARGET}",
                              "met": rps >= THROUGHPUT_TARGET},
+        "cpu_per_request_ratio": {"value": cpu, "target": f"<= {CPU_TARGET}",
+                                  "met": cpu <= CPU_TARGET},
         "chunks_forwarded_as_they_arrive": {"met": streamed},
     }  # fmt: skip
+    if "stream_cpu" in r:
+        v = r["stream_cpu"]["ratio"]
+        out["stream_cpu_per_event_ratio"] = {
+            "value": v, "target": f"<= {STREAM_CPU_TARGET}", "met": v <= STREAM_CPU_TARGET
+        }  # fmt: skip
+    if "big_bodies" in r:
+        v = r["big_bodies"]["1MiB"]["added_p50_ratio"]
+        out["big_body_1mib_added_latency_ratio"] = {
+            "value": v, "target": f"<= {BIG_LATENCY_TARGET}", "met": v <= BIG_LATENCY_TARGET
+        }  # fmt: skip
+        v = r["big_bodies"]["10MiB"]["traywire"]["worst_stall_ms"]
+        out["stall_ms_10mib"] = {
+            "value": v, "target": f"<= {STALL_TARGET_MS}", "met": v <= STALL_TARGET_MS
+        }  # fmt: skip
+    if "many_streams" in r:
+        m = r["many_streams"]
+        ok = m["traywire"]["failed"] == 0
+        out["many_streams_complete"] = {"value": m["traywire"]["failed"], "target": "0 failed",
+                                        "met": ok}  # fmt: skip
+        v = m["traywire"]["ttfb_p99_ms"] / m["passthrough"]["ttfb_p99_ms"]
+        out["many_streams_ttfb_p99_ratio"] = {"value": v, "target": "<= 1.0", "met": v <= 1.0}
+    if "startup" in r:
+        v = r["startup"]["traywire"]["ready_s"]
+        out["startup_s"] = {"value": v, "target": f"< {STARTUP_TARGET_S}",
+                            "met": v < STARTUP_TARGET_S}  # fmt: skip
+        v = r["startup"]["traywire"]["idle_tree_rss_mib"]
+        out["idle_tree_mib"] = {"value": v, "target": f"< {MEMORY_TARGET_MIB}",
+                                "met": v < MEMORY_TARGET_MIB}  # fmt: skip
+    return out
 
 
 def table(r: dict[str, Any]) -> str:
@@ -837,17 +925,70 @@ def table(r: dict[str, Any]) -> str:
             f"traywire's request log: {rl['written']} written, {rl['dropped']} dropped, "
             f"{rl['failed']} failed, {rl['queued'] + rl['writing']} still queued"
         )
+    rows.extend(more_rows(r))
     v = r["verdicts"]
     rows.append("")
-    rows.append(
-        f"targets: added latency {v['added_latency_ratio_p50']['value']:.2f}x pass-through's "
-        f"(<= {LATENCY_TARGET}): {'MET' if v['added_latency_ratio_p50']['met'] else 'MISSED'}; "
-        f"throughput {v['throughput_ratio']['value']:.2f} of pass-through's "
-        f"(>= {THROUGHPUT_TARGET}): {'MET' if v['throughput_ratio']['met'] else 'MISSED'}; "
-        f"chunks as they arrive: "
-        f"{'MET' if v['chunks_forwarded_as_they_arrive']['met'] else 'MISSED'}"
-    )
+    rows.append("targets: traywire against the pass-through in this run")
+    for key, x in v.items():
+        value = x.get("value")
+        shown = (
+            "" if value is None else f"{value:.2f} " if isinstance(value, float) else f"{value} "
+        )
+        rows.append(f"  {key:36} {shown}({x.get('target', '')}): {'MET' if x['met'] else 'MISSED'}")
     return "\n".join(rows)
+
+
+def more_rows(r: dict[str, Any]) -> list[str]:
+    """The big-body, stream-CPU, 1,000-stream and start-up rows."""
+    rows: list[str] = []
+    if "stream_cpu" in r:
+        c = r["stream_cpu"]
+        sp = c["ratio_per_round"]
+        rows.append(
+            f"{'proxy CPU per streamed event (µs)':34}{'':>12}"
+            f"{c['passthrough']['cpu_us_per_event']:13.1f}{c['traywire']['cpu_us_per_event']:12.1f}"
+            f"{c['ratio']:9.2f}   rounds {sp['min']:.2f}..{sp['max']:.2f}"
+        )
+    for size, b in r.get("big_bodies", {}).items():
+        a, sp = b["added_p50_ms"], b["added_ratio_per_round"]
+        rows.append(
+            f"{size + ' request, added p50 (ms)':34}{'':>12}{a['passthrough']:13.2f}"
+            f"{a['traywire']:12.2f}{b['added_p50_ratio']:9.2f}   rounds "
+            f"{sp['min']:.2f}..{sp['max']:.2f}"
+        )
+        rows.append(
+            f"{'  worst loop stall meanwhile (ms)':34}{'':>12}"
+            f"{b['passthrough']['worst_stall_ms']:13.1f}{b['traywire']['worst_stall_ms']:12.1f}"
+            f"   (median {b['passthrough']['stall_p50_ms']:.1f} / "
+            f"{b['traywire']['stall_p50_ms']:.1f})"
+        )
+    m = r.get("many_streams")
+    if m:
+        n = m["traywire"]["streams"]
+        rows.append(
+            f"{f'{n} streams at once: completed':34}{'':>12}"
+            f"{m['passthrough']['completed']:13d}{m['traywire']['completed']:12d}"
+        )
+        rows.append(
+            f"{'  TTFB p50 / p99 (ms)':34}{'':>12}"
+            f"{m['passthrough']['ttfb_p50_ms']:6.0f} /{m['passthrough']['ttfb_p99_ms']:5.0f}"
+            f"{m['traywire']['ttfb_p50_ms']:5.0f} /{m['traywire']['ttfb_p99_ms']:5.0f}"
+        )
+        if m["passthrough"]["failed"] or m["traywire"]["failed"]:
+            rows.append(f"  failures: {m['passthrough']['failures']} / {m['traywire']['failures']}")
+    st = r.get("startup")
+    if st:
+        pt, tw = st["passthrough"], st["traywire"]
+        rows.append(
+            f"{'start-up to a served request (s)':34}{'':>12}{pt['ready_s']:13.3f}"
+            f"{tw['ready_s']:12.3f}   rounds {tw['ready_s_spread']['min']:.3f}.."
+            f"{tw['ready_s_spread']['max']:.3f}"
+        )
+        rows.append(
+            f"{'idle RSS, whole process tree (MiB)':34}{'':>12}{pt['idle_tree_rss_mib']:13.1f}"
+            f"{tw['idle_tree_rss_mib']:12.1f}"
+        )
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

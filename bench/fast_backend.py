@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 
 from aiohttp import web
@@ -65,6 +66,8 @@ def _event(i: int, last: bool) -> bytes:
 
 
 _JSON = {"Content-Type": "application/json"}
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
@@ -75,11 +78,13 @@ def make_handler(chunks: int) -> web.Server:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if request.method == "POST" and path == "/v1/chat/completions":
-            raw = await request.read()
-            body = json.loads(raw)
-            if not body.get("stream"):
+            raw = await request.content.read()  # no 1 MiB cap: big-body rounds
+            # read without decoding the body: a big one (the big-body rounds)
+            # would stall this server, and every target with it
+            if not _STREAM.search(raw):
                 return web.Response(body=_COMPLETION, headers=_JSON)
-            model = str(body.get("model", ""))
+            found = _MODEL.search(raw)
+            model = found.group(1).decode() if found else ""
             delay = float(model[6:]) / 1000 if model.startswith("delay-") else 0.0
             resp = web.StreamResponse(headers=_SSE)
             await resp.prepare(request)

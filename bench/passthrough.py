@@ -22,7 +22,7 @@ _SKIP = {"content-length", "transfer-encoding", "connection", "keep-alive", "con
 
 
 def make_app(upstream: str) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)  # big-body rounds: up to 10 MB
     holder: dict[str, aiohttp.ClientSession] = {}
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]

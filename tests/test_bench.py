@@ -39,6 +39,18 @@ def test_proxy_benchmark_quick_run_reports_every_figure(tmp_path: Path) -> None:
         assert c["first_event_ms"] < 0.5 * c["expected_span_ms"], c
     for name in ("passthrough", "traywire"):
         assert report["memory_kib"][name]["VmHWM"] > 0
+    # issue 17's measurements are there too, for both proxies
+    for name in ("passthrough", "traywire"):
+        assert report["stream_cpu"][name]["cpu_us_per_event"] > 0
+        assert report["big_bodies"]["10MiB"][name]["p50_ms"] > 0
+        assert (
+            report["many_streams"][name]["completed"] + report["many_streams"][name]["failed"]
+            == report["many_streams"][name]["streams"]
+        )
+        assert report["startup"][name]["ready_s"] > 0
+        assert report["startup"][name]["idle_tree_rss_mib"] > 0
+    for row in ("streamed event", "10MiB request", "streams at once", "start-up"):
+        assert row in r.stdout, row
 
 
 def test_transport_benchmark_compares_both_clients() -> None:

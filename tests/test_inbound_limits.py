@@ -59,6 +59,29 @@ def test_deep_nesting_and_lone_surrogates_are_400_in_the_dialect(proxy: Any, pat
     assert _post(proxy, path, pair).status == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_big_bodies_checked_off_the_loop_answer_as_small_ones(
+    fakes: Any, proxies: Any, path: str
+) -> None:
+    """A body past endpoints.BIG_BODY is decoded and checked on a worker
+    thread: served, or refused in the dialect, as a small one is."""
+    fo = fakes("ollama", name="oll", models=["m1"])
+    proxy = proxies(
+        make_config({"a": ollama_backend(fo)}, {"m": model("a", "m1", context=1_000_000)})
+    )
+    turns = [{"role": "user", "content": "x" * 1000} for _ in range(600)]  # ~0.6 MB
+    ok = {"model": "m", "stream": False, "messages": turns}
+    assert _post(proxy, path, json.dumps(ok).encode()).status == 200
+    bad = {"model": "m", "stream": False, "messages": [*turns, {"role": "user", "content": 5}]}
+    r = _post(proxy, path, json.dumps(bad).encode())
+    assert r.status == 400, r
+    deep = b'{"model":"m","pad":"' + b"x" * 400_000 + b'","messages":' + b"[" * 90
+    r = _post(proxy, path, deep + b"]" * 90 + b"}")
+    assert r.status == 400 and "nested deeper than 64" in r.body.decode()
+    unknown = {"model": "nope", "stream": False, "messages": turns}
+    assert _post(proxy, path, json.dumps(unknown).encode()).status == 404
+
+
 def test_a_huge_model_name_is_refused_short_and_logged_short(proxy: Any) -> None:
     name = "x" * 1_000_000
     r = _post(proxy, "/v1/chat/completions", json.dumps({"model": name, "messages": USER}).encode())

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__, fastjson
+from .. import __version__, fastjson, threads
 from ..core import fields, routing
 from ..core import request as inbound
 from ..errors import UnknownModelError
@@ -60,17 +60,48 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def _read(request: web.Request) -> tuple[bytes, dict[str, Any]]:
     """The body's bytes, and the JSON object they hold (or `_Refused`)."""
+    raw = await _bytes(request)
+    return raw, _json(raw)
+
+
+async def _bytes(request: web.Request) -> bytes:
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[RUNTIME].cfg.server.max_body_mb
         raise _Refused(
             413, f"request body over the {limit:g} MiB limit", "request_too_large"
         ) from None
+
+
+def _json(raw: bytes) -> dict[str, Any]:
     try:
-        return raw, fields.json_object(raw, fastjson.loads)
+        return fields.json_object(raw, fastjson.loads)
     except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
+
+
+# A body larger than this is decoded and checked on a worker thread: the event
+# loop goes on serving the other requests and streams meanwhile (a 10 MB body
+# takes tens of milliseconds to decode and check).
+BIG_BODY = 256 << 10
+
+
+def _checked(
+    raw: bytes,
+    parse: Callable[[dict[str, Any]], inbound.Inbound],
+    legacy: ollama_api.Adapter | None,
+) -> tuple[dict[str, Any], inbound.Inbound | _Refused]:
+    """The body's JSON object (or `_Refused`), and the request read from it
+    or why it is refused."""
+    body = _json(raw)
+    try:
+        inb = parse(legacy.request(body) if legacy is not None else body)
+    except inbound.BadRequest as exc:
+        return body, _Refused(400, exc.message, "invalid_request", exc.param)
+    if legacy is None and inb.original is None:
+        inb = inb._replace(raw=raw)
+    return body, inb
 
 
 def _serving(
@@ -87,15 +118,16 @@ def _serving(
     async def handle(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
         started = (rt.clock.time(), rt.clock.monotonic())
-        body: dict[str, Any] | None = None
+        seen: dict[str, Any] | None = None  # the body, once decoded (for the log)
         try:
-            raw, body = await _read(request)
-            try:
-                inb = parse(legacy.request(body) if legacy is not None else body)
-            except inbound.BadRequest as exc:
-                raise _Refused(400, exc.message, "invalid_request", exc.param) from None
-            if legacy is None and inb.original is None:
-                inb = inb._replace(raw=raw)
+            raw = await _bytes(request)
+            if len(raw) > BIG_BODY:
+                body, inb = await threads.run_blocking(_checked, raw, parse, legacy)
+            else:
+                body, inb = _checked(raw, parse, legacy)
+            seen = body
+            if isinstance(inb, _Refused):
+                raise inb
             try:
                 decision = routing.decide(inb.route, rt.cfg, rt.snapshot())
             except UnknownModelError as exc:
@@ -104,7 +136,7 @@ def _serving(
             # answered here, but logged and counted like any other request
             response = replies.error(speaks, r.status, r.message, param=r.param, code=r.code)
             return failover.record_rejection(
-                rt, speaks, body, request.path, response, r.message, started
+                rt, speaks, seen, request.path, response, r.message, started
             )
         answer = await failover.execute(rt, inb, decision, request)
         return legacy.answer(body, answer) if legacy is not None else answer
