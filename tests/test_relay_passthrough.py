@@ -85,3 +85,25 @@ def test_only_the_model_value_is_replaced_in_the_clients_bytes() -> None:
 def test_otherwise_the_body_is_encoded_again(raw: bytes) -> None:
     out = _wire(raw, "llama3:8b")
     assert out != raw and b'"model":"llama3:8b"' in out
+
+
+# --------------------------------------------------------------------------- idle deadline
+
+
+async def test_an_extended_deadline_slides_and_a_silent_one_expires() -> None:
+    """A stream's idle deadline is extended per chunk without moving the loop's
+    timer (`deadline._Sliding`): it still holds while chunks keep coming, and
+    still ends a silence as its own error kind."""
+    import asyncio
+
+    from traywire.proxy.deadline import Deadline
+
+    async with Deadline(0.5, "idle_timeout", "sent nothing") as idle:
+        for _ in range(40):  # 0.8 s in all, never 0.5 s without a chunk
+            await asyncio.sleep(0.02)
+            idle.extend()
+    with pytest.raises(BackendError) as e:
+        async with Deadline(0.1, "idle_timeout", "sent nothing") as idle:
+            idle.extend()
+            await asyncio.sleep(5)
+    assert e.value.kind == "idle_timeout"
