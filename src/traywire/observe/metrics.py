@@ -29,9 +29,9 @@ Read from ``Runtime.status()`` at scrape time:
   ``traywire_request_log_writer_restarts_total`` while the request log is open
   (the `wiring.RequestLogHandle` given to `setup`).
 
-The request metrics are plain-Python aggregates (`_Counter`, `_Histogram`),
+The request metrics are plain-Python aggregates (`aggregates.Counter`, `aggregates.Histogram`),
 not prometheus-client's ``Counter``/``Histogram``, whose lock per update and
-bucket walk in Python cost several microseconds per request; `_Recorded`
+bucket walk in Python cost several microseconds per request; `exposition`
 renders them at scrape time as prometheus-client metric families (same names,
 types, labels, help, buckets and ``_created`` series), so the text still comes
 from prometheus-client's encoders, classic or OpenMetrics.
@@ -53,28 +53,17 @@ copied value has one.
 
 from __future__ import annotations
 
-import math
-import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-import prometheus_client.metrics
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from ..types import RequestRecord
+from .aggregates import Counter, Histogram
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ..proxy.runtime import Runtime
     from .wiring import RequestLogHandle
 
@@ -97,181 +86,6 @@ DURATION_BUCKETS = (
     600.0,
 )
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
-CIRCUIT_STATES = ("closed", "open", "half_open")
-HEALTH_WORDS = ("up", "degraded", "down", "unknown")
-
-
-class _Live(Collector):
-    """Gauges read from the runtime and the request log at scrape time."""
-
-    def __init__(self, rt: Runtime, request_log: RequestLogHandle | None) -> None:
-        self.rt = rt
-        self.request_log = request_log
-
-    def describe(self) -> Iterable[Metric]:
-        return ()  # names are fixed and unique; no need to collect at registration
-
-    def collect(self) -> Iterator[Metric]:
-        status = self.rt.status()
-        up = GaugeMetricFamily(
-            "traywire_backend_up", "1 when the backend is up or degraded", labels=["backend"]
-        )
-        health = GaugeMetricFamily(
-            "traywire_backend_health",
-            "1 for the backend's current health word",
-            labels=["backend", "health"],
-        )
-        circuit = GaugeMetricFamily(
-            "traywire_circuit_state",
-            "1 for the backend's current circuit state",
-            labels=["backend", "state"],
-        )
-        in_flight = GaugeMetricFamily(
-            "traywire_in_flight", "Requests in flight to the backend", labels=["backend"]
-        )
-        capacity = GaugeMetricFamily(
-            "traywire_capacity", "Configured concurrent capacity of the backend", labels=["backend"]
-        )
-        latency = GaugeMetricFamily(
-            "traywire_backend_latency_seconds",
-            "Smoothed latency of the backend's recent requests (or probes)",
-            labels=["backend"],
-        )
-        for name, b in status["backends"].items():
-            word = b.get("health", "unknown")
-            up.add_metric([name], 1.0 if word in ("up", "degraded") else 0.0)
-            for w in HEALTH_WORDS:
-                health.add_metric([name, w], 1.0 if word == w else 0.0)
-            state = b.get("circuit", "closed")
-            for s in CIRCUIT_STATES:
-                circuit.add_metric([name, s], 1.0 if state == s else 0.0)
-            in_flight.add_metric([name], float(b.get("in_flight") or 0))
-            capacity.add_metric([name], float(b.get("capacity") or 0))
-            if b.get("latency_ms") is not None:
-                latency.add_metric([name], float(b["latency_ms"]) / 1000.0)
-        yield from (up, health, circuit, in_flight, capacity, latency)
-        writer = None if self.request_log is None else self.request_log.writer
-        if writer is not None:
-            c = writer.counters()
-            records = CounterMetricFamily(
-                "traywire_request_log_records",
-                "Request records written to the request log, dropped (queue full) or lost",
-                labels=["result"],
-            )
-            records.add_metric(["written"], float(c.written))
-            records.add_metric(["dropped"], float(c.dropped))
-            records.add_metric(["failed"], float(c.failed))
-            yield records
-            yield GaugeMetricFamily(
-                "traywire_request_log_queue",
-                "Request records waiting for the log writer",
-                value=float(c.queued + c.writing),
-            )
-            yield CounterMetricFamily(
-                "traywire_request_log_writer_restarts",
-                "Times the request log's writer thread was replaced",
-                value=float(c.writer_restarts),
-            )
-
-
-class _Counter:
-    """A labelled counter as plain dicts: label tuple -> value, and -> created time."""
-
-    __slots__ = ("created", "doc", "labels", "name", "values")
-
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self.values: dict[tuple[str, ...], float] = {}
-        self.created: dict[tuple[str, ...], float] = {}
-
-    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        """The slow path of `Metrics.observe` (first sight of ``key``), and for tests."""
-        values = self.values
-        if key not in values:
-            self.created[key] = time.time()  # before the value: see `family`
-            values[key] = 0.0
-        values[key] += amount
-
-    def family(self) -> CounterMetricFamily:
-        values = dict(self.values)  # GIL-atomic copies (see the module docstring)
-        created = dict(self.created)
-        use_created = _use_created()
-        f = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, value in values.items():
-            f.add_metric(key, value, created=created[key] if use_created else None)
-        return f
-
-
-class _Histogram:
-    """A labelled histogram as plain lists: label tuple -> [bucket counts..., sum].
-
-    A cell holds one count per bucket (not cumulative; the last is ``+Inf``)
-    followed by the sum of the observed values; ``_count`` is the sum of the
-    bucket counts, so a cell copied whole is always self-consistent.
-    """
-
-    __slots__ = ("bounds", "cells", "created", "doc", "labels", "les", "name")
-
-    def __init__(
-        self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-    ) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self.bounds = (*buckets, math.inf)  # as prometheus-client adds +Inf
-        # as prometheus-client spells ``le`` (untyped there)
-        self.les = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
-        self.cells: dict[tuple[str, ...], list[float]] = {}
-        self.created: dict[tuple[str, ...], float] = {}
-
-    def cell(self, key: tuple[str, ...]) -> list[float]:
-        """The slow path of `Metrics.observe` (first sight of ``key``)."""
-        cell = self.cells.get(key)
-        if cell is None:
-            self.created[key] = time.time()  # before the cell: see `family`
-            cell = self.cells[key] = [0.0] * (len(self.bounds) + 1)
-        return cell
-
-    def family(self) -> HistogramMetricFamily:
-        cells = {k: list(c) for k, c in dict(self.cells).items()}  # GIL-atomic copies
-        created = dict(self.created)
-        use_created = _use_created()
-        f = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, cell in cells.items():
-            acc = 0.0
-            buckets = []
-            for le, n in zip(self.les, cell[:-1], strict=True):
-                acc += n
-                buckets.append((le, acc))
-            f.add_metric(key, buckets, cell[-1])
-            if use_created:
-                f.add_sample(
-                    f"{self.name}_created", dict(zip(self.labels, key, strict=True)), created[key]
-                )
-        return f
-
-
-def _use_created() -> bool:
-    """prometheus-client's switch for ``_created`` series (env var or
-    ``disable_created_metrics()``), read at scrape time as its own metrics do."""
-    return bool(getattr(prometheus_client.metrics, "_use_created", True))
-
-
-class _Recorded(Collector):
-    """The request counters and histograms, rendered from `Metrics`' aggregates."""
-
-    def __init__(self, metrics: tuple[_Counter | _Histogram, ...]) -> None:
-        self.metrics = metrics
-
-    def describe(self) -> Iterable[Metric]:
-        return [
-            CounterMetricFamily(m.name, m.doc, labels=m.labels)
-            if isinstance(m, _Counter)
-            else HistogramMetricFamily(m.name, m.doc, labels=m.labels)
-            for m in self.metrics
-        ]
-
-    def collect(self) -> Iterator[Metric]:
-        for m in self.metrics:
-            yield m.family()
 
 
 class Metrics:
@@ -285,42 +99,53 @@ class Metrics:
 
     def __init__(self, rt: Runtime, request_log: RequestLogHandle | None = None) -> None:
         self.rt = rt
-        self.requests = _Counter(
+        self.requests = Counter(
             "traywire_requests",
             "Requests handled, by route, capability, serving backend and model, and outcome",
             ("route", "capability", "backend", "model", "outcome"),
         )
-        self.duration = _Histogram(
+        self.duration = Histogram(
             "traywire_request_duration_seconds",
             "Time from a request's arrival until its response was complete",
             ("backend",),
             DURATION_BUCKETS,
         )
-        self.ttfb = _Histogram(
+        self.ttfb = Histogram(
             "traywire_time_to_first_byte_seconds",
             "Time from a request's arrival until the first byte of its answer",
             ("backend",),
             TTFB_BUCKETS,
         )
-        self.fallbacks = _Counter(
+        self.fallbacks = Counter(
             "traywire_fallbacks",
             "Failed attempts followed by an attempt on the next backend",
             ("from_backend", "to_backend"),
         )
-        self.attempts = _Counter(
+        self.attempts = Counter(
             "traywire_attempts",
             "Attempts by backend, outcome (served, failed, skipped, cancelled) and error kind",
             ("backend", "outcome", "kind"),
         )
-        self.tokens = _Counter(
+        self.tokens = Counter(
             "traywire_tokens",
             "Tokens the backends reported, prompt (in) and reply (out)",
             ("backend", "model", "direction"),
         )
-        self.registry = CollectorRegistry(auto_describe=True)
-        recorded = (self.requests, self.duration, self.ttfb, self.fallbacks, self.attempts)
-        self.registry.register(_Recorded((*recorded, self.tokens)))
-        self.registry.register(_Live(rt, request_log))
+        self.request_log = request_log
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """prometheus-client's registry for this app, made at the first scrape
+        (prometheus-client is imported then, not at start: `exposition`)."""
+        if self._registry is None:
+            from . import exposition
+
+            recorded = (self.requests, self.duration, self.ttfb, self.fallbacks, self.attempts)
+            self._registry = exposition.registry(
+                (*recorded, self.tokens), self.rt, self.request_log
+            )
+        return self._registry
 
     def observe(self, rec: RequestRecord) -> None:
         """Count one request: the hot path, a few dict updates (no locks, see the class)."""
@@ -376,8 +201,9 @@ class Metrics:
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for an ``Accept`` header: (body, content type)."""
-        encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        from . import exposition
+
+        return exposition.render(self.registry, accept)
 
     async def handle(self, request: web.Request) -> web.Response:
         body, content_type = self.render(request.headers.get("Accept", ""))
