@@ -964,9 +964,9 @@ def more_rows(r: dict[str, Any]) -> list[str]:
         )
     m = r.get("many_streams")
     if m:
-        n = m["traywire"]["streams"]
+        n, k = r["meta"]["settings"]["many"], m["traywire"]["streams"]
         rows.append(
-            f"{f'{n} streams at once: completed':34}{'':>12}"
+            f"{f'{n} streams at once, completed of {k}':34}{'':>12}"
             f"{m['passthrough']['completed']:13d}{m['traywire']['completed']:12d}"
         )
         rows.append(

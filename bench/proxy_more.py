@@ -3,10 +3,11 @@ thousand streams at once, streamed-chunk CPU, start-up and memory. Each runs
 the pass-through and traywire in the same interleaved rounds, as the rest.
 
 - big bodies: sequential chat requests of 1 MB (and 10 MB) through each
-  target, the added latency against direct; meanwhile a *ticker* sends small
-  requests one after another through the same proxy on another connection:
-  its slowest answer during the big request, less its median when idle, is
-  the proxy's event-loop stall while it handles the body;
+  target, the added latency against direct; meanwhile a *ticker* (a process
+  of its own, so the client's sending of the body does not delay it) sends
+  small requests one after another through the same proxy: its slowest answer
+  during the big request, less its median when idle, is the stall the proxy
+  (and the backend receiving the body, alike for every target) caused;
 - 1,000 streams: that many clients connect and ask for a stream at once;
   completed streams, failures (resets, refusals), TTFB p50/p99;
 - streamed-chunk CPU: like the throughput rounds, streams instead of plain
@@ -22,6 +23,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,17 +89,49 @@ def tree_rss_kib(pid: int) -> int:
 # --------------------------------------------------------------------------- big bodies
 
 
-async def _ticker(
-    session: aiohttp.ClientSession, url: str, body: bytes, stop: asyncio.Event
-) -> list[tuple[float, float]]:
+async def _ticker(url: str, body: bytes, stop: asyncio.Event) -> list[tuple[float, float]]:
     """(start, latency) of small requests sent one after another until ``stop``."""
     out: list[tuple[float, float]] = []
-    while not stop.is_set() and len(out) < 100_000:
-        t0 = time.perf_counter()
-        async with session.post(url, data=body, headers=_JSON) as r:
-            await r.read()
-        out.append((t0, time.perf_counter() - t0))
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set() and len(out) < 100_000:
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=_JSON) as r:
+                await r.read()
+            out.append((t0, time.perf_counter() - t0))
     return out
+
+
+class Ticker:
+    """`_ticker` in a child process (``python proxy_more.py URL``, the body on
+    stdin's first line): started, then asked for its ticks. ``time.perf_counter``
+    is the system's monotonic clock, the same in both processes."""
+
+    def __init__(self, url: str, body: bytes) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, __file__, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(body + b"\n")
+        self.p.stdin.flush()
+        self.p.stdout.readline()  # "ticking"
+
+    def ticks(self) -> list[tuple[float, float]]:
+        out, _ = self.p.communicate(b"stop\n", timeout=60)
+        return [(a, b) for a, b in json.loads(out)]
+
+
+async def _tick_main(url: str) -> None:
+    loop = asyncio.get_running_loop()
+    body = (await loop.run_in_executor(None, sys.stdin.buffer.readline)).rstrip(b"\n")
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(_ticker(url, body, stop))
+    sys.stdout.write("ticking\n")
+    sys.stdout.flush()
+    await loop.run_in_executor(None, sys.stdin.buffer.readline)
+    stop.set()
+    sys.stdout.write(json.dumps(await task))
 
 
 async def big_bodies(
@@ -120,27 +154,23 @@ async def big_bodies(
             for t in targets[i % len(targets) :] + targets[: i % len(targets)]:
                 url = t.url + "/v1/chat/completions"
                 body = big_body(t.fast_model, mib)
-                async with aiohttp.ClientSession() as big, aiohttp.ClientSession() as tick:
+                async with aiohttp.ClientSession() as big:
                     # the ticker alone first: its usual answer time
-                    stop = asyncio.Event()
-                    task = asyncio.ensure_future(_ticker(tick, url, small(t), stop))
-                    await asyncio.sleep(0.15)
-                    stop.set()
-                    quiet = [x for _, x in await task]
+                    ticker = Ticker(url, small(t))
+                    await asyncio.sleep(0.3)
+                    quiet = [x for _, x in ticker.ticks()]
                     idle[t.name].append(statistics.median(quiet))
                     xs = []
                     for _ in range(n):
-                        stop = asyncio.Event()
-                        task = asyncio.ensure_future(_ticker(tick, url, small(t), stop))
-                        await asyncio.sleep(0.01)
+                        ticker = Ticker(url, small(t))
+                        await asyncio.sleep(0.05)
                         t0 = time.perf_counter()
                         try:
                             async with big.post(url, data=body, headers=_JSON) as r:
                                 answer = await r.read()
                         finally:
                             t1 = time.perf_counter()
-                            stop.set()
-                            ticks = await task
+                            ticks = ticker.ticks()
                         if r.status != 200:
                             raise RuntimeError(f"{t.name}: HTTP {r.status}: {answer[:300]!r}")
                         xs.append(t1 - t0)
@@ -327,3 +357,7 @@ async def startup(
         for n in names
     }
     return out
+
+
+if __name__ == "__main__":  # the ticker's child process
+    asyncio.run(_tick_main(sys.argv[1]))
