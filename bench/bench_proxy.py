@@ -1,6 +1,6 @@
 """Proxy overhead: traywire against a bare aiohttp pass-through, in one run.
 
-    .venv/bin/python bench/bench_proxy.py            # under ~2 minutes
+    .venv/bin/python bench/bench_proxy.py            # about 3 minutes
     .venv/bin/python bench/bench_proxy.py --quick    # a few seconds, smoke run
     .venv/bin/python bench/bench_proxy.py --pin      # proxies on their own CPU
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
@@ -23,17 +23,19 @@ order rotates each round) so the machine's noise falls on all targets alike:
 
 - latency (sequential non-streaming requests after warm-up): p50/p99 direct,
   pass-through, traywire; the ADDED latency (proxy − direct) of traywire over
-  the pass-through's, as a ratio (target ≤ 1.3);
+  the pass-through's, as a ratio (target ≤ 1.0, p50 and p99);
 - streaming time to first byte (direct, pass-through, traywire);
 - chunk forwarding: with the backend pausing 50 ms between events,
   the client's inter-event gaps through each proxy must match the backend's
   (not bunched at the end);
 - requests per second at 32 concurrent clients for a fixed duration,
-  traywire / pass-through (target ≥ 0.75); also each proxy's CPU time per
+  traywire / pass-through (target ≥ 1.0); also each proxy's CPU time per
   request (from /proc/<pid>/stat, all threads and any child processes
   included: traywire's request-log writer thread counts), which the shared
   CPU cannot distort;
-- peak memory: VmHWM of the traywire and pass-through processes.
+- peak memory: VmHWM of the traywire and pass-through processes;
+- big bodies, 1,000 streams at once, CPU per streamed event, start-up and
+  idle memory of the process tree: `proxy_more` (issue 17's targets).
 
 Reading the throughput figures: on a 2-core machine the client, the backend
 and the proxy share the CPUs, so req/s is only partly proxy-bound and the
