@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from ...errors import BackendError
 from ...types import Dialect, Op
@@ -64,55 +64,11 @@ class Answer(NamedTuple):
     tokens_out: int
 
 
-class Adapter(Protocol):
-    kind: str
-
-    def headers(self, key: str | None) -> dict[str, str]: ...
-
-    def prepare(
-        self,
-        dialect: Dialect,
-        op: Op,
-        body: Mapping[str, Any],
-        upstream: str,
-        stream: bool,
-        *,
-        extensions: bool = True,
-    ) -> Prepared:
-        """``extensions``: the server takes non-standard sampling options
-        (top_k, min_p, repeat_penalty...), as local vLLM/llama.cpp do.
-        Raises `BackendError` ``translation`` where this kind cannot express it."""
-        ...
-
-    def answer(
-        self,
-        prep: Prepared,
-        dialect: Dialect,
-        op: Op,
-        raw: bytes,
-        model: str,
-        ids: Ids,
-        client_body: Mapping[str, Any],
-        elapsed_ns: int,
-    ) -> Answer:
-        """The client's answer from the backend's bytes (a 2xx answer); raises
-        `BackendError` ``invalid_response`` for one not valid in its dialect."""
-        ...
-
-    def relay(
-        self,
-        prep: Prepared,
-        dialect: Dialect,
-        op: Op,
-        model: str,
-        ids: Ids,
-        client_body: Mapping[str, Any],
-    ) -> Relay: ...
-
-
-class AdapterBase:
-    """What both kinds share: bearer auth, same-dialect pass-through, and the
-    mapping of translation and answer problems to `BackendError`."""
+class Adapter:
+    """One backend kind's wire format. What both kinds share is here: bearer
+    auth, same-dialect pass-through, and the mapping of translation and
+    answer problems to `BackendError`; each kind fills in `_prepare`,
+    `response` and `relay`."""
 
     kind: str
     paths: dict[Op, str]
@@ -130,6 +86,10 @@ class AdapterBase:
         *,
         extensions: bool = True,
     ) -> Prepared:
+        """The backend's request for ``body``. ``extensions``: the server takes
+        non-standard sampling options (top_k, min_p, repeat_penalty...), as
+        local vLLM/llama.cpp do. Raises `BackendError` ``translation`` where
+        this kind cannot express it."""
         try:
             return self._prepare(dialect, op, body, upstream, stream, extensions=extensions)
         except TranslationError as exc:
@@ -158,6 +118,8 @@ class AdapterBase:
         client_body: Mapping[str, Any],
         elapsed_ns: int,
     ) -> Answer:
+        """The client's answer from the backend's bytes (a 2xx answer); raises
+        `BackendError` ``invalid_response`` for one not valid in its dialect."""
         try:
             data = json.loads(raw)
             tokens_in, tokens_out = _usage(data)
@@ -181,6 +143,19 @@ class AdapterBase:
         client_body: Mapping[str, Any],
         elapsed_ns: int,
     ) -> dict[str, Any]:  # pragma: no cover - each kind has its own
+        """The client's answer from the backend's decoded 2xx answer."""
+        raise NotImplementedError
+
+    def relay(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+    ) -> Relay:  # pragma: no cover - each kind has its own
+        """The streamed answer's translator, from the backend's events to the client's."""
         raise NotImplementedError
 
     def passthrough(self, op: Op, body: Mapping[str, Any], upstream: str, stream: bool) -> Prepared:

@@ -8,12 +8,12 @@ from typing import Any
 from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Ids, Prepared
+from .base import Adapter, Ids, Prepared
 
 _PATHS: dict[Op, str] = {"chat": "/api/chat", "completion": "/api/generate", "embed": "/api/embed"}
 
 
-class OllamaAdapter(AdapterBase):
+class OllamaAdapter(Adapter):
     kind = "ollama"
     paths = _PATHS
 

@@ -9,7 +9,7 @@ from typing import Any
 from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Ids, Prepared
+from .base import Adapter, Ids, Prepared
 
 _PATHS: dict[Op, str] = {
     "chat": "/chat/completions",
@@ -18,7 +18,7 @@ _PATHS: dict[Op, str] = {
 }
 
 
-class OpenAIAdapter(AdapterBase):
+class OpenAIAdapter(Adapter):
     kind = "openai"
     paths = _PATHS
 
