@@ -8,16 +8,19 @@ that is not valid for its dialect (``invalid_response``) by `answer`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, ParamSpec
 
 from ...errors import BackendError
 from ...types import Dialect, Op
 from ..dialects import StreamParseError, TranslationError, upstream_error_message
 from ..relay import Relay
+
+P = ParamSpec("P")
 
 
 class Ids:
@@ -64,6 +67,20 @@ class Answer(NamedTuple):
     tokens_out: int
 
 
+def translating(prepare: Callable[P, Prepared]) -> Callable[P, Prepared]:
+    """An adapter's `prepare`, with what it cannot express mapped to
+    `BackendError` ``translation`` (a request problem, not the backend's)."""
+
+    @functools.wraps(prepare)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Prepared:
+        try:
+            return prepare(*args, **kwargs)
+        except TranslationError as exc:
+            raise BackendError("translation", f"translation: {exc}") from exc
+
+    return wrapper
+
+
 class Adapter:
     """One backend kind's wire format. What both kinds share is here: bearer
     auth, same-dialect pass-through, and the mapping of translation and
@@ -85,26 +102,11 @@ class Adapter:
         stream: bool,
         *,
         extensions: bool = True,
-    ) -> Prepared:
+    ) -> Prepared:  # pragma: no cover - each kind has its own
         """The backend's request for ``body``. ``extensions``: the server takes
         non-standard sampling options (top_k, min_p, repeat_penalty...), as
         local vLLM/llama.cpp do. Raises `BackendError` ``translation`` where
-        this kind cannot express it."""
-        try:
-            return self._prepare(dialect, op, body, upstream, stream, extensions=extensions)
-        except TranslationError as exc:
-            raise BackendError("translation", f"translation: {exc}") from exc
-
-    def _prepare(
-        self,
-        dialect: Dialect,
-        op: Op,
-        body: Mapping[str, Any],
-        upstream: str,
-        stream: bool,
-        *,
-        extensions: bool,
-    ) -> Prepared:  # pragma: no cover - each kind has its own
+        this kind cannot express it (see `translating`)."""
         raise NotImplementedError
 
     def answer(
