@@ -11,9 +11,9 @@ from types import MappingProxyType
 import pytest
 from harness import config_for
 
-from traywire.desktop import statefile
-from traywire.desktop.statefile import State
+from traywire import statefile
 from traywire.proxy.runtime import Runtime
+from traywire.statefile import State
 
 
 def group_config() -> object:

@@ -93,6 +93,8 @@ class Server:
                 "(set server.token to keyring:NAME or env:VAR)"
             )
         self.rt = rt
+        if config_file is not None:
+            rt.config_file = str(config_file)
         self.host = host
         self.port = port
         self.grace = grace
@@ -111,9 +113,12 @@ class Server:
         self.site: listener.CappedSite | None = None
         self.max_connections = max_connections or rt.cfg.server.max_connections
 
-    async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
+    async def start(
+        self, *, probes: bool = True, resolve_keys: bool = True, launch: bool = True
+    ) -> None:
+        """Listen; ``launch``: also start the managed vLLM servers that are active."""
         limits = listener.raise_open_file_limit()
-        await self.rt.start(probes=probes, resolve_keys=resolve_keys)
+        await self.rt.start(probes=probes, resolve_keys=resolve_keys, launch=launch)
         await self.runner.setup()
         site = listener.CappedSite(
             self.runner,
