@@ -219,7 +219,7 @@ async def reload_config(request: web.Request) -> web.Response:
     try:
         message, restart = await request.app[RUNTIME].reload_config("POST /admin/reload")
     except ConfigError as exc:
-        return replies.error(None, 400, str(exc), code="invalid_config")
+        return replies.error(None, 400, str(exc))
     except SwitchBusy as exc:
         return replies.error(None, 409, str(exc))
     return replies.json_response({"ok": True, "message": message, "restart_needed": restart})
