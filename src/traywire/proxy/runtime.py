@@ -420,6 +420,7 @@ class Runtime:
             "uptime_s": round(now - self.started, 1),
             "preference": self.preference or self.cfg.preference,
             "preference_source": "runtime" if self.preference else "config",
+            "preference_config": self.cfg.preference,
             "active": {
                 g: self.active.get(g, grp.active) or None for g, grp in self.cfg.groups.items()
             },
