@@ -43,6 +43,8 @@ def make_app(
     app[RUNTIME] = rt
     app[TOKEN] = token
     app[GATE] = Gate()  # open until `Server.stop`
+    if config_file is not None:  # what a reload reads
+        rt.config_file = str(config_file)
     request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
     m = metrics.setup(app, rt, request_log)  # counts every request
     dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
@@ -93,8 +95,6 @@ class Server:
                 "(set server.token to keyring:NAME or env:VAR)"
             )
         self.rt = rt
-        if config_file is not None:
-            rt.config_file = str(config_file)
         self.host = host
         self.port = port
         self.grace = grace
