@@ -402,3 +402,68 @@ def test_admin_reload_while_switching_is_409(env: Env) -> None:
     wait_until(lambda: switch_state(p)["phase"] == "waiting")
     code, _, body = http("POST", p.url + "/admin/reload", {})
     assert code == 409 and "is switching" in body["error"], body
+
+
+# --------------------------------------------------------------------------- the app, as a process
+
+
+def test_the_app_restores_its_member_and_reloads_on_sighup(env: Env) -> None:
+    from app_process import App
+
+    env.make_config(env.managed())
+    args = ["--no-tray", "--config", str(config_path(env)), "--port", str(free_port())]
+
+    def settled(app: App) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            sw = app.get("/status")["switching"].get("vllm")
+            return sw if sw is not None and sw["phase"] in ("done", "failed") else None
+
+        return wait_until(done, 30, "the group to settle")  # type: ignore[no-any-return]
+
+    app = App(args)
+    try:
+        app.wait_listening()
+        assert settled(app)["to"] == "vq"  # started at launch
+        app.post("/admin/switch", {"group": "vllm", "member": "vd"})
+        assert settled(app)["phase"] == "done"
+        edit_config(env, lambda d: d["models"].update(extra={**d["models"]["fallback"]}))
+        app.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: "extra" in {m["id"] for m in app.get("/v1/models")["data"]},
+            10,
+            "the new model after SIGHUP",
+        )
+        assert app.get("/status")["active"] == {"vllm": "vd"}  # the reload keeps it
+    finally:
+        code, _, err = app.stop()
+    assert code == 0, err
+    assert not lists(env.port_d, DOLPHIN)
+
+    again = App(args)
+    try:
+        again.wait_listening()
+        st = settled(again)
+        assert st["kind"] == "start" and st["to"] == "vd" and st["phase"] == "done", st
+        assert list(again.get("/status")["managed_servers"]) == ["vd"]
+    finally:
+        again.stop()
+
+
+def test_a_reload_that_removes_the_group_stops_its_server(env: Env) -> None:
+    p = launched(env, env.make_config(env.managed()), config_file=str(config_path(env)))
+    assert wait_switched(p)["phase"] == "done"
+    pid = p.call(p.rt.switcher.servers)["vq"]["pid"]
+
+    def remove(d: dict[str, Any]) -> None:
+        for name in ("vq", "vd"):
+            del d["backends"][name]
+        del d["exclusive_groups"]
+        d["models"] = {"fallback": d["models"]["fallback"]}
+        del d["fallbacks"]
+
+    edit_config(env, remove)
+    code, _, body = http("POST", p.url + "/admin/reload", {})
+    assert code == 200, body
+    wait_until(lambda: not alive(pid), 20, "the removed member's server to stop")
+    assert p.call(p.rt.switcher.servers) == {}
+    assert not lists(env.port_q, QWEN)

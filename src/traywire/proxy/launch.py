@@ -126,10 +126,8 @@ class Switcher(switch.Switcher):
 
     async def _retire_only(self, st: SwitchState, retiring: list[Child]) -> SwitchState:
         """A group the reload removed (or no longer manages): drain and stop its servers."""
-        timeout = max(c.stop_timeout for c in retiring)
-        try:
-            drain = SwitchSettings(mode="managed", drain_timeout=timeout)
-            await self._retire_children(drain, st, retiring)
+        try:  # the default drain_timeout: the group's own settings are gone
+            await self._retire_children(SwitchSettings(mode="managed"), st, retiring)
         finally:
             self._phase(st, "done")
         return st

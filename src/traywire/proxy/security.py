@@ -258,7 +258,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         # read what the client sends first (within the body limit): closing
         # with its body unread would reset the connection under the answer
         with contextlib.suppress(Exception):
-            await request.read()
+            async with asyncio.timeout(2.0):  # a slow sender does not hold the stop
+                await request.read()
         return shutting_down(request.path)
     task = asyncio.current_task()
     assert task is not None

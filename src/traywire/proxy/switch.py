@@ -33,7 +33,7 @@ While a group switches, another switch of it and ``/admin/active`` for it are
 refused (`SwitchBusy`, HTTP 409). Switching to the member that is already
 active restarts it.
 
-*Starting what is active* (`Switcher.launch`, kind ``"start"``): in managed
+*Starting what is active* (`launch.Switcher`, kind ``"start"``): in managed
 mode the active member's server is started when the proxy starts, and after a
 reload that changes the active member, through the same phases and readiness
 gate (the router sees no active member until it is ready; `/status` and the
