@@ -8,12 +8,15 @@ retires; forced kills and server logs are reported."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,15 +95,16 @@ def streamed_text(raw: str) -> str:
 
 
 def test_launch_starts_the_active_member_behind_the_readiness_gate(env: Env) -> None:
-    p = launched(env, env.make_config(env.managed(q=["--slow-start", "1"])))
+    # the fake listens only 2 s after it starts: not ready when the proxy is
+    p = launched(env, env.make_config(env.managed(q=["--slow-start", "2"])))
     st = switch_state(p)
     assert st["kind"] == "start" and st["to"] == "vq" and st["from"] is None
-    if st["phase"] not in ("done", "failed"):
-        # not ready yet: nothing is routed to it, and the group cannot be changed
-        assert p.call(p.rt.status)["active"] == {"vllm": None}
-        assert any(s.backend == "vq" for s in plan(p, "qwen").skipped)
-        status, _, body = http("POST", p.url + "/admin/active", {"group": "vllm", "member": "vd"})
-        assert status == 409, body
+    assert st["phase"] in ("starting", "waiting"), st
+    # not ready yet: nothing is routed to it, and the group cannot be changed
+    assert p.call(p.rt.status)["active"] == {"vllm": None}
+    assert any(s.backend == "vq" for s in plan(p, "qwen").skipped)
+    status, _, body = http("POST", p.url + "/admin/active", {"group": "vllm", "member": "vd"})
+    assert status == 409, body
     st = wait_switched(p)
     assert st["phase"] == "done" and st["error"] is None, st
     servers = p.call(p.rt.switcher.servers)
@@ -467,3 +471,46 @@ def test_a_reload_that_removes_the_group_stops_its_server(env: Env) -> None:
     wait_until(lambda: not alive(pid), 20, "the removed member's server to stop")
     assert p.call(p.rt.switcher.servers) == {}
     assert not lists(env.port_q, QWEN)
+
+
+def test_admin_reload_follows_the_admin_rules(env: Env) -> None:
+    p = launched(env, env.make_config(None), config_file=str(config_path(env)))
+    req = urllib.request.Request(p.url + "/admin/reload", data=b"{}", method="POST")
+    req.add_header("Content-Type", "text/plain")
+    with pytest.raises(urllib.error.HTTPError) as plain:
+        urllib.request.urlopen(req, timeout=5)
+    assert plain.value.code == 415
+    for origin in (
+        "http://evil.example",
+        p.url,
+    ):  # a foreign page; the dashboard's without its session
+        req = urllib.request.Request(p.url + "/admin/reload", data=b"{}", method="POST")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Origin", origin)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 403, origin
+    code, _, body = http("POST", p.url + "/admin/reload", {})  # a script, as curl sends it
+    assert code == 200 and body["message"].startswith("config reloaded: 3 backends"), body
+
+
+def test_server_logs_are_rotated_past_their_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traywire.proxy import commands
+
+    monkeypatch.setattr(commands, "LOG_ROTATE_BYTES", 100)
+    log = tmp_path / "servers" / "vq.log"
+    argv = (sys.executable, "-c", "print('x' * 200)")
+
+    async def run_once() -> int:
+        proc, start = await commands.start_server("vq", argv, log, None, now=0.0)
+        await proc.wait()
+        return start
+
+    first = asyncio.run(run_once())
+    assert log.read_text().count("traywire starts vq:") == 1 and first > 0
+    asyncio.run(run_once())  # over 100 bytes: the old log is moved aside first
+    old = log.with_name("vq.log.1").read_text()
+    assert old.count("traywire starts vq:") == 1 and "x" * 200 in old
+    assert log.read_text().count("traywire starts vq:") == 1
