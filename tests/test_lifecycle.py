@@ -228,15 +228,24 @@ def test_app_restart_restores_and_starts_the_chosen_member(env: Env) -> None:
 
 
 def test_quit_mid_switch_keeps_the_member_that_was_really_active(env: Env) -> None:
-    cfg = env.make_config(env.managed(d=["--slow-start", "60"]))
-    proxy = app_proxy(env, cfg)
+    proxy = app_proxy(env, env.make_config(env.managed()))
     try:
         app_wait(proxy)
-        proxy.set_active("vllm", "vd")
+        assert proxy.set_active("vllm", "vd").result(30) == "done"
+        # qwen's server now loads for a minute: a switch back to it is under way at quit
+        edit_config(
+            env,
+            lambda d: d["exclusive_groups"]["vllm"]["switch"]["serve"]["vq"].extend(
+                ["--slow-start", "60"]
+            ),
+        )
+        proxy.reload_config().result(10)
+        proxy.set_active("vllm", "vq")
         wait_until(lambda: app_status(proxy)["switching"]["vllm"]["phase"] == "waiting")
+        assert app_status(proxy)["switching"]["vllm"]["to"] == "vq"
     finally:
         proxy.stop()
-    assert statefile.load(env.tmp / "state" / "state.json").active == {"vllm": "vq"}
+    assert statefile.load(env.tmp / "state" / "state.json").active == {"vllm": "vd"}
 
 
 def test_quit_mid_switch_keeps_the_target_if_it_was_ready(env: Env) -> None:

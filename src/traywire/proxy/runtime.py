@@ -357,14 +357,15 @@ class Runtime:
         """Each group's member to keep across a restart: the active one; while
         a group switches, the one that was really active before (a member
         being started at launch: that one); after a failed switch that left
-        no member, the one before it."""
+        no member, the one before it. The config's own active member is left
+        out: the config stays the one place that names it."""
         out: dict[str, str] = {}
-        for group in self.cfg.groups:
+        for group, g in self.cfg.groups.items():
             st = self.switcher.state(group)
             member = self.active.get(group)
             if st is not None and (st.running or member == ""):
                 member = st.to if st.kind == "start" else st.previous
-            if member:
+            if member and member != g.active:
                 out[group] = member
         return out
 
