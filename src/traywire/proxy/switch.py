@@ -436,7 +436,8 @@ class Switcher:
         self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState, exc: SwitchError
     ) -> None:
         st.failed_in, st.error, st.output = st.phase, str(exc), exc.output or None
-        log.warning("switch of %s to %s failed (%s): %s", g.name, st.to, st.phase, exc)
+        what = "start of" if st.kind == "start" else "switch of"
+        log.warning("%s %s to %s failed (%s): %s", what, g.name, st.to, st.phase, exc)
         if st.phase in ("starting", "waiting"):
             try:
                 await self._stop_new(g, sw, st)
