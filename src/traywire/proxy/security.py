@@ -5,6 +5,10 @@ rather than being installed as an aiohttp middleware: the middleware
 machinery costs every request about 8 µs of CPU (README, "Benchmarks"). In
 order:
 
+0. *Still open?* Once the server stops (`Gate.closing`), a request that
+   arrives on a connection kept alive from before gets 503 ``shutting_down``
+   with ``Connection: close`` and nothing else; the requests accepted before
+   are counted in `Gate.accepted` so that the stop can wait for them.
 1. *Who may call at all.* With a token configured (required off loopback),
    every request carries it (``Authorization: Bearer``, or
    ``X-Traywire-Token``): 401 otherwise. Without one, the ``Host`` must be a
@@ -24,10 +28,6 @@ order:
    ``X-Traywire-Session`` on every dashboard change and on every admin call
    from a browser (one that sends ``Origin``). Local clients that send no
    ``Origin`` (the tray, curl, scripts) call ``/admin`` without it.
-0. *Still open?* Once the server stops (`Gate.closing`), a request that
-   arrives on a connection kept alive from before gets 503 ``shutting_down``
-   with ``Connection: close`` and nothing else; the requests accepted before
-   are counted in `Gate.accepted` so that the stop can wait for them.
 4. *Nothing leaks.* An exception in a handler becomes an error in the caller's
    dialect (404/405/413 and a 500 without a traceback); everything under
    ``/ui`` is ``Cache-Control: no-store``.
