@@ -156,12 +156,12 @@ def test_launch_of_a_server_that_crashes_fails_and_routes_down_the_chain(env: En
 
 
 def test_launch_of_a_server_never_ready_fails_and_frees_the_gpu(env: Env) -> None:
-    p = launched(env, env.make_config(env.managed(q=["--never-ready"], ready_timeout=1)))
+    p = launched(env, env.make_config(env.managed(q=["--never-ready"], ready_timeout=3)))
     wait_until(lambda: p.call(p.rt.switcher.servers), what="the server to start")
     pid = p.call(p.rt.switcher.servers)["vq"]["pid"]
     st = wait_switched(p)
     assert st["phase"] == "failed" and st["failed_in"] == "waiting", st
-    assert st["error"] == "vq was not ready within 1 s: last probe: loading", st
+    assert st["error"].startswith("vq was not ready within 3 s: last probe: "), st
     assert not alive(pid) and p.call(p.rt.switcher.servers) == {}
     assert p.call(p.rt.status)["active"] == {"vllm": None}
     assert plan(p, "qwen").plan[0].backend == "other"

@@ -72,6 +72,11 @@ def kept_alive(port: int) -> http.client.HTTPConnection:
     return conn
 
 
+def chatting(fo: Any) -> None:
+    """Wait until the stream's request reached the backend (not a probe's)."""
+    wait_until(lambda: any(r.path == "/api/chat" for r in fo.requests), what="the stream")
+
+
 def whole_text(body: bytes) -> str:
     payloads = sse_payloads(body)
     assert payloads[-1] == "[DONE]", payloads[-3:]
@@ -94,30 +99,33 @@ def assert_refused_before_any_byte(conn: http.client.HTTPConnection) -> None:
 def test_stop_refuses_new_requests_on_kept_alive_connections_and_finishes_accepted_streams(
     fakes: Any,
 ) -> None:
-    pieces = [f" p{i}" for i in range(12)]
-    fo = fakes("ollama", name="oll", models=["m1"], reply=pieces, chunk_delay=0.1)
+    # a stream that lasts until the test lets it end (chunk_delay 0)
+    pieces = [f" p{i}" for i in range(200)]
+    fo = fakes("ollama", name="oll", models=["m1"], reply=pieces, chunk_delay=0.2)
     p = ProxyThread(
         make_config({"a": ollama_backend(fo)}, {"one": model("a", "m1")}), grace=20
     ).start()
     keep = kept_alive(p.server.port)
     out: dict[str, Any] = {}
     stream = stream_in_thread(p.server.port, out)
-    assert fo.wait_for_requests(1, 5)
+    chatting(fo)
     stopper = threading.Thread(target=p.stop, daemon=True)
     stopper.start()
     wait_until(lambda: p.server.app[GATE].closing, what="the stop to begin")
 
     # a new request on the connection kept alive from before the stop
     assert_refused_before_any_byte(keep)
+    assert stream.is_alive()  # the stream accepted before is still under way
+    fo.chunk_delay = 0
 
     stream.join(20)
     assert "error" not in out, out
     assert out["status"] == 200 and whole_text(out["body"]) == "".join(pieces)
     stopper.join(20)
     assert not stopper.is_alive()
-    assert fo.requests[0].outcome == "completed"
+    chats = [r for r in fo.requests if r.path == "/api/chat"]
     # one request reached the backend: the refused one never did
-    assert len(fo.requests) == 1
+    assert len(chats) == 1 and chats[0].outcome == "completed"
 
 
 def test_only_what_outlives_the_grace_period_is_ended_and_the_log_says_which(
@@ -130,7 +138,7 @@ def test_only_what_outlives_the_grace_period_is_ended_and_the_log_says_which(
     ).start()
     out: dict[str, Any] = {}
     stream = stream_in_thread(p.server.port, out)
-    assert fo.wait_for_requests(1, 5)
+    chatting(fo)
     wait_until(lambda: p.server.app[GATE].accepted, what="the stream to be accepted")
     with caplog.at_level(logging.INFO, logger="traywire"):
         p.stop()
@@ -191,8 +199,8 @@ def serve(config: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
 def test_sigterm_with_a_kept_alive_connection_and_a_stream(fakes: Any, tmp_path: Path) -> None:
-    pieces = [f" p{i}" for i in range(15)]
-    fo = fakes("ollama", name="oll", models=["m1"], reply=pieces, chunk_delay=0.1)
+    pieces = [f" p{i}" for i in range(200)]
+    fo = fakes("ollama", name="oll", models=["m1"], reply=pieces, chunk_delay=0.2)
     cfg = tmp_path / "traywire.yaml"
     cfg.write_text(
         yaml.safe_dump(
@@ -210,7 +218,7 @@ def test_sigterm_with_a_kept_alive_connection_and_a_stream(fakes: Any, tmp_path:
         keep = kept_alive(port)
         out: dict[str, Any] = {}
         stream = stream_in_thread(port, out)
-        assert fo.wait_for_requests(1, 5)
+        chatting(fo)
         lines: list[str] = []
         assert proc.stderr is not None
         reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
@@ -219,6 +227,8 @@ def test_sigterm_with_a_kept_alive_connection_and_a_stream(fakes: Any, tmp_path:
         # it prints that it stops in the same step that closes its gate
         wait_until(lambda: any("stopping" in ln for ln in lines), 10, "the stop to begin")
         assert_refused_before_any_byte(keep)
+        assert stream.is_alive()  # the stream accepted before is still under way
+        fo.chunk_delay = 0  # now let it end
         stream.join(20)
         assert "error" not in out, out
         assert out["status"] == 200 and whole_text(out["body"]) == "".join(pieces)
