@@ -53,8 +53,10 @@ class Switcher(switch.Switcher):
         member = self.host.member(group)
         if g is None or g.switch is None or g.switch.mode != "managed" or self._closed:
             member = None
-        elif member is not None and member in self._children and not retiring:
-            return None
+        elif member is not None and not retiring:
+            child = self._children.get(member)
+            if child is not None and child.proc.returncode is None:
+                return None  # its server runs (a dead one is started again)
         if member is None and not retiring:
             return None
         if self.busy(group):
