@@ -154,7 +154,7 @@ class Server:
         grace = self.grace if grace is None else grace
         gate = self.app[GATE]
         gate.closing = True
-        accepted = dict(gate.accepted)  # the requests taken before the stop
+        accepted = {t: f"{r.method} {r.path}" for t, r in gate.accepted.items()}  # taken before
         for site in list(self.runner.sites):
             await site.stop()
         rt = self.rt

@@ -81,13 +81,13 @@ SHUTTING_DOWN: Final = "traywire is shutting down; try again when it is back"
 
 class Gate:
     """Whether the app still takes requests, and the requests it has taken
-    that are running (task -> ``"METHOD /path"``), for `traywire.server`'s stop."""
+    that are running (their tasks), for `traywire.server`'s stop."""
 
     __slots__ = ("accepted", "closing")
 
     def __init__(self) -> None:
         self.closing = False
-        self.accepted: dict[asyncio.Task[Any], str] = {}
+        self.accepted: dict[asyncio.Task[Any], web.Request] = {}
 
 
 GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
@@ -263,7 +263,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return shutting_down(request.path)
     task = asyncio.current_task()
     assert task is not None
-    gate.accepted[task] = f"{request.method} {request.path}"
+    gate.accepted[task] = request
     try:
         return await _guarded(request, handler)
     finally:
