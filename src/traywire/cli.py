@@ -159,6 +159,8 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
         refs = {b.name: b.key for b in cfg.backends.values() if b.key}
         if cfg.server.token:
             refs["server.token"] = cfg.server.token
+        if cfg.shared_state.password:
+            refs["shared_state.password"] = cfg.shared_state.password
         names = sorted({r.split(":", 1)[1] for r in refs.values() if r.startswith("keyring:")})
         stored = secrets.list_keys(names) if names else {}
         for owner, ref in sorted(refs.items()):

@@ -321,6 +321,14 @@ class Health:
             self._fail(b, now, detail or "probe_failed", from_probe=True, detail=detail)
         self._settle(backend, b)
 
+    def shared_open(
+        self, backend: str, now: float, seconds: float, reason: OpenReason, why: str
+    ) -> None:
+        """Another instance opened ``backend``'s circuit (`proxy.shared`)."""
+        b = self._get(backend)
+        self.breaker.adopt(b, now, seconds, reason, why)
+        self._settle(backend, b)
+
     def set_no_key(self, backend: str, no_key: bool = True) -> None:
         b = self._get(backend)
         if b.no_key != no_key:

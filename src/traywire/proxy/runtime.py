@@ -25,6 +25,7 @@ from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, 
 from . import learn
 from .health import Health
 from .probe import Prober, ProbeResult, ProbeTarget
+from .shared import Shared
 from .switch import Switcher, SwitchState
 from .transport import Pool
 
@@ -70,6 +71,8 @@ class Runtime:
         # listings (/api/ps) and the switch's readiness checks.
         self.pool: Pool | None = None
         self.prober: Prober | None = None
+        # Other instances' view, through Redis (config shared_state; None: alone).
+        self.shared: Shared | None = None
         self._rng = random.Random()
         # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
         self.switcher = Switcher(self)
@@ -109,9 +112,29 @@ class Runtime:
                 learn=self._learn,
             )
             self.prober.start()
+        if self.cfg.shared_state.url is not None:
+            await self._share()
+
+    async def _share(self) -> None:
+        from .. import secrets
+
+        ref, password = self.cfg.shared_state.password, None
+        if ref is not None:
+            try:
+                password = await threads.run_blocking(secrets.resolve, ref)
+            except secrets.SecretsError as exc:
+                log.warning("shared state: no password (%s): %s", ref, exc)
+            REDACTOR.set_secrets("shared state password", [password])
+        self.shared = Shared(self, self.cfg.shared_state, password)
+        self.switcher.coordinator = self.shared
+        self.shared.start()
 
     async def close(self) -> None:
         await self.switcher.close()  # also stops the servers it started
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
+            self.switcher.coordinator = None
         if self.prober is not None:
             await self.prober.stop()
             self.prober = None
@@ -227,7 +250,7 @@ class Runtime:
                 log.exception("request observer failed")
 
     def snapshot(self) -> LiveState:
-        return self.health.snapshot(
+        snap = self.health.snapshot(
             self.clock.monotonic(),
             active=MappingProxyType(dict(self.active)),
             preference=self.preference,
@@ -235,6 +258,7 @@ class Runtime:
             features=self._features_view,
             lacks=self._lacks_view,
         )
+        return snap if self.shared is None else self.shared.merge(snap)
 
     def learn_lack(self, model: str, request: RouteRequest, said: str) -> None:
         """``model``'s server answered that it cannot do what ``request`` needs:
@@ -337,6 +361,8 @@ class Runtime:
                 "key": b.key,  # the reference, never the value
             }
             entry.update(health.get(name, {}))
+            if self.shared is not None:
+                entry["in_flight_elsewhere"] = self.shared.view.in_flight.get(name, 0)
             backends[name] = entry
         return {
             "version": __version__,
@@ -351,13 +377,15 @@ class Runtime:
             "managed_servers": self.switcher.servers(),
             "saturation": self.cfg.saturation,
             # what the router reads besides the backends (`traywire route --live`)
-            "usage": self.health.usage(now),
+            "usage": dict(self.snapshot().usage),  # every instance's, when shared
             "learned": {m: sorted(f) for m, f in self._lacks.items()},
             "features": {m: sorted(f) for m, f in self._features.items()},
             "backends": backends,
             "keyring": self.key_problem,
             # the one HTTP client: idle keep-alive connections, connections made
             "pool": self.pool.status() if self.pool is not None else None,
+            # several instances' one view (config shared_state), None: alone
+            "shared_state": self.shared.status() if self.shared is not None else None,
         }
 
 
