@@ -1,0 +1,446 @@
+"""Several `traywire serve` processes sharing one view of the backends through a
+real Redis (config ``shared_state``): load, circuits, usage, Redis going away
+and coming back, an instance dying, the cross-instance switch lock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fakes import FakeBackend
+from redis_server import RedisServer, redis_server
+
+from traywire import config
+from traywire.errors import ConfigError
+from traywire.proxy.runtime import Runtime
+from traywire.proxy.switch import SwitchBusy
+
+__all__ = ["redis_server"]
+
+CHAT = "/v1/chat/completions"
+TRAYWIRE = (sys.executable, "-m", "traywire")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(
+    path: Path,
+    redis_url: str | None,
+    fakes: dict[str, tuple[FakeBackend, str]],
+    route: dict[str, Any],
+    *,
+    capacity: int = 4,
+    saturation: float = 0.8,
+    health: dict[str, Any] | None = None,
+    shared: dict[str, Any] | None = None,
+    groups: dict[str, Any] | None = None,
+) -> Path:
+    """One OpenAI-kind backend per fake (name -> (fake, location)), one model
+    ``m_<name>`` each, the ``chat`` route given."""
+    doc: dict[str, Any] = {
+        "extends": "none",
+        "saturation": saturation,
+        "health": health or {"probe_interval": 60, "failure_threshold": 1, "cooldown": 60},
+        "log": {"enabled": False},
+        "backends": {
+            n: {"kind": "openai", "url": f.url + "/v1", "location": loc, "capacity": capacity}
+            for n, (f, loc) in fakes.items()
+        },
+        "models": {
+            f"m_{n}": {
+                "backend": n,
+                "upstream": f.models[0],
+                "params_b": 7,
+                "tier": "local" if loc == "local" else "cloud_standard",
+                "capabilities": ["chat"],
+                "context": 8192,
+            }
+            for n, (f, loc) in fakes.items()
+        },
+        "routes": {"chat": route},
+    }
+    if redis_url is not None:
+        doc["shared_state"] = {"url": redis_url, "lease": 1.0, **(shared or {})}
+    if groups:
+        doc["exclusive_groups"] = groups
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Serve:
+    """``traywire serve`` as a process of its own."""
+
+    def __init__(self, cfg: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*TRAYWIRE, "serve", "--config", str(cfg), "--port", str(self.port), "--grace", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"traywire serve exited: {self.proc.communicate()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("traywire serve did not start listening")
+
+    def status(self) -> dict[str, Any]:
+        r = httpx.get(self.url + "/status", timeout=10)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def chat(self, text: str = "hi", timeout: float = 30) -> httpx.Response:
+        return httpx.post(
+            self.url + CHAT,
+            json={"model": "chat", "messages": [{"role": "user", "content": text}]},
+            timeout=timeout,
+        )
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+@pytest.fixture
+def serves() -> Iterator[Callable[[Path], Serve]]:
+    started: list[Serve] = []
+
+    def start(cfg: Path) -> Serve:
+        s = Serve(cfg)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def until(what: str, check: Callable[[], bool], timeout: float = 15) -> None:
+    """Poll ``check`` until true (cross-process convergence), or fail saying what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def in_background(*fns: Callable[[], httpx.Response]) -> list[httpx.Response]:
+    """Run each call on a thread of its own; their answers land in the list."""
+    out: list[httpx.Response] = []
+    for fn in fns:
+
+        def run(fn: Callable[[], httpx.Response] = fn) -> None:
+            with contextlib.suppress(httpx.HTTPError):  # its instance was killed
+                out.append(fn())
+
+        threading.Thread(target=run, daemon=True).start()
+    return out
+
+
+@pytest.fixture
+def local() -> Iterator[FakeBackend]:
+    with FakeBackend("openai", name="local", models=["local-7b"]) as f:
+        yield f
+
+
+@pytest.fixture
+def cloud() -> Iterator[FakeBackend]:
+    with FakeBackend("openai", name="cloud", models=["cloud-70b"]) as f:
+        yield f
+
+
+# ---------------------------------------------------------------------- config
+
+
+def test_config_section(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "shared_state: {url: 'rediss://gpu-box:6380/2', password: 'env:REDIS_PW', "
+        "share_preference: true}\n"
+    )
+    s = config.load(p).shared_state
+    assert (s.url, s.password, s.share_preference) == (
+        "rediss://gpu-box:6380/2",
+        "env:REDIS_PW",
+        True,
+    )
+    assert config.load(None).shared_state.url is None  # off unless configured
+    for text, said in [
+        ("shared_state: {url: 'redis://:hunter2@box:6379/0'}", "holds a password"),
+        ("shared_state: {url: 'http://box:6379'}", "expected redis://"),
+        ("shared_state: {url: 'redis://box:6379/x'}", "a number"),
+        ("shared_state: {url: 'redis://box/0', password: hunter2}", "key reference"),
+        ("shared_state: {url: 'redis://box/0', sharepref: true}", "share_preference"),
+        ("shared_state: {share_preference: true}", "url: missing"),
+    ]:
+        p.write_text(text + "\n")
+        with pytest.raises(ConfigError) as e:
+            config.load(p)
+        assert "shared_state" in str(e.value) and said in str(e.value), str(e.value)
+        assert "hunter2" not in str(e.value)
+
+
+# ------------------------------------------------------------- two processes
+
+
+def test_combined_load_overflows(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+) -> None:
+    """Capacity 4 at 50%: two requests in flight saturate the local backend.
+    Each instance holds one, so neither alone is saturated; together they are,
+    and the next request overflows to the cloud."""
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"local": (local, "local"), "cloud": (cloud, "cloud")},
+        {"strategy": "direct", "candidates": ["m_local", "m_cloud"]},
+        saturation=0.5,
+    )
+    a, b = serves(cfg), serves(cfg)
+    local.hang(paths=[CHAT])
+    held = in_background(a.chat, b.chat)
+    until("both requests reach the local backend", lambda: local.in_flight == 2)
+    until(
+        "b sees a's request in flight",
+        lambda: b.status()["backends"]["local"].get("in_flight_elsewhere") == 1,
+    )
+    assert b.status()["backends"]["local"]["in_flight"] == 1  # b alone: 1/4 < 50%
+    r = b.chat()
+    assert r.status_code == 200
+    assert r.headers["X-Traywire-Backend"] == "cloud"
+    assert cloud.count(CHAT) == 1
+    local.ok()  # the held requests are answered
+    until("held requests finish", lambda: len(held) == 2)
+    assert all(x.status_code == 200 for x in held)
+
+
+@pytest.mark.parametrize("fault", ["failures", "rate_limited"])
+def test_circuit_opened_by_one_is_skipped_by_the_other(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+    fault: str,
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"local": (local, "local"), "cloud": (cloud, "cloud")},
+        {"strategy": "direct", "candidates": ["m_local", "m_cloud"]},
+    )
+    a, b = serves(cfg), serves(cfg)
+    until("both connected", lambda: b.status()["shared_state"]["state"] == "connected")
+    if fault == "failures":
+        local.status(500, paths=[CHAT])
+    else:
+        local.status(429, headers={"Retry-After": "120"}, paths=[CHAT])
+    r = a.chat()
+    assert r.status_code == 200 and r.headers["X-Traywire-Backend"] == "cloud"
+    assert local.count(CHAT) == 1
+    until(
+        "b opens the circuit a opened", lambda: b.status()["backends"]["local"]["circuit"] == "open"
+    )
+    st = b.status()["backends"]["local"]
+    assert st["open_reason"] == fault
+    assert st["retry_in_s"] > 30
+    r = b.chat()
+    assert r.status_code == 200
+    assert r.headers["X-Traywire-Backend"] == "cloud"
+    assert r.headers["X-Traywire-Attempts"] == "1"
+    assert local.count(CHAT) == 1  # b never tried it
+
+
+def test_usage_on_one_moves_usage_based_on_the_other(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"first": (local, "local"), "second": (cloud, "local")},
+        {"strategy": "usage_based", "candidates": ["m_first", "m_second"]},
+    )
+    a, b = serves(cfg), serves(cfg)
+    r = a.chat("a long enough prompt to count some tokens")
+    assert r.headers["X-Traywire-Backend"] == "first"  # both unused: the first
+    until("b counts a's tokens", lambda: b.status()["usage"].get("m_first", 0) > 0)
+    r = b.chat()
+    assert r.status_code == 200
+    assert r.headers["X-Traywire-Backend"] == "second"  # b served nothing itself
+    until("a counts b's tokens", lambda: a.status()["usage"].get("m_second", 0) > 0)
+
+
+def test_redis_down_then_back(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"first": (local, "local"), "second": (cloud, "local")},
+        {"strategy": "usage_based", "candidates": ["m_first", "m_second"]},
+    )
+    a, b = serves(cfg), serves(cfg)
+    assert a.chat().status_code == 200
+    until("b counts a's tokens", lambda: b.status()["usage"].get("m_first", 0) > 0)
+
+    redis_server.stop()
+    for s in (a, b):
+        until("unreachable", lambda s=s: s.status()["shared_state"]["state"] == "unreachable")
+        st = s.status()["shared_state"]
+        assert st["note"] == "shared state: unreachable, routing on local view"
+        assert st["instances"] == [st["instance"]]
+    # both keep serving, each on its own view (b no longer counts a's tokens)
+    assert b.status()["usage"].get("m_first", 0) == 0
+    for s in (a, b):
+        for _ in range(3):
+            r = s.chat()
+            assert r.status_code == 200 and r.headers["X-Traywire-Attempts"] == "1"
+
+    redis_server.start()  # empty: nothing was saved
+    for s in (a, b):
+        until("connected again", lambda s=s: s.status()["shared_state"]["state"] == "connected")
+    until("both see each other", lambda: len(b.status()["shared_state"]["instances"]) == 2)
+    sa, sb = a.status()["usage"], b.status()["usage"]
+    until("one usage view again", lambda: a.status()["usage"] == b.status()["usage"])
+    assert sum(a.status()["usage"].values()) >= sum(sa.values()) and sb
+
+
+def test_killed_instance_leases_expire(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+) -> None:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"local": (local, "local"), "cloud": (cloud, "cloud")},
+        {"strategy": "direct", "candidates": ["m_local", "m_cloud"]},
+    )
+    a, b = serves(cfg), serves(cfg)
+    local.hang(paths=[CHAT])
+    in_background(a.chat, a.chat)
+    until(
+        "b sees a's two requests",
+        lambda: b.status()["backends"]["local"].get("in_flight_elsewhere") == 2,
+    )
+    assert len(b.status()["shared_state"]["instances"]) == 2
+    a.proc.kill()  # no clean stop: its lease must run out (1 s here)
+    a.proc.wait(timeout=10)
+    until(
+        "a's lease expires",
+        lambda: b.status()["backends"]["local"].get("in_flight_elsewhere") == 0,
+    )
+    assert len(b.status()["shared_state"]["instances"]) == 1
+    local.ok()
+
+
+# ------------------------------------------------------------------- in-process
+
+
+async def test_preference_and_switch_lock(tmp_path: Path, redis_server: RedisServer) -> None:
+    """share_preference: a preference set on one instance is the other's; a
+    switch takes the group's lock, so the other cannot switch meanwhile, and
+    the other takes the group's new member once it is done."""
+    with (
+        FakeBackend("openai", name="q", models=["qwen"]) as q,
+        FakeBackend("openai", name="d", models=["dolphin"]) as d,
+    ):
+        cfg_path = write_config(
+            tmp_path / "c.yaml",
+            redis_server.url,
+            {"q": (q, "local"), "d": (d, "local")},
+            {"strategy": "direct", "candidates": ["m_q", "m_d"]},
+            shared={"share_preference": True},
+            groups={
+                "vllm": {
+                    "active": "q",
+                    "switch": {"mode": "commands", "start": ["true"]},
+                }
+            },
+        )
+        raw = yaml.safe_load(cfg_path.read_text())
+        raw["backends"]["q"]["exclusive_group"] = "vllm"
+        raw["backends"]["d"]["exclusive_group"] = "vllm"
+        cfg_path.write_text(yaml.safe_dump(raw))
+        cfg = config.load(cfg_path)
+        one, two = Runtime(cfg, keys={}), Runtime(cfg, keys={})
+        await one.start(resolve_keys=False, probes=False)
+        await two.start(resolve_keys=False, probes=False)
+        try:
+            assert one.shared is not None and two.shared is not None
+
+            async def wait(what: str, check: Callable[[], bool]) -> None:
+                for _ in range(300):
+                    if check():
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(what)
+
+            await wait("connected", lambda: two.status()["shared_state"]["state"] == "connected")
+            one.set_preference("local_only")
+            await wait("two takes the preference", lambda: two.preference == "local_only")
+
+            d.hang(paths=["/v1/models"])  # the new member is slow to come up
+            task = one.switcher.begin("vllm", "d")
+            await wait(
+                "two sees the lock",
+                lambda: two.shared is not None and bool(two.shared.busy("vllm")),
+            )
+            with pytest.raises(SwitchBusy, match=r"switching on instance"):
+                two.switcher.begin("vllm", "q")
+            # two routes nothing to the group meanwhile (its requests take the chains)
+            await wait("two drops the old member", lambda: two.member("vllm") is None)
+            d.ok()
+            st = await task
+            assert st.phase == "done", st
+            await wait("two takes the new member", lambda: two.member("vllm") == "d")
+            await wait(
+                "lock released", lambda: two.shared is not None and not two.shared.busy("vllm")
+            )
+        finally:
+            await one.close()
+            await two.close()
