@@ -14,18 +14,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from fakeclock import FakeClock
 from fakes import FakeBackend
 from redis_server import RedisServer, redis_server
 
 from traywire import config
+from traywire.desktop.menu import menu_model
+from traywire.desktop.tray import Snapshot, freeze
 from traywire.errors import ConfigError
+from traywire.proxy import shared_view as sv
 from traywire.proxy.runtime import Runtime
+from traywire.proxy.shared import UNREACHABLE
 from traywire.proxy.switch import SwitchBusy
+from traywire.types import BackendState, LiveState
 
 __all__ = ["redis_server"]
 
@@ -444,3 +451,73 @@ async def test_preference_and_switch_lock(tmp_path: Path, redis_server: RedisSer
         finally:
             await one.close()
             await two.close()
+
+
+async def test_a_cooldown_is_shared_by_its_remaining_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Each instance has its own clock (here: fake ones, far apart): a 429's
+    cooldown travels as the time it has left, not as a moment, so the other
+    instance's circuit opens until its own now + what is left."""
+    with FakeBackend("openai", name="c", models=["cm"]) as c:
+        cfg = config.load(
+            write_config(
+                tmp_path / "c.yaml",
+                redis_server.url,
+                {"c": (c, "cloud")},
+                {"strategy": "direct", "candidates": ["m_c"]},
+            )
+        )
+        c1, c2 = FakeClock(1000.0), FakeClock(50_000.0)
+        one, two = Runtime(cfg, keys={}, clock=c1), Runtime(cfg, keys={}, clock=c2)
+        await one.start(resolve_keys=False, probes=False)
+        await two.start(resolve_keys=False, probes=False)
+        try:
+            one.health.rate_limited("c", c1.monotonic(), retry_after_s=40)
+            for _ in range(300):
+                if two.health.open_reason("c") == "rate_limited":
+                    break
+                await asyncio.sleep(0.02)
+            left = two.health.retry_in("c", c2.monotonic())
+            assert left is not None and 38 < left <= 40  # less what the exchange took
+            assert two.snapshot().backends["c"].circuit == "open"
+            assert two.health.attempt("c") is None  # skipped without an attempt
+            c2.advance(41)
+            assert two.snapshot().backends["c"].circuit == "half_open"
+        finally:
+            await one.close()
+            await two.close()
+
+
+def test_the_others_view_merges_into_the_snapshot() -> None:
+    """Their in-flight counts add up, latencies average, usage adds up; a
+    malformed entry from another instance is left out."""
+    states = [
+        b"host-1-aaaa", b'{"f": {"gpu": 3, "cloud": 1}, "l": {"gpu": 200.0}}',
+        b"host-2-bbbb", b'{"f": {"gpu": 2, "gone": 9}, "l": {"gpu": 400.0, "x": "y"}}',
+        b"host-3-cccc", b"not json",
+    ]  # fmt: skip
+    usage = [b"host-1-aaaa", b'{"m1": 100}', b"host-4-dddd", b'{"m1": 50, "m2": -3}']
+    v = sv.view(states, usage)
+    assert v.instances == ("host-1-aaaa", "host-2-bbbb")
+    local = LiveState(
+        backends=MappingProxyType(
+            {"gpu": BackendState(in_flight=1, latency_ms=300.0), "cloud": BackendState()}
+        ),
+        usage=MappingProxyType({"m1": 10}),
+    )
+    merged = sv.merge_backends(local.backends, v)
+    assert merged["gpu"].in_flight == 6 and merged["gpu"].latency_ms == 300.0
+    assert merged["cloud"].in_flight == 1 and "gone" not in merged
+    assert sv.merge_usage(local.usage, v) == {"m1": 160}
+
+
+def test_the_tray_says_when_shared_state_is_unreachable() -> None:
+    def menu(shared: dict[str, Any]) -> list[str]:
+        s = Snapshot(running=True, url="http://127.0.0.1:8484", status=freeze(
+            {"backends": {}, "shared_state": shared}))  # fmt: skip
+        return [i.text for i in menu_model(s)]
+
+    down = {"state": "unreachable", "note": UNREACHABLE, "instances": ["me"]}
+    assert "shared state: unreachable, routing on local view" in menu(down)
+    assert "shared state: 2 instances" in menu({"state": "connected", "instances": ["a", "b"]})

@@ -148,6 +148,8 @@ class Runtime:
         Server settings (host, port, token) need a restart to change."""
         for group in self.cfg.groups:
             self.switcher.ensure_idle(group)
+        if cfg.shared_state != self.cfg.shared_state:
+            log.warning("shared_state changed: restart traywire to apply it")
         self.cfg = cfg
         self._lacks.clear()
         self._lacks_view = MappingProxyType({})
