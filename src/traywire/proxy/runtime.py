@@ -22,7 +22,7 @@ from ..core.routing import special_needs
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
-from . import learn
+from . import learn, shared
 from .health import Health
 from .probe import Prober, ProbeResult, ProbeTarget
 from .shared import Shared
@@ -73,6 +73,9 @@ class Runtime:
         self.prober: Prober | None = None
         # Other instances' view, through Redis (config shared_state; None: alone).
         self.shared: Shared | None = None
+        # The port the proxy listens on (the server sets it): part of this
+        # instance's id in the shared state.
+        self.listen_port: int | None = None
         self._rng = random.Random()
         # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
         self.switcher = Switcher(self)
@@ -125,7 +128,13 @@ class Runtime:
             except secrets.SecretsError as exc:
                 log.warning("shared state: no password (%s): %s", ref, exc)
             REDACTOR.set_secrets("shared state password", [password])
-        self.shared = Shared(self, self.cfg.shared_state, password)
+        machine = await threads.run_blocking(shared.machine_tag)
+        self.shared = Shared(
+            self,
+            self.cfg.shared_state,
+            password,
+            instance=shared.instance_id(self.listen_port, machine),
+        )
         self.switcher.coordinator = self.shared
         self.shared.start()
 

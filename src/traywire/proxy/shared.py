@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import os
 import secrets as pysecrets
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -66,9 +68,27 @@ def _near(a: float, b: float | None) -> bool:
     return b is not None and abs(a - b) < 1e-3
 
 
-def instance_id() -> str:
-    """Host name, process id and a few random characters: unique, and says who."""
+def machine_tag() -> str:
+    """A few characters that tell this machine from another of the same host
+    name (a hash of the OS's machine id), "" where there is none. Blocking: a
+    small file read."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            text = Path(path).read_text(encoding="ascii", errors="replace").strip()
+            if text:
+                return hashlib.sha256(text.encode()).hexdigest()[:6]
+    return ""
+
+
+def instance_id(port: int | None = None, machine: str = "") -> str:
+    """Who this instance is, in the shared state: the host name, and the
+    machine's tag and listen port where both are known (the same id again
+    after a restart, so a restarted instance replaces its old entries at
+    once, and its usage is not counted twice); otherwise the process id and
+    a few random characters."""
     host = socket.gethostname().split(".")[0][:40] or "host"
+    if port and machine:
+        return f"{host}-{machine}-{port}"
     return f"{host}-{os.getpid()}-{pysecrets.token_hex(2)}"
 
 
@@ -95,13 +115,18 @@ class Shared:
     """This instance's link to the shared state (see the module docstring)."""
 
     def __init__(
-        self, rt: Runtime, settings: SharedStateSettings, password: str | None = None
+        self,
+        rt: Runtime,
+        settings: SharedStateSettings,
+        password: str | None = None,
+        *,
+        instance: str | None = None,
     ) -> None:
         assert settings.url is not None
         self.rt = rt
         self.settings = settings
         self.password = password
-        self.id = instance_id()
+        self.id = instance or instance_id()
         self.url = redacted_url(settings.url)
         self.link: Link = "connecting"
         self.error: str | None = None
@@ -188,7 +213,9 @@ class Shared:
         from redis.exceptions import RedisError
 
         backoff = _MIN_BACKOFF
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 if self._client is None:
                     self._connect()
@@ -207,7 +234,8 @@ class Shared:
                 await asyncio.sleep(_MAX_BACKOFF)
                 continue
             backoff = _MIN_BACKOFF
-            await asyncio.sleep(self.settings.interval)
+            # one exchange per interval, however long this one took
+            await asyncio.sleep(max(0.0, started + self.settings.interval - loop.time()))
 
     def _lost(self, exc: BaseException) -> None:
         from ..redact import REDACTOR
