@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -30,7 +31,7 @@ from traywire.desktop.tray import Snapshot, freeze
 from traywire.errors import ConfigError
 from traywire.proxy import shared_view as sv
 from traywire.proxy.runtime import Runtime
-from traywire.proxy.shared import UNREACHABLE
+from traywire.proxy.shared import UNREACHABLE, Shared
 from traywire.proxy.switch import SwitchBusy
 from traywire.types import BackendState, LiveState
 
@@ -521,3 +522,30 @@ def test_the_tray_says_when_shared_state_is_unreachable() -> None:
     down = {"state": "unreachable", "note": UNREACHABLE, "instances": ["me"]}
     assert "shared state: unreachable, routing on local view" in menu(down)
     assert "shared state: 2 instances" in menu({"state": "connected", "instances": ["a", "b"]})
+
+
+def test_the_merged_snapshot_follows_every_local_change(tmp_path: Path) -> None:
+    """The merge is redone only for the backend a request changed: each
+    snapshot still equals a full merge, also after the backends change."""
+    cfg = config.load(None)
+    rt = Runtime(cfg, keys={})
+    rt.shared = Shared(rt, replace(cfg.shared_state, url="redis://127.0.0.1:1/0"), instance="me")
+    names = list(cfg.backends)
+    rt.shared.view = sv.view(
+        [b"other", sv.dumps({"f": {names[0]: 2, names[1]: 1}, "l": {names[0]: 100.0}}).encode()],
+        [b"other", b'{"chat": 7}'],
+    )
+
+    def full() -> dict[str, BackendState]:
+        local = rt.health.snapshot(rt.clock.monotonic())
+        return dict(sv.merge_backends(local.backends, rt.shared.view))  # type: ignore[union-attr]
+
+    for step in [names[0], names[1], names[0], names[2]]:
+        rt.health.begin(step)
+        assert dict(rt.snapshot().backends) == full()
+        rt.health.success(step, rt.clock.monotonic(), latency_ms=300.0)
+        assert dict(rt.snapshot().backends) == full()
+    assert rt.snapshot().backends[names[0]].in_flight == 2 + 2
+    rt.health.configure(["x", "y", *names[2:]])  # a reload: other backends
+    assert set(rt.snapshot().backends) == {"x", "y", *names[2:]}
+    assert dict(rt.snapshot().backends) == full()

@@ -43,11 +43,12 @@ import secrets as pysecrets
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ..core.schema import SharedStateSettings
-from ..types import LiveState
+from ..types import BackendState, LiveState
 from . import shared_view as sv
 from .circuit import OpenReason
 from .switch import NO_MEMBER, SwitchError
@@ -377,20 +378,45 @@ class Shared:
     # ------------------------------------------------------------------ router
 
     def merge(self, snap: LiveState) -> LiveState:
-        """``snap`` (this instance's) with the others' load, latency and usage."""
+        """``snap`` (this instance's) with the others' load, latency and usage.
+        On the request path: a request changes one local backend, so only its
+        entry is merged again (the rest comes from the last merge)."""
         v = self.view
         if v is sv.EMPTY:
             return snap
         m = self._merged
-        if m is None or m[0] is not snap.backends or m[1] is not snap.usage or m[2] is not v:
-            m = self._merged = (
-                snap.backends,
-                snap.usage,
-                v,
-                sv.merge_backends(snap.backends, v),
-                sv.merge_usage(snap.usage, v),
-            )
-        return snap._replace(backends=m[3], usage=m[4])
+        local = snap.backends
+        backends = usage = None
+        if m is not None and m[2] is v and len(m[0]) == len(local):
+            backends, usage = m[3], m[4]
+            if m[0] is not local:
+                merged: dict[str, BackendState] | None = None
+                for (n, s), (n0, s0) in zip(local.items(), m[0].items(), strict=True):
+                    if n != n0:  # other backends (a reload): merge them all
+                        backends = None
+                        break
+                    if s is not s0:
+                        merged = merged if merged is not None else dict(backends)
+                        merged[n] = sv.merge_one(n, s, v)
+                else:
+                    if merged is not None:
+                        backends = MappingProxyType(merged)
+            if m[1] is not snap.usage:
+                usage = sv.merge_usage(snap.usage, v)
+        if backends is None:
+            backends = sv.merge_backends(local, v)
+        if usage is None:
+            usage = sv.merge_usage(snap.usage, v)
+        self._merged = (local, snap.usage, v, backends, usage)
+        return LiveState(
+            backends,
+            snap.active,
+            usage,
+            snap.preference,
+            snap.random,
+            snap.features,
+            snap.lacks,
+        )
 
     # ------------------------------------------------------------------ switches
 

@@ -161,21 +161,23 @@ def view(states: Any, usage: Any) -> View:
     )
 
 
-def merge_backends(local: Mapping[str, BackendState], v: View) -> Mapping[str, BackendState]:
-    """Each local backend with the others' in-flight requests added and its
+def merge_one(name: str, s: BackendState, v: View) -> BackendState:
+    """One local backend with the others' in-flight requests added and its
     latency the mean of every instance's that has one."""
-    out = dict(local)
-    for name, s in local.items():
-        n = v.in_flight.get(name, 0)
-        lats = v.latency.get(name)
-        if not n and not lats:
-            continue
-        latency = s.latency_ms
-        if lats:
-            both = (*lats, latency) if latency is not None else lats
-            latency = sum(both) / len(both)
-        out[name] = s._replace(in_flight=s.in_flight + n, latency_ms=latency)
-    return MappingProxyType(out)
+    n = v.in_flight.get(name, 0)
+    lats = v.latency.get(name)
+    if not n and not lats:
+        return s
+    latency = s.latency_ms
+    if lats:
+        both = (*lats, latency) if latency is not None else lats
+        latency = sum(both) / len(both)
+    return BackendState(s.in_flight + n, s.circuit, latency, s.no_key, s.missing_models)
+
+
+def merge_backends(local: Mapping[str, BackendState], v: View) -> Mapping[str, BackendState]:
+    """Every local backend merged (`merge_one`)."""
+    return MappingProxyType({name: merge_one(name, s, v) for name, s in local.items()})
 
 
 def merge_usage(local: Mapping[str, int], v: View) -> Mapping[str, int]:
