@@ -391,8 +391,9 @@ def test_killed_instance_leases_expire(
 
 async def test_preference_and_switch_lock(tmp_path: Path, redis_server: RedisServer) -> None:
     """share_preference: a preference set on one instance is the other's; a
-    switch takes the group's lock, so the other cannot switch meanwhile, and
-    the other takes the group's new member once it is done."""
+    switch takes the group's lock, so the other cannot switch meanwhile; the
+    other stops routing to the group, the switch waits for its requests still
+    in flight, and the other takes the group's new member once it is done."""
     with (
         FakeBackend("openai", name="q", models=["qwen"]) as q,
         FakeBackend("openai", name="d", models=["dolphin"]) as d,
@@ -432,7 +433,7 @@ async def test_preference_and_switch_lock(tmp_path: Path, redis_server: RedisSer
             one.set_preference("local_only")
             await wait("two takes the preference", lambda: two.preference == "local_only")
 
-            d.hang(paths=["/v1/models"])  # the new member is slow to come up
+            two.health.begin("q")  # a request on the old member, on the other instance
             task = one.switcher.begin("vllm", "d")
             await wait(
                 "two sees the lock",
@@ -442,9 +443,16 @@ async def test_preference_and_switch_lock(tmp_path: Path, redis_server: RedisSer
                 two.switcher.begin("vllm", "q")
             # two routes nothing to the group meanwhile (its requests take the chains)
             await wait("two drops the old member", lambda: two.member("vllm") is None)
-            d.ok()
+            # the switch waits for the other instance's request to finish
+            await wait(
+                "one sees it", lambda: one.shared is not None and one.shared.in_flight(["q"]) == 1
+            )
+            state = one.switcher.state("vllm")
+            assert state is not None and state.phase == "draining"
+            two.health.end("q")
             st = await task
             assert st.phase == "done", st
+            assert not any("drain timed out" in n for n in st.notes)
             await wait("two takes the new member", lambda: two.member("vllm") == "d")
             await wait(
                 "lock released", lambda: two.shared is not None and not two.shared.busy("vllm")

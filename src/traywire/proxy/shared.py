@@ -279,7 +279,9 @@ class Shared:
         for name, v in zip(versioned, versions, strict=False):
             self._seen[name] = int(v)
         self.view = sv.view(states, usage)
-        values = {reads[i]: (sv._text(got[2 * i]), int(got[2 * i + 1])) for i in range(len(reads))}
+        values = {
+            reads[i]: (sv.as_text(got[2 * i]), int(got[2 * i + 1])) for i in range(len(reads))
+        }
         now = rt.clock.monotonic()
         self._take_circuits(values, now)
         self._locks = {
@@ -445,7 +447,7 @@ class Shared:
             if not await self._client.set(key, self.id, nx=True, px=lease):
                 holder = await self._client.get(key)
                 raise SwitchError(
-                    f"another instance ({sv._text(holder) if holder else 'unknown'}) is "
+                    f"another instance ({sv.as_text(holder) if holder else 'unknown'}) is "
                     f"switching {group}; try again when it is done"
                 )
         except RedisError as exc:
@@ -456,9 +458,11 @@ class Shared:
             self._renew(key, lease), name=f"traywire-switch-lock-{group}"
         )
         if self.settings.share_preference:
-            # the others stop routing to the group within two exchanges; their
-            # requests still in flight then count in `in_flight`
-            await asyncio.sleep(self.settings.interval * 3)
+            # the group has no member here since the switch began: the others
+            # read that within two exchanges and stop routing to it; what they
+            # still have in flight is in the view two exchanges later
+            # (`in_flight`, which the drain waits on)
+            await asyncio.sleep(self.settings.interval * 5)
 
     async def _renew(self, key: str, lease: int) -> None:
         from redis.exceptions import RedisError

@@ -113,7 +113,7 @@ def my_state(snap: LiveState) -> str:
     return dumps({"f": f, "l": lat})
 
 
-def _text(v: Any) -> str:
+def as_text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
@@ -126,7 +126,7 @@ def _pairs(raw: Any) -> list[tuple[str, dict[str, Any]]]:
         except ValueError:
             continue
         if isinstance(data, dict):
-            out.append((_text(items[i]), data))
+            out.append((as_text(items[i]), data))
     return out
 
 
