@@ -26,12 +26,13 @@ def _free_port() -> int:
 class RedisServer:
     """``redis-server`` on 127.0.0.1:``port``; `stop` and `start` again keep the port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.skip(f"needs the {PACKAGE} package (apt-get install {PACKAGE})")
         self.exe = exe
         self.dir = workdir
+        self.password = password
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,6 +54,7 @@ class RedisServer:
                 str(self.dir),
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -62,7 +64,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.02)

@@ -557,3 +557,55 @@ def test_the_merged_snapshot_follows_every_local_change(tmp_path: Path) -> None:
     rt.health.configure(["x", "y", *names[2:]])  # a reload: other backends
     assert set(rt.snapshot().backends) == {"x", "y", *names[2:]}
     assert dict(rt.snapshot().backends) == full()
+
+
+async def test_password_from_the_environment_and_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with a password: the right one (from ``env:``) connects; a
+    wrong one is "unreachable" with the server's reason, and the password is
+    in no answer."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", password="s3cret-redis-pw")
+    try:
+        with FakeBackend("openai", name="c", models=["cm"]) as c:
+            path = write_config(
+                tmp_path / "c.yaml",
+                server.url,
+                {"c": (c, "local")},
+                {"strategy": "direct", "candidates": ["m_c"]},
+                shared={"password": "env:TW_TEST_REDIS_PW"},
+            )
+            cfg = config.load(path)
+            for given, want in [("s3cret-redis-pw", "connected"), ("wrong-pw", "unreachable")]:
+                monkeypatch.setenv("TW_TEST_REDIS_PW", given)
+                rt = Runtime(cfg, keys={})
+                await rt.start(resolve_keys=False, probes=False)
+                try:
+                    for _ in range(200):
+                        if rt.status()["shared_state"]["state"] != "connecting":
+                            break
+                        await asyncio.sleep(0.02)
+                    st = rt.status()
+                    assert st["shared_state"]["state"] == want, st["shared_state"]
+                    assert st["shared_state"]["warning"] is None  # loopback
+                    assert given not in repr(st)
+                finally:
+                    await rt.close()
+            assert "invalid" in str(st["shared_state"]["error"]).lower()
+    finally:
+        server.stop()
+
+
+def test_a_remote_server_without_a_password_is_warned_about() -> None:
+    cfg = config.load(None)
+    rt = Runtime(cfg, keys={})
+    s = cfg.shared_state
+
+    def warning(url: str, password: str | None = None) -> str | None:
+        return Shared(rt, replace(s, url=url), password, instance="me").warning
+
+    assert "has no password" in str(warning("redis://10.0.0.5:6379/0"))
+    assert warning("redis://10.0.0.5:6379/0", "pw") is None
+    assert warning("redis://127.0.0.1:6379/0") is None
+    assert warning("redis://localhost:6379/0") is None
