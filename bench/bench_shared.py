@@ -13,8 +13,9 @@ same as in two). Figures:
   a random moment of the exchanges' cycle; p50 / p99 / max over the trials
   (the README's bound: two intervals plus a round trip);
 - one exchange (one script call: publish this instance's counts, read the
-  others'), timed on its own, the background tasks stopped: wall time and this process's CPU time, and the
-  share of a core the background task takes at the configured interval.
+  others'), timed on its own, the background tasks stopped: wall time and
+  this process's CPU time, and the share of a core the background task takes
+  at the configured interval.
 
 The proxy's request path itself is measured with shared state on and off by
 ``bench/bench_proxy.py --shared-state``.

@@ -609,3 +609,29 @@ def test_a_remote_server_without_a_password_is_warned_about() -> None:
     assert warning("redis://10.0.0.5:6379/0", "pw") is None
     assert warning("redis://127.0.0.1:6379/0") is None
     assert warning("redis://localhost:6379/0") is None
+
+
+def test_what_other_instances_wrote_is_bounded() -> None:
+    """A huge or deeply nested entry is left out, counts are capped, and so is
+    the number of instances read."""
+    huge = sv.dumps({"f": {"gpu": 1}, "pad": "x" * (sv.MAX_ENTRY + 1)}).encode()
+    deep = b"[" * 30_000 + b"]" * 30_000  # within the size bound, too deep to read
+    many = []
+    for i in range(sv.MAX_INSTANCES + 50):
+        many += [f"i{i}".encode(), b'{"f": {"gpu": 1}}']
+    v = sv.view([b"big", huge, b"deep", deep, b"n", b'{"f": {"gpu": 99999999999}}'], [])
+    assert v.instances == ("n",) and v.in_flight["gpu"] == sv.MAX_COUNT
+    assert sv.view(many, []).in_flight["gpu"] == sv.MAX_INSTANCES
+
+
+def test_check_warns_of_a_remote_server_without_a_password(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("shared_state: {url: 'redis://192.168.1.20:6379/0'}\n")
+    r = subprocess.run([*TRAYWIRE, "check", "--config", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "warning: shared_state.url: redis://192.168.1.20:6379/0 is not on this machine" in (
+        r.stdout
+    )
+    p.write_text("shared_state: {url: 'redis://192.168.1.20:6379/0', password: 'env:PW'}\n")
+    r = subprocess.run([*TRAYWIRE, "check", "--config", str(p)], capture_output=True, text=True)
+    assert "shared_state" not in r.stdout

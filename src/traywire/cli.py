@@ -133,6 +133,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     )
     for w in warnings:
         print(f"warning: {w}", file=out)
+    if cfg.shared_state.url is not None:
+        from .proxy.shared import password_warning
+
+        said = password_warning(cfg.shared_state.url, cfg.shared_state.password is not None)
+        if said:
+            print(f"warning: shared_state.url: {said}", file=out)
     return 0
 
 

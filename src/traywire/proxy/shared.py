@@ -112,6 +112,17 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def password_warning(url: str, has_password: bool) -> str | None:
+    """What to say of a server that is not on this machine and has no password."""
+    if has_password or is_loopback_url(url):
+        return None
+    return (
+        f"{redacted_url(url)} is not on this machine and has no password: anyone who "
+        "reaches it can read and change traywire's shared view "
+        "(set shared_state.password: keyring:NAME)"
+    )
+
+
 class Shared:
     """This instance's link to the shared state (see the module docstring)."""
 
@@ -131,13 +142,7 @@ class Shared:
         self.url = redacted_url(settings.url)
         self.link: Link = "connecting"
         self.error: str | None = None
-        self.warning: str | None = None
-        if not password and not is_loopback_url(settings.url):
-            self.warning = (
-                f"{self.url} is not on this machine and has no password: anyone who "
-                "reaches it can read and change traywire's shared view "
-                "(set shared_state.password: keyring:NAME)"
-            )
+        self.warning = password_warning(settings.url, bool(password))
         self.view = sv.EMPTY
         self.last_ok: float | None = None  # monotonic, the last good exchange
         self.exchanges = 0
@@ -335,7 +340,8 @@ class Shared:
             reason, _, who = raw.partition("|")
             if not raw or pttl <= 0 or who == self.id or reason not in ("failures", "rate_limited"):
                 continue
-            seconds = pttl / 1000
+            # no longer than this instance would open it for itself
+            seconds = min(pttl / 1000, max(h.breaker.max_cooldown_s, h.breaker.max_retry_after_s))
             wait = h.retry_in(b, now)
             if wait is not None and wait + 0.05 >= seconds:
                 continue  # already open here at least as long

@@ -33,6 +33,12 @@ from ..types import BackendState, LiveState
 
 PREFIX = "traywire:"
 
+# What other instances wrote is bounded like any input: entries past these
+# are left out, counts capped.
+MAX_ENTRY = 64 << 10  # bytes of one instance's entry
+MAX_INSTANCES = 256
+MAX_COUNT = 1 << 20
+
 TICK = """
 local p, id = ARGV[1], ARGV[2]
 local lease, uttl = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -119,11 +125,13 @@ def as_text(v: Any) -> str:
 
 def _pairs(raw: Any) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
-    items = list(raw or [])
+    items = list(raw or [])[: 2 * MAX_INSTANCES]
     for i in range(0, len(items) - 1, 2):
+        if len(items[i + 1]) > MAX_ENTRY:
+            continue
         try:
             data = json.loads(items[i + 1])
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(data, dict):
             out.append((as_text(items[i]), data))
@@ -131,7 +139,11 @@ def _pairs(raw: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _count(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+    return min(v, MAX_COUNT) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _obj(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
 
 
 def view(states: Any, usage: Any) -> View:
@@ -142,17 +154,17 @@ def view(states: Any, usage: Any) -> View:
     ids: list[str] = []
     for iid, data in _pairs(states):
         ids.append(iid)
-        for name, n in (data.get("f") or {}).items():
+        for name, n in _obj(data.get("f")).items():
             if _count(n):
-                flight[name] = flight.get(name, 0) + n
-        for name, ms in (data.get("l") or {}).items():
-            if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
+                flight[name] = flight.get(name, 0) + _count(n)
+        for name, ms in _obj(data.get("l")).items():
+            if isinstance(ms, int | float) and not isinstance(ms, bool) and 0 <= ms < 1e9:
                 lat.setdefault(name, []).append(float(ms))
     used: dict[str, int] = {}
     for _, data in _pairs(usage):
         for model, n in data.items():
             if _count(n):
-                used[model] = used.get(model, 0) + n
+                used[model] = used.get(model, 0) + _count(n)
     return View(
         instances=tuple(sorted(ids)),
         in_flight=MappingProxyType(flight),
