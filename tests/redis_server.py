@@ -6,6 +6,7 @@ system service. Tests that use it skip, naming the package, where it is missing
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -70,9 +71,19 @@ class RedisServer:
                 time.sleep(0.02)
         raise AssertionError("redis-server did not start")
 
+    def pause(self) -> None:
+        """SIGSTOP: a server that hangs (connections open, nothing answered)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Kill it (SIGKILL: what a crash looks like to its clients)."""
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None

@@ -635,3 +635,33 @@ def test_check_warns_of_a_remote_server_without_a_password(tmp_path: Path) -> No
     p.write_text("shared_state: {url: 'redis://192.168.1.20:6379/0', password: 'env:PW'}\n")
     r = subprocess.run([*TRAYWIRE, "check", "--config", str(p)], capture_output=True, text=True)
     assert "shared_state" not in r.stdout
+
+
+def test_a_hung_redis_holds_up_no_request(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    serves: Callable[[Path], Serve],
+    local: FakeBackend,
+    cloud: FakeBackend,
+) -> None:
+    """Redis stops answering (SIGSTOP) with connections open: requests are
+    served meanwhile, the instance says so once its exchange times out, and
+    it is connected again when Redis answers again."""
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        redis_server.url,
+        {"local": (local, "local"), "cloud": (cloud, "cloud")},
+        {"strategy": "direct", "candidates": ["m_local", "m_cloud"]},
+    )
+    a = serves(cfg)
+    until("connected", lambda: a.status()["shared_state"]["state"] == "connected")
+    redis_server.pause()
+    try:
+        for _ in range(5):  # served while an exchange hangs
+            r = a.chat()
+            assert r.status_code == 200 and r.headers["X-Traywire-Backend"] == "local"
+        until("unreachable", lambda: a.status()["shared_state"]["state"] == "unreachable")
+        assert a.chat().status_code == 200
+    finally:
+        redis_server.resume()
+    until("connected again", lambda: a.status()["shared_state"]["state"] == "connected")
