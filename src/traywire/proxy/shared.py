@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import secrets as pysecrets
@@ -278,9 +279,12 @@ class Shared:
                 sv.dumps(rt.health.usage(now)),
                 sv.dumps(writes),
                 sv.dumps(reads),
+                sv.MAX_INSTANCES,
             ]
         )
-        states, usage, versions, got = result
+        # one JSON text (parsed in C); an empty Lua table reads as {}
+        parts = json.loads(result)
+        states, usage, versions, got = (x if isinstance(x, list) else [] for x in parts)
         for name, v in zip(versioned, versions, strict=False):
             self._seen[name] = int(v)
         self.view = sv.view(states, usage)

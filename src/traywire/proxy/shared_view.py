@@ -50,6 +50,7 @@ local function exchange(set, pre, ttl, mine)
   redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
   local out = {}
   for _, other in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    if #out >= 2 * tonumber(ARGV[9]) then break end
     if other ~= id then
       local v = redis.call('GET', pre .. other)
       if v then table.insert(out, other); table.insert(out, v) end
@@ -77,7 +78,7 @@ for _, k in ipairs(cjson.decode(ARGV[8])) do
   table.insert(reads, redis.call('GET', p .. k) or '')
   table.insert(reads, redis.call('PTTL', p .. k))
 end
-return {states, usage, versions, reads}
+return cjson.encode({states, usage, versions, reads})
 """
 
 # Lock helpers: only the holder renews or releases its lease.
