@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_proxy.py            # under ~2 minutes
     .venv/bin/python bench/bench_proxy.py --quick    # a few seconds, smoke run
     .venv/bin/python bench/bench_proxy.py --pin      # proxies on their own CPU
+    .venv/bin/python bench/bench_proxy.py --shared-state   # also traywire sharing state
+                                                           # through Redis: on vs off
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
     .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
 
