@@ -665,3 +665,43 @@ def test_a_hung_redis_holds_up_no_request(
     finally:
         redis_server.resume()
     until("connected again", lambda: a.status()["shared_state"]["state"] == "connected")
+
+
+async def test_a_preference_set_while_redis_is_down_reaches_the_others_once_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with FakeBackend("openai", name="c", models=["cm"]) as c:
+        cfg = config.load(
+            write_config(
+                tmp_path / "c.yaml",
+                redis_server.url,
+                {"c": (c, "local")},
+                {"strategy": "direct", "candidates": ["m_c"]},
+                shared={"share_preference": True},
+            )
+        )
+        one, two = Runtime(cfg, keys={}), Runtime(cfg, keys={})
+        await one.start(resolve_keys=False, probes=False)
+        await two.start(resolve_keys=False, probes=False)
+
+        async def wait(what: str, check: Callable[[], bool]) -> None:
+            for _ in range(400):
+                if check():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(what)
+
+        try:
+            await wait("connected", lambda: two.status()["shared_state"]["state"] == "connected")
+            redis_server.stop()
+            assert one.shared is not None
+            await wait("one sees it", lambda: one.shared is not None and one.shared.failures > 0)
+            one.set_preference("prefer_cloud")  # said only on one, while Redis is away
+            failed = one.shared.failures
+            await wait("an exchange fails after it", lambda: one.shared.failures > failed)
+            assert two.preference is None
+            redis_server.start()
+            await wait("two takes it once back", lambda: two.preference == "prefer_cloud")
+        finally:
+            await one.close()
+            await two.close()

@@ -64,6 +64,7 @@ log = logging.getLogger("traywire")
 UNREACHABLE = "shared state: unreachable, routing on local view"
 Link = Literal["connecting", "connected", "unreachable"]
 _MIN_BACKOFF, _MAX_BACKOFF = 0.1, 2.0
+_UNSENT = "\0unsent"  # a choice whose write failed: differs from any value
 
 
 def _near(a: float, b: float | None) -> bool:
@@ -146,7 +147,8 @@ class Shared:
         self.warning = password_warning(settings.url, bool(password))
         self.view = sv.EMPTY
         self.last_ok: float | None = None  # monotonic, the last good exchange
-        self.exchanges = 0
+        self.exchanges = 0  # good ones
+        self.failures = 0  # exchanges (or connections) that failed
         self._client: Any = None
         self._tick: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -247,6 +249,7 @@ class Shared:
     def _lost(self, exc: BaseException) -> None:
         from ..redact import REDACTOR
 
+        self.failures += 1
         self.error = REDACTOR.text(f"{type(exc).__name__}: {exc}")[:300]
         if self.link != "unreachable":
             log.warning("%s (%s: %s); retrying", UNREACHABLE, self.url, self.error)
@@ -269,19 +272,24 @@ class Shared:
         if self.settings.share_preference:
             reads += ["pref", *(f"active:{g}" for g in rt.cfg.groups)]
         window_ms = int(rt.cfg.health.usage_window * 1000)
-        result = await self._tick(
-            args=[
-                sv.PREFIX,
-                self.id,
-                int(self.settings.lease * 1000),
-                max(window_ms, 1000),
-                sv.my_state(local),
-                sv.dumps(rt.health.usage(now)),
-                sv.dumps(writes),
-                sv.dumps(reads),
-                sv.MAX_INSTANCES,
-            ]
-        )
+        try:
+            result = await self._tick(
+                args=[
+                    sv.PREFIX,
+                    self.id,
+                    int(self.settings.lease * 1000),
+                    max(window_ms, 1000),
+                    sv.my_state(local),
+                    sv.dumps(rt.health.usage(now)),
+                    sv.dumps(writes),
+                    sv.dumps(reads),
+                    sv.MAX_INSTANCES,
+                ]
+            )
+        except BaseException:
+            for name in versioned:  # not written: write them again next time
+                self._applied[name] = _UNSENT
+            raise
         # one JSON text (parsed in C); an empty Lua table reads as {}
         parts = json.loads(result)
         states, usage, versions, got = (x if isinstance(x, list) else [] for x in parts)
