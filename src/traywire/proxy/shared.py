@@ -448,7 +448,11 @@ class Shared:
         return None
 
     def in_flight(self, members: Iterable[str]) -> int:
-        """Requests the other instances have in flight on these backends."""
+        """Requests the other instances have in flight on these backends, for a
+        switch to drain: with ``share_preference`` only (without it the others
+        keep their own active member, and go on routing to it)."""
+        if not self.settings.share_preference:
+            return 0
         return sum(self.view.in_flight.get(m, 0) for m in members)
 
     async def lock(self, group: str) -> None:
