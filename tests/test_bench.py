@@ -77,9 +77,10 @@ def test_proxy_benchmark_compares_shared_state_on_and_off(tmp_path: Path) -> Non
         timeout=240,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "shared state (Redis) on vs off" in r.stdout
+    assert "shared state on vs off, interleaved" in r.stdout
     report = json.loads(out.read_text())
     assert report["latency"]["shared_added_ratio_per_round"]["median"] > 0
+    assert report["shared_interleaved"]["added_p50_ratio"] > 0
     assert report["throughput"]["shared"]["requests"] > 0
     # the measured instance did share: connected, and saw the other one
     assert report["shared_state"]["state"] == "connected"
