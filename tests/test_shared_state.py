@@ -532,31 +532,37 @@ def test_the_tray_says_when_shared_state_is_unreachable() -> None:
     assert "shared state: 2 instances" in menu({"state": "connected", "instances": ["a", "b"]})
 
 
-def test_the_merged_snapshot_follows_every_local_change(tmp_path: Path) -> None:
-    """The merge is redone only for the backend a request changed: each
-    snapshot still equals a full merge, also after the backends change."""
+def test_the_snapshot_adds_the_other_instances_to_every_local_change() -> None:
+    """Health adds the others' counts where it builds a backend's entry, so
+    each snapshot after a request (which rebuilds one entry) still holds them."""
     cfg = config.load(None)
     rt = Runtime(cfg, keys={})
-    rt.shared = Shared(rt, replace(cfg.shared_state, url="redis://127.0.0.1:1/0"), instance="me")
     names = list(cfg.backends)
-    rt.shared.view = sv.view(
+    view = sv.view(
         [b"other", sv.dumps({"f": {names[0]: 2, names[1]: 1}, "l": {names[0]: 100.0}}).encode()],
         [b"other", b'{"chat": 7}'],
     )
+    rt.health.set_elsewhere(view)
 
-    def full() -> dict[str, BackendState]:
-        local = rt.health.snapshot(rt.clock.monotonic())
-        return dict(sv.merge_backends(local.backends, rt.shared.view))  # type: ignore[union-attr]
+    def check() -> None:
+        snap = rt.snapshot()
+        for n, b in snap.backends.items():
+            assert b.in_flight == rt.health.in_flight(n) + view.in_flight.get(n, 0)
 
     for step in [names[0], names[1], names[0], names[2]]:
         rt.health.begin(step)
-        assert dict(rt.snapshot().backends) == full()
+        check()
         rt.health.success(step, rt.clock.monotonic(), latency_ms=300.0)
-        assert dict(rt.snapshot().backends) == full()
+        check()
     assert rt.snapshot().backends[names[0]].in_flight == 2 + 2
+    assert rt.snapshot().backends[names[0]].latency_ms == 200.0  # (100 + 300) / 2
+    assert rt.snapshot().usage["chat"] == 7
     rt.health.configure(["x", "y", *names[2:]])  # a reload: other backends
     assert set(rt.snapshot().backends) == {"x", "y", *names[2:]}
-    assert dict(rt.snapshot().backends) == full()
+    check()
+    rt.health.set_elsewhere(None)  # alone again (Redis away)
+    assert rt.snapshot().backends[names[2]].in_flight == rt.health.in_flight(names[2])
+    assert "chat" not in rt.snapshot().usage
 
 
 async def test_password_from_the_environment_and_never_shown(

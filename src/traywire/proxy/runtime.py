@@ -261,7 +261,8 @@ class Runtime:
                 log.exception("request observer failed")
 
     def snapshot(self) -> LiveState:
-        snap = self.health.snapshot(
+        # with shared state, Health adds the other instances' counts
+        return self.health.snapshot(
             self.clock.monotonic(),
             active=MappingProxyType(dict(self.active)),
             preference=self.preference,
@@ -269,7 +270,6 @@ class Runtime:
             features=self._features_view,
             lacks=self._lacks_view,
         )
-        return snap if self.shared is None else self.shared.merge(snap)
 
     def learn_lack(self, model: str, request: RouteRequest, said: str) -> None:
         """``model``'s server answered that it cannot do what ``request`` needs:

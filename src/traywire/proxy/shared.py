@@ -5,8 +5,9 @@ exchanges this instance's state with the server every ``interval`` seconds
 (one script call per exchange: `shared_view.TICK`) and keeps the view of the
 others (`shared_view.View`); the request path never waits on the server:
 
-* the router's snapshot (`merge`) adds the others' in-flight counts to the
-  local ones (so the saturation overflow and ``least_loaded`` see the whole
+* the router's snapshot adds the others' in-flight counts to the local ones
+  (`Health.set_elsewhere`: where Health builds a backend's entry, so a
+  request costs nothing more) (so the saturation overflow and ``least_loaded`` see the whole
   load), their usage to the local usage window (``usage_based``), and
   averages the smoothed latencies. Nothing is sent per request: each
   exchange publishes this instance's current counts, so what a lost
@@ -44,12 +45,10 @@ import secrets as pysecrets
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ..core.schema import SharedStateSettings
-from ..types import BackendState, LiveState
 from . import shared_view as sv
 from .circuit import OpenReason
 from .switch import NO_MEMBER, SwitchError
@@ -153,8 +152,6 @@ class Shared:
         self._tick: Any = None
         self._task: asyncio.Task[None] | None = None
         self._renewers: dict[str, asyncio.Task[None]] = {}
-        # the router's merged view, rebuilt when the local one or the view changes
-        self._merged: tuple[Any, Any, sv.View, Any, Any] | None = None
         # circuits: backend -> open_until this instance published / took from another
         self._mine: dict[str, float] = {}
         self._adopted: dict[str, float] = {}
@@ -187,6 +184,8 @@ class Shared:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._leave(), timeout=1.0)
             await self._drop_client()
+        self.view = sv.EMPTY
+        self.rt.health.set_elsewhere(None)
 
     async def _leave(self) -> None:
         """Withdraw this instance's in-flight lease at once (a clean stop)."""
@@ -254,7 +253,9 @@ class Shared:
         if self.link != "unreachable":
             log.warning("%s (%s: %s); retrying", UNREACHABLE, self.url, self.error)
         self.link = "unreachable"
-        self.view = sv.EMPTY
+        if self.view is not sv.EMPTY:
+            self.view = sv.EMPTY
+            self.rt.health.set_elsewhere(None)
         # republish everything once back (the server may have restarted empty)
         self._mine.clear()
         self._locks.clear()
@@ -265,7 +266,7 @@ class Shared:
     async def _exchange(self) -> None:
         rt = self.rt
         now = rt.clock.monotonic()
-        local = rt.health.snapshot(now)
+        h, names = rt.health, rt.health.backends
         writes, versioned = self._writes(now)
         reads = [f"c:{b}" for b in rt.cfg.backends]
         reads += [f"lock:switch:{g}" for g in rt.cfg.groups]
@@ -279,7 +280,9 @@ class Shared:
                     self.id,
                     int(self.settings.lease * 1000),
                     max(window_ms, 1000),
-                    sv.my_state(local),
+                    sv.my_state(
+                        {n: h.in_flight(n) for n in names}, {n: h.latency_ms(n) for n in names}
+                    ),
                     sv.dumps(rt.health.usage(now)),
                     sv.dumps(writes),
                     sv.dumps(reads),
@@ -295,7 +298,10 @@ class Shared:
         states, usage, versions, got = (x if isinstance(x, list) else [] for x in parts)
         for name, v in zip(versioned, versions, strict=False):
             self._seen[name] = int(v)
-        self.view = sv.view(states, usage)
+        view = sv.view(states, usage)
+        if view != self.view:
+            self.view = view
+            rt.health.set_elsewhere(view if view.instances else None)
         values = {
             reads[i]: (sv.as_text(got[2 * i]), int(got[2 * i + 1])) for i in range(len(reads))
         }
@@ -394,49 +400,6 @@ class Shared:
                     rt.assign(group, value)
                     log.info("%s: active member %s (another instance)", group, value or "none")
             self._applied[name] = value
-
-    # ------------------------------------------------------------------ router
-
-    def merge(self, snap: LiveState) -> LiveState:
-        """``snap`` (this instance's) with the others' load, latency and usage.
-        On the request path: a request changes one local backend, so only its
-        entry is merged again (the rest comes from the last merge)."""
-        v = self.view
-        if v is sv.EMPTY:
-            return snap
-        m = self._merged
-        local = snap.backends
-        backends = usage = None
-        if m is not None and m[2] is v and len(m[0]) == len(local):
-            backends, usage = m[3], m[4]
-            if m[0] is not local:
-                merged: dict[str, BackendState] | None = None
-                for (n, s), (n0, s0) in zip(local.items(), m[0].items(), strict=True):
-                    if n != n0:  # other backends (a reload): merge them all
-                        backends = None
-                        break
-                    if s is not s0:
-                        merged = merged if merged is not None else dict(backends)
-                        merged[n] = sv.merge_one(n, s, v)
-                else:
-                    if merged is not None:
-                        backends = MappingProxyType(merged)
-            if m[1] is not snap.usage:
-                usage = sv.merge_usage(snap.usage, v)
-        if backends is None:
-            backends = sv.merge_backends(local, v)
-        if usage is None:
-            usage = sv.merge_usage(snap.usage, v)
-        self._merged = (local, snap.usage, v, backends, usage)
-        return LiveState(
-            backends,
-            snap.active,
-            usage,
-            snap.preference,
-            snap.random,
-            snap.features,
-            snap.lacks,
-        )
 
     # ------------------------------------------------------------------ switches
 

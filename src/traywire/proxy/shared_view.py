@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from ..types import BackendState, LiveState
+from ..types import BackendState
 
 PREFIX = "traywire:"
 
@@ -113,10 +113,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def my_state(snap: LiveState) -> str:
-    """This instance's in-flight counts and latencies, for ``i:<id>``."""
-    f = {n: s.in_flight for n, s in snap.backends.items() if s.in_flight}
-    lat = {n: round(s.latency_ms, 1) for n, s in snap.backends.items() if s.latency_ms is not None}
+def my_state(in_flight: Mapping[str, int], latency: Mapping[str, float | None]) -> str:
+    """This instance's own in-flight counts and latencies, for ``i:<id>``
+    (never the merged ones: the others would count themselves again)."""
+    f = {n: c for n, c in in_flight.items() if c}
+    lat = {n: round(ms, 1) for n, ms in latency.items() if ms is not None}
     return dumps({"f": f, "l": lat})
 
 

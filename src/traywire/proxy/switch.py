@@ -334,8 +334,7 @@ class Switcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + sw.drain_timeout
         while True:
-            snap = self.host.health.snapshot(self.host.clock.monotonic())
-            n = sum(snap.backends[m].in_flight for m in g.members if m in snap.backends)
+            n = sum(self.host.health.in_flight(m) for m in g.members)
             if self.coordinator is not None:
                 n += self.coordinator.in_flight(g.members)
             if n == 0:
