@@ -388,7 +388,7 @@ class Runtime:
             "managed_servers": self.switcher.servers(),
             "saturation": self.cfg.saturation,
             # what the router reads besides the backends (`traywire route --live`)
-            "usage": dict(self.snapshot().usage),  # every instance's, when shared
+            "usage": dict(self.health.snapshot(now).usage),  # every instance's, when shared
             "learned": {m: sorted(f) for m, f in self._lacks.items()},
             "features": {m: sorted(f) for m, f in self._features.items()},
             "backends": backends,
