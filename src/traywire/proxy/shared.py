@@ -385,12 +385,12 @@ class Shared:
             version, value = got
             self._seen[name] = version
             if name == "pref":
-                if value != (rt.preference or "") and value:
+                if value != (rt.preference or ""):
                     try:
-                        rt.set_preference(value)
+                        rt.set_preference(value or None)  # "": back to the config's
                     except ValueError:
                         continue
-                    log.info("preference %s (set on another instance)", value)
+                    log.info("preference %s (set on another instance)", value or "the config's")
             else:
                 group = name.removeprefix("active:")
                 g = rt.cfg.groups.get(group)
