@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_proxy.py            # about 3 minutes
     .venv/bin/python bench/bench_proxy.py --quick    # a few seconds, smoke run
     .venv/bin/python bench/bench_proxy.py --pin      # proxies on their own CPU
+    .venv/bin/python bench/bench_proxy.py --shared-state   # also traywire sharing state
+                                                           # through Redis: on vs off
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
     .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
 
@@ -440,6 +442,8 @@ async def bench_latency(targets: list[Target], s: Settings) -> dict[str, Any]:
         add_pt = pt["p50_ms"] - d["p50_ms"]
         out["added_p50_ms"]["baseline"] = add_b
         out["baseline_added_p50_ratio"] = add_b / add_pt if add_pt > 0 else float("inf")
+    if "shared" in out:
+        out.update(shared_latency(out, per_round))
     ratios = [
         (m["traywire"] - m["direct"]) / (m["passthrough"] - m["direct"])
         for m in per_round
@@ -585,7 +589,7 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
 
     by_name = {t.name: t for t in targets}
     await one(by_name["direct"])
-    pair = [by_name[n] for n in ("passthrough", "traywire", "baseline") if n in by_name]
+    pair = [by_name[n] for n in ("passthrough", "traywire", "baseline", "shared") if n in by_name]
     per_round: list[dict[str, float]] = []
     for i in range(s.tp_rounds):
         order = rotate(pair, i) if len(pair) > 2 else (pair if i % 2 == 0 else pair[::-1])
@@ -619,7 +623,131 @@ async def bench_throughput(targets: list[Target], s: Settings) -> dict[str, Any]
         out["baseline_cpu_per_req_ratio"] = (
             out["baseline"]["proxy_cpu_us_per_req"] / out["passthrough"]["proxy_cpu_us_per_req"]
         )
+    if "shared" in by_name:
+        out["shared_rps_ratio"] = statistics.median(r["shared"] / r["traywire"] for r in per_round)
+        out["shared_cpu_per_req_ratio"] = (
+            out["shared"]["proxy_cpu_us_per_req"] / out["traywire"]["proxy_cpu_us_per_req"]
+        )
     return out
+
+
+# ------------------------------------------------------------- shared state on vs off
+
+
+SHARED_TARGET = 1.05  # added latency with shared state on / off
+
+
+def shared_latency(out: dict[str, Any], per_round: list[dict[str, float]]) -> dict[str, Any]:
+    """traywire with shared state on (a Redis, another instance sharing it)
+    against the same traywire without, both measured in the same rounds."""
+    d = out["direct"]["p50_ms"]
+    add_on, add_off = out["shared"]["p50_ms"] - d, out["traywire"]["p50_ms"] - d
+    per = [
+        (m["shared"] - m["direct"]) / (m["traywire"] - m["direct"])
+        for m in per_round
+        if m["traywire"] > m["direct"]
+    ]
+    return {
+        "shared_added_p50_ms": add_on,
+        "shared_added_p50_ratio": add_on / add_off if add_off > 0 else float("inf"),
+        "shared_p50_ratio": out["shared"]["p50_ms"] / out["traywire"]["p50_ms"],
+        "shared_p99_ratio": out["shared"]["p99_ms"] / out["traywire"]["p99_ms"],
+        "shared_added_ratio_per_round": {
+            "min": min(per, default=float("nan")),
+            "median": statistics.median(per) if per else float("nan"),
+            "max": max(per, default=float("nan")),
+        },
+    }
+
+
+async def bench_shared_interleaved(targets: list[Target], s: Settings) -> dict[str, Any]:
+    """Shared state on vs off, request by request: direct, traywire without and
+    traywire with shared state take turns (the order rotating), so a load
+    change on the shared machine falls on all three alike; the added latency
+    of each over direct, per block of requests (`rounds` blocks: the verdict is
+    the median of the blocks' ratios) and pooled."""
+    by_name = {t.name: t for t in targets}
+    trio = [by_name[n] for n in ("direct", "traywire", "shared")]
+    n = s.rounds * s.latency_n
+    xs: dict[str, list[float]] = {t.name: [] for t in trio}
+    for i in range(n):
+        for t in rotate(trio, i):
+            assert t.session is not None
+            xs[t.name].append(await one_unary(t.session, t.url + "/v1/chat/completions",
+                                              t.body(False)))  # fmt: skip
+    block = max(1, n // s.rounds)
+    ratios = []
+    for b in range(0, n, block):
+        d, off, on = (statistics.median(xs[k][b : b + block]) for k in ("direct", "traywire",
+                                                                        "shared"))  # fmt: skip
+        if off > d:
+            ratios.append((on - d) / (off - d))
+    d, off, on = (percentile(xs[k], 50) for k in ("direct", "traywire", "shared"))
+    return {
+        "requests_each": n,
+        "p50_ms": {"direct": d * 1e3, "off": off * 1e3, "on": on * 1e3},
+        "added_p50_ms": {"off": (off - d) * 1e3, "on": (on - d) * 1e3},
+        "added_p50_ratio": (on - d) / (off - d) if off > d else float("inf"),
+        "p50_ratio": on / off,
+        "p99_ratio": percentile(xs["shared"], 99) / percentile(xs["traywire"], 99),
+        "added_ratio_per_block": {
+            "blocks": len(ratios),
+            "min": min(ratios, default=float("nan")),
+            "median": statistics.median(ratios) if ratios else float("nan"),
+            "max": max(ratios, default=float("nan")),
+        },
+    }
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the run's own (Debian package redis-server)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("--shared-state needs redis-server (apt-get install redis-server)")
+    port = free_port()
+    (tmp / "redis").mkdir(exist_ok=True)
+    argv = [exe, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(tmp / "redis")]  # fmt: skip
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
+            return p, f"redis://{HOST}:{port}/0"
+        time.sleep(0.02)
+    p.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def shared_table(r: dict[str, Any]) -> str:
+    L, P, i = r["latency"], r["throughput"], r["shared_interleaved"]
+    pr, pb = L["shared_added_ratio_per_round"], i["added_ratio_per_block"]
+    ok = pb["median"] <= SHARED_TARGET  # the blocks' ratios: robust to the load drifting
+    return "\n".join(
+        [
+            f"\n{'shared state on vs off, interleaved':40}{'off':>10}{'on':>10}{'on/off':>9}",
+            f"{'latency p50 (ms)':40}{i['p50_ms']['off']:10.3f}{i['p50_ms']['on']:10.3f}"
+            f"{i['p50_ratio']:9.3f}",
+            f"{'added latency p50 (ms)':40}{i['added_p50_ms']['off']:10.3f}"
+            f"{i['added_p50_ms']['on']:10.3f}{i['added_p50_ratio']:9.3f}",
+            f"{'latency p99 ratio':40}{'':20}{i['p99_ratio']:9.3f}",
+            f"per block of {i['requests_each'] // max(1, pb['blocks'])} requests each: "
+            f"added-latency ratio {pb['min']:.3f}..{pb['max']:.3f} (median {pb['median']:.3f}); "
+            f"target <= {SHARED_TARGET}: {'MET' if ok else 'MISSED'}",
+            f"\n{'the same, in the rounds above':40}{'off':>10}{'on':>10}{'on/off':>9}",
+            f"{'latency p50 (ms)':40}{L['traywire']['p50_ms']:10.3f}{L['shared']['p50_ms']:10.3f}"
+            f"{L['shared_p50_ratio']:9.3f}",
+            f"{'latency p99 (ms)':40}{L['traywire']['p99_ms']:10.3f}{L['shared']['p99_ms']:10.3f}"
+            f"{L['shared_p99_ratio']:9.3f}",
+            f"{'added latency p50 (ms)':40}{L['added_p50_ms']['traywire']:10.3f}"
+            f"{L['shared_added_p50_ms']:10.3f}{L['shared_added_p50_ratio']:9.3f}",
+            f"{'req/s at ' + str(P['concurrency']) + ' clients':40}{P['traywire']['rps']:10.0f}"
+            f"{P['shared']['rps']:10.0f}{P['shared_rps_ratio']:9.3f}",
+            f"{'proxy CPU per request (µs)':40}{P['traywire']['proxy_cpu_us_per_req']:10.0f}"
+            f"{P['shared']['proxy_cpu_us_per_req']:10.0f}{P['shared_cpu_per_req_ratio']:9.3f}",
+            f"per-round added-latency ratio on/off {pr['min']:.3f}..{pr['max']:.3f} "
+            f"(median {pr['median']:.3f})",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- run
@@ -659,7 +787,11 @@ def start_profiler(kind: str, tw: Proc, seconds: float) -> subprocess.Popen[byte
 
 
 async def run(
-    s: Settings, pin: bool, profile: str | None, baseline: Path | None = None
+    s: Settings,
+    pin: bool,
+    profile: str | None,
+    baseline: Path | None = None,
+    shared: bool = False,
 ) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     proxy_cpus = client_cpus = None
@@ -707,11 +839,27 @@ async def run(
             b_argv += ["--log-level", "warning", "--grace", "2"]
             base = spawn("baseline", b_argv, bport, tmp, proxy_cpus, src=baseline / "src")
             procs.append(base)
+        on: Proc | None = None
+        if shared:
+            # the same traywire with shared state on, and a second instance
+            # sharing it (idle: its exchanges are what the first one reads)
+            redis, url = start_redis(tmp)
+            procs.append(Proc("redis", url, redis, tmp / "redis.log"))
+            scfg = tmp / "shared.yaml"
+            scfg.write_text(cfg.read_text() + f'shared_state:\n  url: "{url}"\n')
+            for name in ("peer", "shared"):
+                port = free_port()
+                argv = [py, "-m", "traywire", "serve", "--config", str(scfg), "--port", str(port)]
+                argv += ["--log-level", "warning", "--grace", "2"]
+                p = spawn(name, argv, port, tmp, proxy_cpus)
+                procs.append(p)
+                on = p
 
         async with aiohttp.ClientSession() as probe:
             for p in procs:
-                await wait_ready(p, probe)
-        proxies = [p for p in (pt, tw, base) if p is not None]
+                if p.name != "redis":
+                    await wait_ready(p, probe)
+        proxies = [p for p in (pt, tw, base, on) if p is not None]
         rss_idle = {p.name: p.status("VmRSS") for p in proxies}
         tree_idle = {p.name: proxy_more.tree_rss_kib(p.pid) for p in proxies}
 
@@ -722,6 +870,8 @@ async def run(
         ]
         if base is not None:
             targets.append(Target("baseline", base.url, "bench", "bench-slow", base))
+        if on is not None:
+            targets.append(Target("shared", on.url, "bench", "bench-slow", on))
         for t in targets:
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
@@ -733,6 +883,8 @@ async def run(
                 dur = s.rounds * s.latency_n * 3 * 1.5e-3 + s.tp_rounds * s.tp_seconds * 3
                 spy = start_profiler(profile, tw, dur)
             results["latency"] = await bench_latency(targets, s)
+            if on is not None:
+                results["shared_interleaved"] = await bench_shared_interleaved(targets, s)
             results["ttfb"] = await bench_ttfb(targets, s)
             results["chunks"] = await bench_chunks(targets, s)
             results["throughput"] = await bench_throughput(targets, s)
@@ -748,6 +900,9 @@ async def run(
             # records would make traywire look cheaper than it is
             async with aiohttp.ClientSession() as probe, probe.get(tw.url + "/status") as r:
                 results["request_log"] = (await r.json()).get("request_log")
+            if on is not None:  # it did share: it saw the peer, and was never cut off
+                async with aiohttp.ClientSession() as probe, probe.get(on.url + "/status") as r:
+                    results["shared_state"] = (await r.json()).get("shared_state")
             if spy is not None:
                 _, err = spy.communicate(timeout=120)
                 if spy.returncode:
@@ -1015,11 +1170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run the traywire of another source tree (e.g. a git worktree of an "
         "earlier commit) in the same rounds, and compare",
     )
+    ap.add_argument(
+        "--shared-state",
+        action="store_true",
+        help="also run traywire with shared state on (a redis-server of the run's own and a "
+        "second instance sharing it) in the same rounds, and compare on vs off",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
     load0 = os.getloadavg()
-    r = asyncio.run(run(s, args.pin, args.profile, args.baseline))
+    r = asyncio.run(run(s, args.pin, args.profile, args.baseline, args.shared_state))
     r["verdicts"] = verdicts(r)
     r["meta"] = {
         "mode": "quick" if args.quick else "default",
@@ -1035,6 +1196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(r))
     if args.baseline is not None:
         print(baseline_table(r))
+    if args.shared_state:
+        print(shared_table(r))
+        st = r.get("shared_state") or {}
+        print(f"shared state at the end: {st.get('state')}, instances {st.get('instances')}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
     print(f"\nwritten: {args.output}")

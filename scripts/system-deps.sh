@@ -20,6 +20,9 @@ PKGS=(
   # Python with dpkg-deb, run with Debian's PyGObject, its systemd units checked
   # by systemd-analyze, its shell scripts by shellcheck
   python3 python3-venv python3-gi systemd shellcheck
+  # a real Redis for the shared-state tests (each test starts its own server
+  # on a free port; the system service is never used)
+  redis-server
 )
 if [ ${#PKGS[@]} -eq 0 ]; then exit 0; fi
 missing=()

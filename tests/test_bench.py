@@ -8,9 +8,12 @@ figures on a shared machine are the benchmarks' business, read as ratios).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -66,3 +69,44 @@ def test_transport_benchmark_compares_both_clients() -> None:
         aiohttp_us, transport_us, ratio = (float(x) for x in rows[row][-3:])
         assert aiohttp_us > 0 and transport_us > 0
         assert abs(ratio - transport_us / aiohttp_us) < 0.02
+
+
+def _needs_redis() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server package (apt-get install redis-server)")
+
+
+SHARED_QUICK = ("--quick", "--shared-state", "--output")
+
+
+def test_proxy_benchmark_compares_shared_state_on_and_off(tmp_path: Path) -> None:
+    _needs_redis()
+    out = tmp_path / "proxy.json"
+    r = subprocess.run(
+        [sys.executable, str(BENCH / "bench_proxy.py"), *SHARED_QUICK, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "shared state on vs off, interleaved" in r.stdout
+    report = json.loads(out.read_text())
+    assert report["latency"]["shared_added_ratio_per_round"]["median"] > 0
+    assert report["shared_interleaved"]["added_p50_ratio"] > 0
+    assert report["throughput"]["shared"]["requests"] > 0
+    # the measured instance did share: connected, and saw the other one
+    assert report["shared_state"]["state"] == "connected"
+    assert len(report["shared_state"]["instances"]) == 2
+
+
+def test_shared_state_benchmark_measures_staleness() -> None:
+    _needs_redis()
+    r = subprocess.run(
+        [sys.executable, str(BENCH / "bench_shared.py"), "--trials", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "staleness over 5 trials" in r.stdout
+    assert "one exchange:" in r.stdout

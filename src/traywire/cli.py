@@ -133,6 +133,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     )
     for w in warnings:
         print(f"warning: {w}", file=out)
+    if cfg.shared_state.url is not None:
+        from .proxy.shared import password_warning
+
+        said = password_warning(cfg.shared_state.url, cfg.shared_state.password is not None)
+        if said:
+            print(f"warning: shared_state.url: {said}", file=out)
     return 0
 
 
@@ -159,6 +165,8 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
         refs = {b.name: b.key for b in cfg.backends.values() if b.key}
         if cfg.server.token:
             refs["server.token"] = cfg.server.token
+        if cfg.shared_state.password:
+            refs["shared_state.password"] = cfg.shared_state.password
         names = sorted({r.split(":", 1)[1] for r in refs.values() if r.startswith("keyring:")})
         stored = secrets.list_keys(names) if names else {}
         for owner, ref in sorted(refs.items()):

@@ -107,7 +107,8 @@ def _from_status(data: dict[str, Any], cfg: Config, where: str) -> LiveState:
         latency = b.get("latency_ms")
         missing = b.get("missing_models") or []
         backends[name] = BackendState(
-            in_flight=int(b.get("in_flight") or 0),
+            # with shared state, the other instances' requests count too
+            in_flight=int(b.get("in_flight") or 0) + int(b.get("in_flight_elsewhere") or 0),
             circuit=circuit if circuit in ("closed", "open", "half_open") else "closed",
             latency_ms=float(latency) if isinstance(latency, int | float) else None,
             no_key=bool(b.get("no_key")),

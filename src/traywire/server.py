@@ -95,6 +95,7 @@ class Server:
                 "(set server.token to keyring:NAME or env:VAR)"
             )
         self.rt = rt
+        rt.listen_port = port or None
         self.host = host
         self.port = port
         self.grace = grace

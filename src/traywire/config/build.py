@@ -42,6 +42,7 @@ from ..types import (
 )
 from .classifier import classifier
 from .readers import Reader, kind
+from .shared import shared_state
 
 # DECISION: what a model can do when the config does not say. Chat and plain
 # completions, tool calling and JSON output: every backend kind traywire
@@ -78,6 +79,7 @@ class Builder(Reader):
                 "routes",
                 "log",
                 "aliases",
+                "shared_state",
             ),
             ("backends", "models"),
         )
@@ -222,6 +224,7 @@ class Builder(Reader):
             auto=auto,
             aliases=aliases,
             log=log,
+            shared_state=shared_state(self, d.get("shared_state")),
             sources=self.sources,
             origins=MappingProxyType(dict(self.origins)),
         )

@@ -199,6 +199,24 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedStateSettings:
+    """Several instances share one view of the backends through Redis (or
+    Valkey): in-flight counts, usage, circuits, latencies. ``url`` None: off."""
+
+    # redis://HOST:PORT/DB or rediss:// (TLS); never holds the password.
+    url: str | None = None
+    # Key reference (keyring:NAME / env:VAR) of the server's password.
+    password: str | None = None
+    # Also share the routing preference and the exclusive groups' active members.
+    share_preference: bool = False
+    # Seconds an instance's in-flight counts outlive it (it renews them each tick).
+    lease: float = 3.0
+    # Seconds between two exchanges with the server (the view's staleness bound
+    # is about twice this).
+    interval: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
 class Aliases:
     """Names apps hard-code (``gpt-4o``, ``claude-sonnet-4-5``), mapped to a
     model or a route. ``exact`` wins over ``patterns``, which are tried in
@@ -227,6 +245,7 @@ class Config:
     auto: AutoSettings = AutoSettings()
     log: LogSettings = LogSettings()
     aliases: Aliases = Aliases()
+    shared_state: SharedStateSettings = SharedStateSettings()
     sources: tuple[str, ...] = ()
     # Where each key path was defined: path -> "file:line" (for messages).
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

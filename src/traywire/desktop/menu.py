@@ -155,6 +155,19 @@ def _key_item(s: Snapshot) -> Item:
     )
 
 
+def _shared_item(s: Snapshot) -> Item | None:
+    """Shared state (several instances, config shared_state): how it stands."""
+    st = s.status.get("shared_state")
+    if not isinstance(st, Mapping):
+        return None
+    if st.get("state") == "unreachable":
+        return Item(str(st.get("note") or "shared state: unreachable"), enabled=False)
+    n = len(st.get("instances") or ())
+    if st.get("state") == "connected":
+        return Item(f"shared state: {n} instance{'s' if n != 1 else ''}", enabled=False)
+    return Item("shared state: connecting…", enabled=False)
+
+
 def menu_model(s: Snapshot) -> tuple[Item, ...]:
     """The tray menu, top to bottom."""
     header = Item(tooltip(s), enabled=False)
@@ -180,6 +193,9 @@ def menu_model(s: Snapshot) -> tuple[Item, ...]:
     conds = conditions(s)
     backends = tuple(_backend_item(n, e, conds[n]) for n, e in backends_of(s).items())
     items.append(Item("Backends", submenu=backends or (Item("(none)", enabled=False),)))
+    shared = _shared_item(s)
+    if shared is not None:
+        items.append(shared)
     pref = preference_of(s)
     items.append(
         Item(

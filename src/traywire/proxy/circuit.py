@@ -128,6 +128,15 @@ class Breaker:
             c.trial_at = None
         # else: already open for longer (e.g. after failures): keep that.
 
+    def adopt(
+        self, c: CircuitState, now: float, seconds: float, reason: OpenReason, why: str
+    ) -> None:
+        """Another instance opened this backend's circuit for ``seconds`` more
+        (shared state): open it here until then, unless it already is for longer."""
+        until = now + seconds
+        if c.open_until is None or now >= c.open_until or until > c.open_until:
+            c.open_until, c.open_reason, c.trial_at, c.opened_by = until, reason, None, why
+
     @staticmethod
     def _close(c: CircuitState) -> None:
         c.open_until = None

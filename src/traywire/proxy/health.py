@@ -30,6 +30,10 @@ the clock, so the hook fires exactly when something is recorded:
 
 ``no_key`` is reported beside the word, not folded into it.
 
+With shared state (`shared.Shared`), `set_elsewhere` gives the other
+instances' in-flight counts, latencies and usage: the snapshot adds them to
+this instance's own (`status` and `in_flight` stay this instance's).
+
 `probe.Prober` runs the background probes that feed `probe_result`.
 """
 
@@ -46,6 +50,7 @@ from ..clock import SYSTEM, Clock
 from ..types import BackendState, Circuit, Feature, LiveState, Preference
 from .attempt import Attempt
 from .circuit import Breaker, CircuitState, OpenReason
+from .shared_view import View, merge_one, merge_usage
 from .usage import UsageWindow
 
 __all__ = ["Attempt", "ChangeHook", "Health", "HealthWord", "OpenReason"]
@@ -139,6 +144,9 @@ class Health:
         # (in flight, latency), so the snapshot rebuilds one entry, not all.
         self._dirty: set[str] | None = None
         self._usage_dirty = True
+        # What other instances have in flight and served (`proxy.shared`):
+        # added to this one's in the snapshot; None: alone
+        self._elsewhere: View | None = None
         if on_change is not None:
             self._listeners.append(on_change)
         self.configure(backends, expected)
@@ -187,6 +195,22 @@ class Health:
         return remove
 
     # ---------------------------------------------------------------- in-flight
+
+    def in_flight(self, backend: str) -> int:
+        """Requests this instance has in flight on ``backend``."""
+        b = self._b.get(backend)
+        return b.in_flight if b is not None else 0
+
+    def latency_ms(self, backend: str) -> float | None:
+        """This instance's smoothed latency of ``backend`` (requests, else probes)."""
+        b = self._b.get(backend)
+        return self._latency(b) if b is not None else None
+
+    def set_elsewhere(self, view: View | None) -> None:
+        """Other instances' load, latencies and usage, for the snapshot."""
+        self._elsewhere = view
+        self._changed()
+        self._usage_dirty = True
 
     def begin(self, backend: str) -> None:
         self._get(backend).in_flight += 1
@@ -319,6 +343,14 @@ class Health:
             self._ok(b, now, from_probe=True)
         else:
             self._fail(b, now, detail or "probe_failed", from_probe=True, detail=detail)
+        self._settle(backend, b)
+
+    def shared_open(
+        self, backend: str, now: float, seconds: float, reason: OpenReason, why: str
+    ) -> None:
+        """Another instance opened ``backend``'s circuit (`proxy.shared`)."""
+        b = self._get(backend)
+        self.breaker.adopt(b, now, seconds, reason, why)
         self._settle(backend, b)
 
     def set_no_key(self, backend: str, no_key: bool = True) -> None:
@@ -494,11 +526,15 @@ class Health:
             no_key=b.no_key,
             missing_models=self._missing(name, b),
         )
+        if self._elsewhere is not None:
+            state = merge_one(name, state, self._elsewhere)
         return state, self.breaker.holds_until(b, now)
 
     def _usage_state(self, now: float) -> tuple[Mapping[str, int], float]:
-        usage = self.usage(now)
-        return MappingProxyType(usage), self._usage.holds_until()
+        usage: Mapping[str, int] = MappingProxyType(self.usage(now))
+        if self._elsewhere is not None:
+            usage = merge_usage(usage, self._elsewhere)
+        return usage, self._usage.holds_until()
 
     def _build(self, now: float) -> _Cached:
         valid_until = math.inf

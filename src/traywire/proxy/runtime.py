@@ -22,10 +22,11 @@ from ..core.routing import special_needs
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
-from . import learn
+from . import learn, shared
 from .health import Health
 from .launch import Switcher
 from .probe import Prober, ProbeResult, ProbeTarget
+from .shared import Shared
 from .switch import SwitchState
 from .transport import Pool
 
@@ -73,6 +74,11 @@ class Runtime:
         # listings (/api/ps) and the switch's readiness checks.
         self.pool: Pool | None = None
         self.prober: Prober | None = None
+        # Other instances' view, through Redis (config shared_state; None: alone).
+        self.shared: Shared | None = None
+        # The port the proxy listens on (the server sets it): part of this
+        # instance's id in the shared state.
+        self.listen_port: int | None = None
         self._rng = random.Random()
         # Stops and starts servers of exclusive groups (config: exclusive_groups.G.switch).
         self.switcher = Switcher(self)
@@ -122,9 +128,35 @@ class Runtime:
         if launch:
             for group in self.cfg.groups:
                 self.switcher.launch(group)
+        if self.cfg.shared_state.url is not None:
+            await self._share()
+
+    async def _share(self) -> None:
+        from .. import secrets
+
+        ref, password = self.cfg.shared_state.password, None
+        if ref is not None:
+            try:
+                password = await threads.run_blocking(secrets.resolve, ref)
+            except secrets.SecretsError as exc:
+                log.warning("shared state: no password (%s): %s", ref, exc)
+            REDACTOR.set_secrets("shared state password", [password])
+        machine = await threads.run_blocking(shared.machine_tag)
+        self.shared = Shared(
+            self,
+            self.cfg.shared_state,
+            password,
+            instance=shared.instance_id(self.listen_port, machine),
+        )
+        self.switcher.coordinator = self.shared
+        self.shared.start()
 
     async def close(self) -> None:
         await self.switcher.close()  # also stops the servers it started
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
+            self.switcher.coordinator = None
         if self.prober is not None:
             await self.prober.stop()
             self.prober = None
@@ -143,6 +175,8 @@ class Runtime:
         old_groups = list(self.cfg.groups)
         for group in old_groups:
             self.switcher.ensure_idle(group)
+        if cfg.shared_state != self.cfg.shared_state:
+            log.warning("shared_state changed: restart traywire to apply it")
         self.cfg = cfg
         self._lacks.clear()
         self._lacks_view = MappingProxyType({})
@@ -277,6 +311,7 @@ class Runtime:
                 log.exception("request observer failed")
 
     def snapshot(self) -> LiveState:
+        # with shared state, Health adds the other instances' counts
         return self.health.snapshot(
             self.clock.monotonic(),
             active=MappingProxyType(dict(self.active)),
@@ -415,6 +450,8 @@ class Runtime:
                 "key": b.key,  # the reference, never the value
             }
             entry.update(health.get(name, {}))
+            if self.shared is not None:
+                entry["in_flight_elsewhere"] = self.shared.view.in_flight.get(name, 0)
             backends[name] = entry
         return {
             "version": __version__,
@@ -432,13 +469,15 @@ class Runtime:
             "forced_kills": self.switcher.forced_kills(),
             "saturation": self.cfg.saturation,
             # what the router reads besides the backends (`traywire route --live`)
-            "usage": self.health.usage(now),
+            "usage": dict(self.health.snapshot(now).usage),  # every instance's, when shared
             "learned": {m: sorted(f) for m, f in self._lacks.items()},
             "features": {m: sorted(f) for m, f in self._features.items()},
             "backends": backends,
             "keyring": self.key_problem,
             # the one HTTP client: idle keep-alive connections, connections made
             "pool": self.pool.status() if self.pool is not None else None,
+            # several instances' one view (config shared_state), None: alone
+            "shared_state": self.shared.status() if self.shared is not None else None,
         }
 
 

@@ -64,7 +64,7 @@ import asyncio
 import atexit
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -129,7 +129,34 @@ class Host(Protocol):
         ...
 
 
-__all__ = ["NO_MEMBER", "Phase", "SwitchBusy", "SwitchError", "SwitchState", "Switcher"]
+class Coordinator(Protocol):
+    """Other instances sharing this one's backends (`proxy.shared`): one
+    switch of a group at a time across them, and their in-flight requests."""
+
+    def busy(self, group: str) -> str | None:
+        """Why ``group`` may not switch now (another instance is switching it)."""
+        ...
+
+    async def lock(self, group: str) -> None:
+        """Take the group's switch lock; `SwitchError` if another holds it."""
+        ...
+
+    async def unlock(self, group: str) -> None: ...
+
+    def in_flight(self, members: Iterable[str]) -> int:
+        """Requests the other instances have in flight on these backends."""
+        ...
+
+
+__all__ = [
+    "NO_MEMBER",
+    "Coordinator",
+    "Phase",
+    "SwitchBusy",
+    "SwitchError",
+    "SwitchState",
+    "Switcher",
+]
 
 log = logging.getLogger("traywire")
 
@@ -200,6 +227,8 @@ class Switcher:
         self._pool: Pool | None = None  # only while the host has none
         self._closed = False
         self._atexit = False
+        # other instances (shared state): their lock and in-flight requests
+        self.coordinator: Coordinator | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -273,6 +302,9 @@ class Switcher:
         if self._closed:
             raise ValueError("traywire is shutting down")
         self.ensure_idle(group)
+        elsewhere = self.coordinator.busy(group) if self.coordinator is not None else None
+        if elsewhere:
+            raise SwitchBusy(f"{elsewhere}; wait until it is done or failed")
         now = loop.time()
         previous = self.host.member(group)
         st = SwitchState(group, member, previous, g.switch.mode, started=now, phase_started=now)
@@ -285,6 +317,8 @@ class Switcher:
 
     async def _run(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> SwitchState:
         try:
+            if self.coordinator is not None:
+                await self.coordinator.lock(g.name)
             await self._drain(g.members, sw, st)
             self._phase(st, "stopping")
             await self._stop_old(g, sw, st)
@@ -305,6 +339,9 @@ class Switcher:
             self.host.assign(g.name, st.to)
             self._phase(st, "done")
             log.info("switched %s to %s", g.name, st.to)
+        finally:
+            if self.coordinator is not None:
+                await self.coordinator.unlock(g.name)
         return st
 
     def _phase(self, st: SwitchState, phase: Phase) -> None:
@@ -319,8 +356,9 @@ class Switcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + sw.drain_timeout
         while True:
-            snap = self.host.health.snapshot(self.host.clock.monotonic())
-            n = sum(snap.backends[m].in_flight for m in members if m in snap.backends)
+            n = sum(self.host.health.in_flight(m) for m in members)
+            if self.coordinator is not None:
+                n += self.coordinator.in_flight(members)
             if n == 0:
                 return
             left = deadline - loop.time()

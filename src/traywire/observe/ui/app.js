@@ -165,8 +165,26 @@
       return;
     }
     renderBackends();
+    renderShared();
     syncPreference();
     syncGroups();
+  }
+
+  // several instances sharing one view through Redis (config shared_state)
+  function renderShared() {
+    const el = $("shared-state");
+    const sh = S.status && S.status.shared_state;
+    el.hidden = !sh;
+    if (!sh) return;
+    const down = sh.state === "unreachable";
+    el.className = down ? "notice" : "hint";
+    const n = (sh.instances || []).length;
+    el.textContent = down
+      ? sh.note + (sh.error ? " (" + sh.error + ")" : "")
+      : sh.state === "connected"
+        ? "shared state: " + sh.url + " · " + n + " instance" + (n === 1 ? "" : "s") +
+          " · view " + sh.age_ms + " ms old" + (sh.warning ? " · " + sh.warning : "")
+        : "shared state: connecting to " + sh.url + "…";
   }
 
   async function pollLatency() {
