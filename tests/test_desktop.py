@@ -399,7 +399,6 @@ COLOURS = {
     "healthy": (28, 142, 66),
     "degraded": (240, 168, 24),
     "failing": (232, 56, 56),
-    "paused": (56, 120, 230),
 }
 
 
@@ -453,10 +452,12 @@ def test_a_real_tray_under_xvfb(tmp_path: Path, backend: str) -> None:
             # the Routing menu's "Local only", clicked through the toolkit
             assert drv.ask("click Routing/Local only") == {"ok": True, "via": "gtk"}
             assert wait(lambda: app.get("/status")["preference"] == "local_only", 30)
-            s = drv.wait_state(lambda s: s["state"] == "paused")
+            # the icon keeps the health (a is still down: amber) and gets the house badge
+            s = drv.wait_state(lambda s: s["badge"] == "local")
+            assert s["state"] == "degraded"
             routing = next(i for i in s["menu"] if i["text"] == "Routing")["submenu"]
             assert [i["text"] for i in routing if i["checked"]] == ["Local only"]
-            assert shows(x, f"tray_xvfb_{backend}_paused.png", "paused")
+            assert shows(x, f"tray_xvfb_{backend}_degraded_local.png", "degraded")
 
             # Quit: the proxy stops, then the icon; exit 0, no GLib error
             assert drv.ask("click Quit traywire")["ok"] is True
