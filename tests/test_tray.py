@@ -519,7 +519,8 @@ def test_one_submenu_per_group_and_groups_from_status_without_topology() -> None
 def test_key_item_variants() -> None:
     no_keys = {"ollama": backend()}
     item = find_item(menu_model(snap(no_keys, groups={}, active={})), "Set cloud API key")
-    assert item == Item("Set cloud API key…", enabled=False)
+    # no backend refers to a keyring key: the dashboard's form still takes one
+    assert item == Item("Set cloud API key…", Command("set_key", ("",)))
     missing = healthy_backends()
     missing["cloud"]["no_key"] = True
     item = find_item(menu_model(snap(missing)), "Set cloud API key")
@@ -531,6 +532,17 @@ def test_key_item_variants() -> None:
     assert item is not None and item.submenu is not None
     assert texts(item.submenu) == ["ollama_cloud…", "other… (not set)"]
     assert item.submenu[1].command == Command("set_key", ("other",))
+
+
+@pytest.mark.parametrize("where", ["snapshot", "status"])
+def test_key_item_without_a_keyring_says_why(where: str) -> None:
+    s = snap()
+    if where == "snapshot":  # the app's own check at start
+        s = s._replace(keyring="no backend")
+    else:  # the proxy could not read a key from it
+        s = s._replace(status=freeze({**thaw(s.status), "keyring": "The OS keyring is..."}))
+    item = find_item(menu_model(s), "Set cloud API key")
+    assert item == Item("Set cloud API key — no OS keyring (run `traywire doctor`)", enabled=False)
 
 
 def test_menu_when_not_running() -> None:

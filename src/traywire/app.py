@@ -16,7 +16,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from . import config, secrets
+from . import config, secrets, startup, threads
 from .proxy.runtime import Runtime
 from .server import Server
 
@@ -55,6 +55,8 @@ async def run_server(
         await server.rt.close()
         return 1
     print(banner(server.url), flush=True)
+    for notice in await threads.run_blocking(startup.key_notices, cfg):
+        print(notice, file=sys.stderr, flush=True)
     await stop.wait()
     print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
     await server.stop()

@@ -120,6 +120,8 @@ class Snapshot(NamedTuple):
     autostart: bool = False
     # A line for the menu's header when something needs saying (e.g. a failed reload).
     note: str = ""
+    # Why the OS keyring cannot take a key ("" when it can, or when unknown).
+    keyring: str = ""
 
 
 def not_running(url: str = "", note: str = "", autostart: bool = False) -> Snapshot:

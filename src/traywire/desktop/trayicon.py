@@ -59,6 +59,7 @@ class Tray:
         icon_size: int = 64,
         limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notifications: bool = True,
     ) -> None:
         import pystray  # may raise anything without a display: the caller handles it
 
@@ -75,7 +76,8 @@ class Tray:
         cls = pystray.Icon
         self.backend: str = cls.__module__.rsplit(".", 1)[-1].lstrip("_")
         self.radio = bool(getattr(cls, "HAS_MENU_RADIO", False))
-        self.can_notify = bool(getattr(cls, "HAS_NOTIFICATION", False))
+        # False without a notification service: `notify` then only logs
+        self.can_notify = notifications and bool(getattr(cls, "HAS_NOTIFICATION", False))
         self.call_on_main = _main_thread_caller(self.backend)
         self._stopping = threading.Event()
         self._failed = threading.Event()
