@@ -861,6 +861,18 @@ def test_the_preference_badge_changes_the_image_and_keeps_the_health(
     assert t.icon.icon.tobytes() == draw_icon("healthy", 64, "cloud").tobytes()
 
 
+def test_without_a_notification_service_notices_are_logged(
+    fake_pystray: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = trayicon.Tray(lambda c: None, snap(), clock=Clock(), notifications=False)
+    assert not t.can_notify
+    t.icon.log.clear()
+    with caplog.at_level("INFO", logger="traywire"):
+        t.post(with_backend(snap(), "ollama", health="down"))
+    assert [k for k, _ in t.icon.log if k == "notify"] == []
+    assert "notification: ollama is down" in caplog.text
+
+
 def test_several_notices_become_one_notification(fake_pystray: types.ModuleType) -> None:
     t = trayicon.Tray(lambda c: None, snap(), clock=Clock())
     s = with_backend(snap(), "ollama", health="down")
