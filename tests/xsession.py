@@ -164,7 +164,7 @@ class XSession:
         # is up ("cannot open display") and exits: start it again.
         for _ in range(3):
             trayer = self._spawn(argv, "trayer.log")
-            wait(lambda t=trayer: self.has_xembed_tray() or t.poll() is not None, 30)  # type: ignore[misc]
+            wait(lambda t=trayer: self.has_xembed_tray() or t.poll() is not None, 30)
             if self.has_xembed_tray():
                 return
             if trayer.poll() is None:

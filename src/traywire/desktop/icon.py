@@ -45,7 +45,7 @@ _DARK_GLYPH: RGBA = (24, 24, 24, 255)
 _RING: RGBA = (235, 235, 235, 255)
 _GREY: RGBA = (140, 140, 140, 255)
 
-# Green, red and blue sit at a relative luminance of about 0.2, which keeps 3:1
+# Green and red sit at a relative luminance of about 0.2, which keeps 3:1
 # contrast against light (up to #dedede) and dark (from #303030 down) panels alike,
 # and 4:1 for the white glyph on top. Amber is brighter and carries a dark glyph.
 _FILL: dict[IconState, RGBA | None] = {
