@@ -240,3 +240,23 @@ def test_without_notifications_the_controller_logs_and_sets_the_menu_line(
     assert proxy.notes == ["Could not open the dashboard: false exited with 1."]
     assert "Could not open the dashboard" in caplog.text
     assert kicked == [True]
+
+
+def test_doctor_tells_a_running_traywire_from_another_program(tmp_path: Path) -> None:
+    from traywire.desktop import instance, statefile
+
+    directory = statefile.state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    info = directory / instance.INFO_NAME
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # a file left by a traywire that is gone: another program holds the port
+        info.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": 999999999}}')
+        found = doctor.check_port("127.0.0.1", port, doctor._running_url)
+        assert found.status == "failed" and "another program" in found.detail
+        # this process stands in for a running traywire
+        info.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": {os.getpid()}}}')
+        found = doctor.check_port("127.0.0.1", port, doctor._running_url)
+        assert found.status == "ok" and "running traywire" in found.detail

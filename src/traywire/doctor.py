@@ -191,9 +191,20 @@ def check_port(host: str, port: int, running: Callable[[], str | None]) -> Findi
 
 
 def _running_url() -> str | None:
+    """Where the running traywire app listens (its instance file, if the process
+    that wrote it is alive), or None."""
+    import json
+
     from .desktop import instance, statefile
 
-    return instance.running_url(statefile.state_dir(), wait=0)
+    try:
+        info = json.loads((statefile.state_dir() / instance.INFO_NAME).read_text("utf-8"))
+        pid, url = int(info["pid"]), str(info["url"])
+        if sys.platform != "win32":  # (on Windows os.kill would end the process)
+            os.kill(pid, 0)  # alive?
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return url
 
 
 def check_all(
