@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 from conftest_keyring import fail_keyring, memory_keyring  # noqa: F401
+from hypothesis import settings
+
+# No wall-clock deadline per example: on a shared two-core machine a config
+# load can take longer than Hypothesis's default 200 ms without anything wrong.
+settings.register_profile("traywire", deadline=None)
+settings.load_profile("traywire")
 
 
 @pytest.fixture(autouse=True)

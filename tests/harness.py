@@ -37,18 +37,22 @@ class ProxyThread:
         host: str = "127.0.0.1",
         grace: float = 5.0,
         clock: Clock = SYSTEM,
+        launch: bool = False,
         **server_kw: Any,
     ) -> None:
+        """``launch``: start the active managed vLLM servers as traywire does
+        (off by default, so switch tests start from nothing running)."""
         self.cfg = cfg
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.rt = Runtime(cfg, keys=keys or {}, clock=clock)
         self.server = Server(self.rt, host, 0, token=token, grace=grace, **server_kw)
         self.probes = probes
+        self.launch = launch
 
     def start(self) -> ProxyThread:
         self.thread.start()
-        self.run(self.server.start(probes=self.probes, resolve_keys=False))
+        self.run(self.server.start(probes=self.probes, resolve_keys=False, launch=self.launch))
         return self
 
     @property

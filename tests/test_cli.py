@@ -798,7 +798,7 @@ def test_route_follows_what_the_tray_saved(capsys: pytest.CaptureFixture[str]) -
     """The tray's routing and vLLM menus change what `traywire route` shows."""
     from types import MappingProxyType
 
-    from traywire.desktop import statefile
+    from traywire import statefile
 
     path = statefile.default_path()
     statefile.save(

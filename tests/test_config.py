@@ -268,6 +268,8 @@ def test_extends_none_in_config_file_drops_the_user_layer_too(tmp_path: Path) ->
     cfg = config.load(cli, user_file=user)
     assert cfg.saturation == 0.8
     assert list(cfg.backends) == ["box"]
+    # what `traywire check` lists: only the layers that count
+    assert cfg.sources == (str(cli),)
 
 
 def test_extends_none_without_backends_is_an_error(tmp_path: Path) -> None:

@@ -476,8 +476,7 @@ def test_reload_good_and_bad_config(fakes: Any, tmp_path: Path) -> None:
     fo = fakes("ollama", name="oll", models=["m1", "m2"])
     path = tmp_path / "traywire.yaml"
     path.write_text(GOOD.format(url=fo.url, more=""))
-    p = ProxyThread(config.load(path))
-    p.server.app[dashboard.CONFIG_FILE] = str(path)
+    p = ProxyThread(config.load(path), config_file=str(path))
     with p:
         s = session_of(p)
         assert raw(p, "GET", "/ui/api/meta").json()["config_file"] == str(path)

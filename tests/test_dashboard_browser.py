@@ -303,6 +303,14 @@ def test_preference_and_group_controls_change_status(browser: Browser, dash: Das
     # the tray (or curl) changes it: the page follows
     dash.p.call(dash.p.rt.set_preference, "prefer_cloud")
     until(page, "document.querySelector('#pref-options input[value=prefer_cloud]').checked")
+    # what is remembered, said as it is; and the way back to the config's
+    until(page, "document.querySelector('#pref-source').textContent.includes('across restarts')")
+    reset = page.locator("#pref-reset")
+    assert reset.is_visible() and "Auto (as configured)" in reset.inner_text()
+    reset.click()
+    assert wait_until(lambda: status_of(dash.p)["preference_source"] == "config")
+    until(page, "document.querySelector('#pref-source').textContent.includes('from the config')")
+    assert not reset.is_visible()
 
     # a group without a switch section: the button changes routing (/admin/active)
     assert status_of(dash.p)["active"]["vllm"] == "v1"

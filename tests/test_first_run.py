@@ -243,7 +243,8 @@ def test_without_notifications_the_controller_logs_and_sets_the_menu_line(
 
 
 def test_doctor_tells_a_running_traywire_from_another_program(tmp_path: Path) -> None:
-    from traywire.desktop import instance, statefile
+    from traywire import statefile
+    from traywire.desktop import instance
 
     directory = statefile.state_dir()
     directory.mkdir(parents=True, exist_ok=True)

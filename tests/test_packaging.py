@@ -162,6 +162,7 @@ def test_systemd_unit_runs_traywire_serve(mode: str) -> None:
     path, target = UNITS[mode]
     s = unit_settings(path)
     assert s["Service.ExecStart"] == ["/usr/bin/traywire serve"]
+    assert s["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # systemctl reload
     assert s["Install.WantedBy"] == [target]
     assert s["Service.Restart"] == ["on-failure"]
     assert s["Service.Type"] == ["exec"]

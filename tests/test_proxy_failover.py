@@ -602,7 +602,7 @@ def test_admin_preference_local_only_never_plans_cloud(
     assert status_of(p)["preference"] == "auto"
 
     status, doc = _admin(p, "/admin/preference", {"preference": "local_only"})
-    assert status == 200 and doc == {"preference": "local_only"}
+    assert status == 200 and doc == {"preference": "local_only", "preference_source": "runtime"}
     st = status_of(p)
     assert st["preference"] == "local_only" and st["preference_source"] == "runtime"
 

@@ -17,8 +17,7 @@ import yaml
 from fakes import FakeBackend
 from harness import config_for
 
-from traywire import config
-from traywire.desktop import statefile
+from traywire import config, statefile
 from traywire.desktop.proxythread import Poller, Proxy
 from traywire.desktop.tray import Snapshot, icon_state
 from traywire.errors import ConfigError

@@ -11,9 +11,9 @@ from types import MappingProxyType
 import pytest
 from harness import config_for
 
-from traywire.desktop import statefile
-from traywire.desktop.statefile import State
+from traywire import statefile
 from traywire.proxy.runtime import Runtime
+from traywire.statefile import State
 
 
 def group_config() -> object:
@@ -130,3 +130,10 @@ def test_capture_leaves_out_a_group_without_member() -> None:
     rt = Runtime(group_config())  # type: ignore[arg-type]
     rt.active["vllm"] = ""  # mid-switch
     assert statefile.capture(rt) == State()
+
+
+def test_capture_leaves_out_the_configs_own_member() -> None:
+    cfg = group_config()
+    rt = Runtime(cfg)  # type: ignore[arg-type]
+    rt.assign("vllm", cfg.groups["vllm"].active)  # e.g. started at launch
+    assert statefile.capture(rt) == State()  # a later config edit is not overridden

@@ -476,7 +476,7 @@ def test_second_switch_is_refused_with_409(env: Env) -> None:
     assert status == 409
     assert body["error"].startswith("exclusive group 'vllm' is switching to 'vd'")
     status, _, body = http("POST", p.url + "/admin/active", {"group": "vllm", "member": "vq"})
-    assert status == 400 and "is switching" in body["error"]
+    assert status == 409 and "is switching" in body["error"]  # Conflict, as /admin/switch
     assert wait_switched(p)["phase"] == "done"
     status, _, _ = http("POST", p.url + "/admin/switch", {"group": "vllm", "member": "vq"})
     assert status == 202

@@ -378,6 +378,17 @@ def test_tooltip_while_switching_and_without_member() -> None:
     assert tooltip(snap(active={"vllm": None}, switching=done)).endswith("vLLM: none")
 
 
+def test_tooltip_and_menu_while_the_active_member_starts() -> None:
+    sw = {"vllm": {"kind": "start", "from": None, "to": "vllm_qwen", "phase": "waiting"}}
+    s = snap(active={"vllm": None}, switching=sw)
+    assert tooltip(s).endswith("vLLM: starting qwen…")
+    group = find_item(menu_model(s), "vLLM model")
+    assert group is not None and group.text == "vLLM model — starting…"
+    assert group.submenu is not None
+    starting = [t for t in texts(group.submenu) if t.endswith("— starting… (waiting)")]
+    assert len(starting) == 1 and starting[0].startswith("qwen")
+
+
 def test_tooltip_not_running_and_length_limit() -> None:
     assert tooltip(tray.not_running()) == "traywire — not running"
     many = {f"group{i}": (f"group{i}_member",) for i in range(20)}

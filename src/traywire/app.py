@@ -1,8 +1,16 @@
 """Running traywire: the headless proxy (`traywire serve`).
 
-The proxy's event loop runs here; signals (Ctrl-C, SIGTERM) stop it cleanly:
-no new connections, in-flight requests get the grace period to finish, then
-the rest are cancelled (streams end with an error in their dialect).
+The proxy's event loop runs here. Signals:
+
+* SIGINT, SIGTERM stop it without cutting (`server.Server.stop`): no new
+  connections, a new request on a kept-alive one gets 503, the requests
+  accepted before get the grace period to finish, then the rest are ended
+  with an error in their dialect.
+* SIGHUP reloads the config file(s) (``systemctl reload traywire``); a bad
+  config is logged and changes nothing. On Windows: ``POST /admin/reload``.
+
+The preference and the active vLLM members are kept across restarts in the
+state file (`traywire.statefile`), as the tray app keeps them.
 """
 
 from __future__ import annotations
@@ -13,11 +21,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from . import config, secrets, startup, threads
+from . import config, secrets, startup, statefile, threads
+from .errors import ConfigError
 from .proxy.runtime import Runtime
+from .proxy.switch import SwitchBusy
 from .server import Server
 
 log = logging.getLogger("traywire")
@@ -44,10 +55,15 @@ async def run_server(
     grace: float,
     stop: asyncio.Event,
     config_file: str | None = None,
+    state_path: Path | None = None,
+    on_runtime: Callable[[Runtime], None] | None = None,
 ) -> int:
-    server = Server(
-        Runtime(cfg), host, port, token=resolve_token(cfg), grace=grace, config_file=config_file
-    )
+    rt = Runtime(cfg)
+    if on_runtime is not None:
+        on_runtime(rt)
+    keeper = statefile.Keeper(state_path or statefile.default_path())
+    keeper.start(rt)  # before it listens: the remembered preference and members
+    server = Server(rt, host, port, token=resolve_token(cfg), grace=grace, config_file=config_file)
     try:
         await server.start()
     except OSError as exc:
@@ -60,7 +76,18 @@ async def run_server(
     await stop.wait()
     print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
     await server.stop()
+    await keeper.finish()
     return 0
+
+
+async def reload(rt: Runtime) -> None:
+    """SIGHUP: read the config again; what went wrong is logged, not raised."""
+    try:
+        await rt.reload_config("SIGHUP")
+    except (ConfigError, SwitchBusy) as exc:
+        log.error("config not reloaded (SIGHUP): %s", exc)
+    except Exception:
+        log.exception("config not reloaded (SIGHUP)")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -106,4 +133,15 @@ async def _main(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-    return await run_server(cfg, host, port, grace, stop, config_file)
+    runtimes: list[Runtime] = []
+    reloads: set[asyncio.Task[None]] = set()
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+
+        def hup() -> None:
+            if runtimes:
+                task = loop.create_task(reload(runtimes[0]))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hup)
+    return await run_server(cfg, host, port, grace, stop, config_file, on_runtime=runtimes.append)

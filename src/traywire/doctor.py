@@ -195,7 +195,8 @@ def _running_url() -> str | None:
     that wrote it is alive), or None."""
     import json
 
-    from .desktop import instance, statefile
+    from . import statefile
+    from .desktop import instance
 
     try:
         info = json.loads((statefile.state_dir() / instance.INFO_NAME).read_text("utf-8"))

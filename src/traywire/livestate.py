@@ -33,8 +33,7 @@ class StateError(Exception):
 
 def from_saved(cfg: Config) -> LiveState:
     """The tray's saved choices, and which keys are missing (as the server sees them)."""
-    from . import secrets
-    from .desktop import statefile
+    from . import secrets, statefile
 
     saved = statefile.load(statefile.default_path())
     active = {
@@ -59,7 +58,8 @@ def from_saved(cfg: Config) -> LiveState:
 
 def from_running(cfg: Config) -> LiveState:
     """The running instance's state (where it said it listens, else the config's port)."""
-    from .desktop import instance, statefile
+    from . import statefile
+    from .desktop import instance
 
     url = instance.running_url(statefile.state_dir(), wait=0) or (
         f"http://127.0.0.1:{cfg.server.port}"

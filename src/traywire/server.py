@@ -22,7 +22,7 @@ from .observe import dashboard, metrics, wiring
 from .proxy import endpoints, listener, ollama_api, replies
 from .proxy.endpoints import RUNTIME
 from .proxy.runtime import Runtime
-from .proxy.security import TOKEN, guarded, is_loopback
+from .proxy.security import GATE, TOKEN, Gate, guarded, is_loopback
 from .redact import REDACTOR
 
 __all__ = ["Server", "make_app"]
@@ -42,6 +42,9 @@ def make_app(
     app = web.Application(client_max_size=int(rt.cfg.server.max_body_mb * 1024 * 1024))
     app[RUNTIME] = rt
     app[TOKEN] = token
+    app[GATE] = Gate()  # open until `Server.stop`
+    if config_file is not None:  # what a reload reads
+        rt.config_file = str(config_file)
     request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
     m = metrics.setup(app, rt, request_log)  # counts every request
     dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
@@ -110,9 +113,12 @@ class Server:
         self.site: listener.CappedSite | None = None
         self.max_connections = max_connections or rt.cfg.server.max_connections
 
-    async def start(self, *, probes: bool = True, resolve_keys: bool = True) -> None:
+    async def start(
+        self, *, probes: bool = True, resolve_keys: bool = True, launch: bool = True
+    ) -> None:
+        """Listen; ``launch``: also start the managed vLLM servers that are active."""
         limits = listener.raise_open_file_limit()
-        await self.rt.start(probes=probes, resolve_keys=resolve_keys)
+        await self.rt.start(probes=probes, resolve_keys=resolve_keys, launch=launch)
         await self.runner.setup()
         site = listener.CappedSite(
             self.runner,
@@ -136,22 +142,42 @@ class Server:
         return f"http://{host}:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop listening; let in-flight requests finish within the grace
-        period (``grace``, or the one given at construction); then end the
-        rest with an error in their dialect (a stream: an error event, then its
-        end; an answer not yet begun: 503), and close."""
+        """Stop without cutting what was accepted.
+
+        At once: no new connections, and a new request on a connection kept
+        alive from before gets 503 ``shutting_down`` with ``Connection:
+        close`` (`security.Gate`). Every request accepted before runs to its
+        end within the grace period (``grace``, or the one given at
+        construction). What still runs when it is over is ended with an error
+        in its dialect (a stream: an error event, then its end; an answer not
+        yet begun: 503), and the log names each one. Then close."""
         grace = self.grace if grace is None else grace
+        gate = self.app[GATE]
+        gate.closing = True
+        accepted = {t: f"{r.method} {r.path}" for t, r in gate.accepted.items()}  # taken before
         for site in list(self.runner.sites):
             await site.stop()
         rt = self.rt
-        pending = {t for t in rt.inflight if not t.done()}
+        pending = {t for t in accepted if not t.done()}
         if pending:
+            log.info(
+                "stopping: %d request(s) in progress may finish within %g s",
+                len(pending),
+                grace,
+            )
             await asyncio.wait(pending, timeout=grace)
-        pending = {t for t in rt.inflight if not t.done()}
-        if pending:
+        left = sorted(((accepted[t], t) for t in pending if not t.done()), key=lambda x: x[0])
+        if left:
             rt.stopping = True
-            log.info("ending %d request(s) still running after the grace period", len(pending))
-            for t in pending:
+            log.warning(
+                "the grace period of %g s is over: ending %d request(s) still running: %s",
+                grace,
+                len(left),
+                ", ".join(what for what, _ in left),
+            )
+            for _, t in left:
                 t.cancel()
-            await asyncio.wait(pending, timeout=2.0)
+            await asyncio.wait([t for _, t in left], timeout=2.0)
+        elif pending:
+            log.info("stopping: every request in progress finished")
         await self.runner.cleanup()

@@ -1,8 +1,8 @@
 """The configuration: YAML layers in, a validated `Config` out.
 
 The objects themselves (`Config`, `Backend`, `Model`, `Route`, ...) are
-defined in `traywire.core.schema` (pure, read by the router) and re-exported
-here, so ``from traywire.config import Config`` works outside the core.
+defined in `traywire.core.schema` (pure, read by the router); the few the
+rest of the app names most (`Config`, `LogSettings`...) are re-exported here.
 
 How a `Config` is made, one module per step:
 
@@ -21,30 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..core.schema import (
-    APP_NAME,
-    DEFAULT_PORT,
-    MEASURES,
-    SWITCH_MODES,
-    SWITCH_PLACEHOLDERS,
-    AutoSettings,
-    Backend,
-    Band,
-    Candidate,
-    Config,
-    ExclusiveGroup,
-    HealthSettings,
-    LogSettings,
-    Measure,
-    Model,
-    PrincipleSettings,
-    Route,
-    ServerSettings,
-    SwitchMode,
-    SwitchSettings,
-    Timeouts,
-    format_path,
-)
+from ..core.schema import APP_NAME, DEFAULT_PORT, AutoSettings, Config, LogSettings
 from .build import Builder
 from .layers import (
     CONFIG_FILENAME,
@@ -60,27 +37,10 @@ __all__ = [
     "APP_NAME",
     "CONFIG_FILENAME",
     "DEFAULT_PORT",
-    "MEASURES",
-    "SWITCH_MODES",
-    "SWITCH_PLACEHOLDERS",
     "AutoSettings",
-    "Backend",
-    "Band",
-    "Candidate",
     "Config",
-    "ExclusiveGroup",
-    "HealthSettings",
     "LogSettings",
-    "Measure",
-    "Model",
-    "PrincipleSettings",
-    "Route",
-    "ServerSettings",
-    "SwitchMode",
-    "SwitchSettings",
-    "Timeouts",
     "default_config_text",
-    "format_path",
     "load",
     "load_texts",
     "user_config_path",

@@ -53,8 +53,8 @@ class Layers:
     def add(self, name: str, data: dict[str, Any], marks: Marks) -> None:
         """Merge one layer (``data`` is consumed) over the ones added before it."""
         extends = data.get("extends", "default")
-        if extends in ("none", None):
-            self.data, self.origins = {}, {}
+        if extends in ("none", None):  # the layers below no longer count
+            self.data, self.origins, self.sources = {}, {}, []
         elif extends != "default":
             path = ("extends",)
             raise ConfigError(

@@ -105,7 +105,8 @@ def _group_item(s: Snapshot, group: str, members: Sequence[str]) -> Item:
         if served and served != [text]:
             text += f" ({', '.join(served)})"
         if sw is not None and sw.get("to") == member:
-            text += f" — switching… ({sw.get('phase')})"
+            verb = "starting" if sw.get("kind") == "start" else "switching"
+            text += f" — {verb}… ({sw.get('phase')})"
         items.append(
             Item(
                 text,
@@ -120,7 +121,8 @@ def _group_item(s: Snapshot, group: str, members: Sequence[str]) -> Item:
         error = str(last.get("error") or "unknown error")
         items.append(SEPARATOR)
         items.append(Item(f"Last switch to {last.get('to')} failed: {error}", enabled=False))
-    title = f"{label} model" + (" — switching…" if sw is not None else "")
+    doing = "" if sw is None else " — starting…" if sw.get("kind") == "start" else " — switching…"
+    title = f"{label} model{doing}"
     return Item(title, submenu=tuple(items))
 
 

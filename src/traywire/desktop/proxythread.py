@@ -20,18 +20,20 @@ itself owns the main thread (macOS requires it); see `desktop.run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import config, threads
+from .. import config, statefile, threads
 from ..proxy.runtime import Runtime
 from ..server import Server
-from . import autostart, statefile
+from . import autostart
 from .tray import Snapshot, Topology, freeze, not_running, topology
 
 __all__ = ["Poller", "Proxy"]
@@ -170,12 +172,13 @@ class Proxy:
             return
         try:
             if self._server is not None and self._loop_alive():
-                self._persist(self._capture_now())
                 server = self._server
                 wait = self.grace if grace is None else grace
                 asyncio.run_coroutine_threadsafe(server.stop(grace=wait), self.loop).result(
                     wait + 30
                 )
+                # after the stop: a switch it ended keeps the member really active
+                self._persist(self._capture_now())
         except Exception:
             log.exception("stopping the proxy failed")
         finally:
@@ -317,32 +320,35 @@ class Proxy:
 
         return self._notify_when_done(self.submit(do()))
 
-    def reload_config(self) -> Future[str]:
+    def reload_config(self, source: str = "from the tray") -> Future[str]:
         """Read the config again and apply it. The Future's result says what
-        happened; a bad config leaves the running one in place (ConfigError)."""
+        happened; a bad config leaves the running one in place (ConfigError),
+        as does a running switch (SwitchBusy)."""
 
         async def do() -> str:
-            cfg = await threads.run_blocking(config.load, self.config_file)
-            rt = self.rt
-            old = rt.cfg
-            switcher = getattr(rt, "switcher", None)
-            if switcher is not None and any(switcher.busy(g) for g in old.groups):
-                raise RuntimeError("a model switch is running; reload when it is done")
-            await rt.reload(cfg, resolve_keys=self._resolve_keys)
-            self.cfg = cfg
-            msg = (
-                f"config reloaded: {len(cfg.backends)} backends, {len(cfg.models)} models, "
-                f"{len(cfg.routes)} routes"
-            )
-            if (cfg.server.host, cfg.server.port, cfg.server.token) != (
-                old.server.host,
-                old.server.port,
-                old.server.token,
-            ):
-                msg += "; restart traywire to apply the server settings"
-            return msg
+            message, _ = await self.rt.reload_config(source, resolve_keys=self._resolve_keys)
+            self.cfg = self.rt.cfg
+            return message
 
         return self._notify_when_done(self.submit(do()))
+
+    def reload_on_sighup(self) -> None:
+        """SIGHUP reloads the config, as `traywire serve` does (POSIX; call on
+        the main thread). The outcome is logged and shown in the tray's status."""
+        if not hasattr(signal, "SIGHUP"):
+            return  # Windows: the tray's menu and POST /admin/reload
+
+        def done(f: Future[str]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                log.warning("config not reloaded (SIGHUP): %s", exc)
+            self.set_note("" if exc is None else "config not reloaded")
+
+        def handle(*_: object) -> None:
+            self.reload_config("SIGHUP").add_done_callback(done)
+
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            signal.signal(signal.SIGHUP, handle)
 
     def set_note(self, note: str) -> None:
         """A line the tray shows in its status (e.g. the last reload error)."""

@@ -250,8 +250,8 @@ def app_args(args: argparse.Namespace, dest_prefix: str = "") -> argparse.Namesp
 
 def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
     """``traywire`` / ``traywire app``. Returns the exit code."""
-    from .. import app
-    from . import instance, statefile
+    from .. import app, statefile
+    from . import instance
     from .proxythread import Proxy
 
     logging.basicConfig(
@@ -296,6 +296,7 @@ def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
             print(f"traywire: {exc}", file=sys.stderr)
             return 2
         lock.publish(proxy.url)
+        proxy.reload_on_sighup()
         print(app.banner(proxy.url), flush=True)
         for notice in startup.key_notices(cfg):
             print(notice, file=sys.stderr, flush=True)

@@ -291,7 +291,8 @@ def _summary(s: Snapshot) -> str:
         sw = running_switch(s, group)
         label = group_label(group)
         if sw is not None:
-            parts.append(f"{label}: switching to {member_label(group, str(sw.get('to')))}…")
+            verb = "starting" if sw.get("kind") == "start" else "switching to"
+            parts.append(f"{label}: {verb} {member_label(group, str(sw.get('to')))}…")
         elif active.get(group):
             parts.append(f"{label}: {member_label(group, str(active[group]))}")
         else:

@@ -54,7 +54,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import __version__, config, threads
+from .. import __version__, threads
 from .. import secrets as keystore
 from ..errors import ConfigError
 from ..proxy import replies
@@ -400,26 +400,11 @@ async def reload(request: web.Request) -> web.Response:
     user's and the built-in one) and apply it; a bad one changes nothing."""
     rt = request.app[DASH_RUNTIME]
     try:
-        cfg = await threads.run_blocking(config.load, request.app[CONFIG_FILE])
+        message, restart = await rt.reload_config("from the dashboard")
     except ConfigError as exc:
         return _error(400, str(exc))
-    old = rt.cfg
-    try:
-        await rt.reload(cfg)
     except SwitchBusy as exc:
         return _error(409, str(exc))
-    message = (
-        f"config reloaded: {len(cfg.backends)} backends, {len(cfg.models)} models, "
-        f"{len(cfg.routes)} routes"
-    )
-    restart = (cfg.server.host, cfg.server.port, cfg.server.token) != (
-        old.server.host,
-        old.server.port,
-        old.server.token,
-    )
-    if restart:
-        message += "; restart traywire to apply the server settings"
-    log.info("%s (from the dashboard)", message)
     return _ok({"ok": True, "message": message, "restart_needed": restart})
 
 

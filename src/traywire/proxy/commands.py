@@ -4,7 +4,8 @@ Commands are argv lists (never a shell). Each runs in its own session (its
 process group is its pid) with stdin from /dev/null and output to files, so a
 server a command leaves running in the background cannot hold up the switch;
 one that overruns its timeout is killed with its group. A managed server
-writes to its log file; stopping it is SIGTERM to its group, SIGKILL after a
+appends to its log file (after a line that marks each start; a log past
+`LOG_ROTATE_BYTES` is moved aside); stopping it is SIGTERM to its group, SIGKILL after a
 grace period. Every failure leaves as `SwitchError`, with the output that
 explains it. Processes start only through `traywire.threads`.
 """
@@ -19,6 +20,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,6 +29,7 @@ from .. import threads
 from ..core.schema import Config, SwitchSettings
 
 __all__ = [
+    "LOG_ROTATE_BYTES",
     "Child",
     "SwitchError",
     "exit_text",
@@ -43,6 +46,8 @@ log = logging.getLogger("traywire")
 _KILL_GRACE = 5.0
 # How much of a command's output or a server log is kept for the report.
 _TAIL_CHARS = 2000
+# A managed server's log past this size is moved aside when it starts again.
+LOG_ROTATE_BYTES = 16 << 20
 
 
 class SwitchError(Exception):
@@ -62,6 +67,7 @@ class Child:
     proc: asyncio.subprocess.Process
     log: Path
     stop_timeout: float
+    log_start: int = 0  # where this run's output begins in the log
 
 
 def child_env(cfg: Config) -> dict[str, str]:
@@ -120,12 +126,23 @@ async def start_server(
     log_path: Path,
     cwd: str | None,
     env: dict[str, str] | None = None,
-) -> asyncio.subprocess.Process:
-    """Start ``member``'s server (``argv``) in its own session, output to ``log_path``."""
+    *,
+    now: float = 0.0,
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``member``'s server (``argv``) in its own session, its output
+    appended to ``log_path`` after a line that marks the start (``now``: the
+    wall-clock time it names). A log past `LOG_ROTATE_BYTES` is moved to
+    ``<name>.1`` first (one old log is kept). Returns the process and the
+    offset in the log where this run's output begins."""
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as out:
-            return await threads.start_process_async(
+        _rotate(log_path)
+        with log_path.open("ab") as out:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            out.write(f"===== {stamp} traywire starts {member}: {show(argv)}\n".encode())
+            out.flush()
+            start = out.tell()
+            proc = await threads.start_process_async(
                 argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
@@ -134,10 +151,19 @@ async def start_server(
                 env=env,
                 start_new_session=True,
             )
+            return proc, start
     except OSError as exc:
         raise SwitchError(
             f"cannot start {member}'s server {show(argv)}: {exc.strerror or exc}"
         ) from None
+
+
+def _rotate(path: Path) -> None:
+    try:
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
@@ -150,20 +176,24 @@ def signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
             os.killpg(proc.pid, sig)
 
 
-async def terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+async def terminate(proc: asyncio.subprocess.Process, grace: float) -> bool:
     """SIGTERM the process group, SIGKILL it after ``grace`` s; wait for the exit.
 
     Whatever is left of the group once the leader is gone (workers it did not
-    take down) is killed too, so nothing outlives it.
+    take down) is killed too, so nothing outlives it. Returns whether the
+    leader had to be killed (it outlived SIGTERM by ``grace`` s).
     """
+    forced = False
     if proc.returncode is None:
         signal_group(proc, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
+            forced = True
             log.warning("pid %s ignored SIGTERM for %g s: killing it", proc.pid, grace)
     signal_group(proc, signal.SIGKILL)
     await proc.wait()
+    return forced
 
 
 def show(argv: tuple[str, ...]) -> str:
@@ -192,9 +222,13 @@ def _output(out: IO[bytes], err: IO[bytes]) -> str:
     return "\n".join(f"{name}:\n{text}" for name, text in parts if text)
 
 
-def tail_file(path: Path) -> str:
+def tail_file(path: Path, start: int = 0) -> str:
+    """The end of ``path`` from offset ``start`` on (a server log: this run's)."""
     try:
         with path.open("rb") as f:
-            return _tail(f).strip()
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(start, size - _TAIL_CHARS))
+            return f.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""

@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import __version__
 from ..core import fields, routing
 from ..core import request as inbound
-from ..errors import UnknownModelError
+from ..errors import ConfigError, UnknownModelError
 from ..types import Dialect, Front, Op
 from . import failover, fronts, ollama_api, replies
 from .ollama_manage import ModelManagement
@@ -149,11 +149,21 @@ async def set_preference(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     rt = request.app[RUNTIME]
+    if "preference" not in body:
+        return replies.error(None, 400, 'expected {"preference": ...} (null: the config\'s)')
+    value = body["preference"]
     try:
-        rt.set_preference(body.get("preference"))  # type: ignore[arg-type]
+        if value is not None and not isinstance(value, str):
+            raise ValueError("preference must be a string, or null for the config's")
+        rt.set_preference(value)  # null: back to the config's
     except ValueError as exc:
         return replies.error(None, 400, str(exc))
-    return replies.json_response({"preference": rt.preference})
+    return replies.json_response(
+        {
+            "preference": rt.preference or rt.cfg.preference,
+            "preference_source": "runtime" if rt.preference else "config",
+        }
+    )
 
 
 async def _group_member(request: web.Request) -> tuple[str, str] | web.Response:
@@ -175,6 +185,8 @@ async def set_active(request: web.Request) -> web.Response:
     group, member = asked
     try:
         rt.set_active(group, member)
+    except SwitchBusy as exc:
+        return replies.error(None, 409, str(exc))
     except ValueError as exc:
         return replies.error(None, 400, str(exc))
     return replies.json_response({"active": {group: member}})
@@ -195,6 +207,22 @@ async def start_switch(request: web.Request) -> web.Response:
         return replies.error(None, 400, str(exc))
     state = rt.switcher.status(time.monotonic())[group]
     return replies.json_response({"switching": {group: state}}, status=202)
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """``POST /admin/reload`` (body ``{}``): read the config file(s) again and
+    apply them, as SIGHUP does; 400 for a bad config (nothing changes), 409
+    while a group switches."""
+    body = await _admin_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        message, restart = await request.app[RUNTIME].reload_config("POST /admin/reload")
+    except ConfigError as exc:
+        return replies.error(None, 400, str(exc))
+    except SwitchBusy as exc:
+        return replies.error(None, 409, str(exc))
+    return replies.json_response({"ok": True, "message": message, "restart_needed": restart})
 
 
 def routes(oll: ollama_api.OllamaApi) -> list[tuple[str, str, Handler]]:
@@ -226,5 +254,6 @@ def routes(oll: ollama_api.OllamaApi) -> list[tuple[str, str, Handler]]:
         ("POST", "/admin/preference", set_preference),
         ("POST", "/admin/active", set_active),
         ("POST", "/admin/switch", start_switch),
+        ("POST", "/admin/reload", reload_config),
         ("GET", "/", oll.root),  # and HEAD, as Ollama answers them
     ]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .. import __version__, threads
+from .. import __version__, config, threads
 from ..clock import SYSTEM, Clock
 from ..core.routing import special_needs
 from ..core.schema import Backend, Config
@@ -24,8 +24,9 @@ from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
 from . import learn
 from .health import Health
+from .launch import Switcher
 from .probe import Prober, ProbeResult, ProbeTarget
-from .switch import Switcher, SwitchState
+from .switch import SwitchState
 from .transport import Pool
 
 log = logging.getLogger("traywire")
@@ -49,6 +50,8 @@ class Runtime:
         clock: Clock = SYSTEM,
     ) -> None:
         self.cfg = cfg
+        # The file given with --config (read over the user's on reload).
+        self.config_file: str | None = None
         # Everything on the request path reads time from here (tests drive it).
         self.clock = clock
         self.started = clock.monotonic()
@@ -82,6 +85,9 @@ class Runtime:
         # a clean error in its dialect rather than a cut connection.
         self.inflight: set[asyncio.Task[Any]] = set()
         self.stopping = False
+        # Called (on the loop) when the preference or an active member
+        # changes: what keeps them across restarts (`traywire.statefile`).
+        self.state_listeners: list[Callable[[], None]] = []
         # what servers said models cannot do (see `learn_lack`) and can (`_learn`)
         self._lacks: dict[str, frozenset[Feature]] = {}
         self._lacks_view: Mapping[str, frozenset[Feature]] = MappingProxyType({})
@@ -94,7 +100,11 @@ class Runtime:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, resolve_keys: bool = True, probes: bool = True) -> None:
+    async def start(
+        self, *, resolve_keys: bool = True, probes: bool = True, launch: bool = True
+    ) -> None:
+        """Open the HTTP client, read the keys, start the probes and (``launch``)
+        the active member's server of each managed exclusive group."""
         self.pool = Pool()
         if resolve_keys:
             await threads.run_blocking(self._resolve_keys)
@@ -109,6 +119,9 @@ class Runtime:
                 learn=self._learn,
             )
             self.prober.start()
+        if launch:
+            for group in self.cfg.groups:
+                self.switcher.launch(group)
 
     async def close(self) -> None:
         await self.switcher.close()  # also stops the servers it started
@@ -122,8 +135,13 @@ class Runtime:
     async def reload(self, cfg: Config, *, resolve_keys: bool = True) -> None:
         """Apply a new config while running (on the loop): backends keep their
         health, new ones start unknown; keys are read again; probes restart.
-        Server settings (host, port, token) need a restart to change."""
-        for group in self.cfg.groups:
+        Server settings (host, port, token) need a restart to change.
+
+        Managed exclusive groups: servers whose member is removed, renamed or
+        no longer the active one are drained and stopped, and the active
+        member's server is started if it changed (`launch.Switcher`)."""
+        old_groups = list(self.cfg.groups)
+        for group in old_groups:
             self.switcher.ensure_idle(group)
         self.cfg = cfg
         self._lacks.clear()
@@ -131,11 +149,13 @@ class Runtime:
         self._features.clear()
         self._features_view = MappingProxyType({})
         self._asked.clear()
-        self.health.configure(cfg.backends, expected_models(cfg))
         for group in list(self.active):
             g = cfg.groups.get(group)
             if g is None or (self.active[group] and self.active[group] not in g.members):
                 del self.active[group]
+        self.switcher.retire(cfg)
+        # members being retired stay known until drained (their in-flight counts)
+        self.health.configure([*cfg.backends, *self.switcher.retiring()], expected_models(cfg))
         if resolve_keys:
             self.keys = {}
             self.key_problem = None
@@ -154,6 +174,36 @@ class Runtime:
                 learn=self._learn,
             )
             self.prober.start()
+        if self.pool is not None:  # started: what runs follows the new config
+            for group in dict.fromkeys([*cfg.groups, *old_groups]):
+                self.switcher.launch(group)
+        self._state_changed()
+
+    async def reload_config(self, source: str, *, resolve_keys: bool = True) -> tuple[str, bool]:
+        """Read the config file(s) again (``config_file`` over the user's and
+        the built-in one) and apply them: SIGHUP, ``/admin/reload``, the
+        dashboard, the tray. Returns the message (logged, with ``source``) and
+        whether server settings need a restart. Raises `ConfigError` (a bad
+        config changes nothing) or `SwitchBusy` (a group is switching)."""
+        cfg = await threads.run_blocking(config.load, self.config_file)
+        old = self.cfg.server
+        await self.reload(cfg, resolve_keys=resolve_keys)
+        message = (
+            f"config reloaded: {len(cfg.backends)} backends, {len(cfg.models)} models, "
+            f"{len(cfg.routes)} routes"
+        )
+        new = cfg.server
+        restart = (new.host, new.port, new.token) != (old.host, old.port, old.token)
+        if restart:
+            message += "; restart traywire to apply the server settings"
+        log.info("%s (%s)", message, source)
+        return message, restart
+
+    def retired(self, members: list[str]) -> None:
+        """The servers of ``members`` (retired by a reload) are stopped."""
+        self.health.configure(
+            [*self.cfg.backends, *self.switcher.retiring()], expected_models(self.cfg)
+        )
 
     def _probe_targets(self) -> list[ProbeTarget]:
         return [
@@ -287,10 +337,37 @@ class Runtime:
             self._features.update(said)
             self._features_view = MappingProxyType(dict(self._features))
 
-    def set_preference(self, value: str) -> None:
-        if value not in PREFERENCES:
-            raise ValueError(f"preference must be one of: {', '.join(PREFERENCES)}")
+    def set_preference(self, value: str | None) -> None:
+        """Set the runtime preference; None: back to the config's."""
+        if value is not None and value not in PREFERENCES:
+            raise ValueError(
+                f"preference must be one of: {', '.join(PREFERENCES)} (or null: the config's)"
+            )
         self.preference = value
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        for fn in self.state_listeners:
+            try:
+                fn()
+            except Exception:
+                log.exception("state listener failed")
+
+    def remembered_active(self) -> dict[str, str]:
+        """Each group's member to keep across a restart: the active one; while
+        a group switches, the one that was really active before (a member
+        being started at launch: that one); after a failed switch that left
+        no member, the one before it. The config's own active member is left
+        out: the config stays the one place that names it."""
+        out: dict[str, str] = {}
+        for group, g in self.cfg.groups.items():
+            st = self.switcher.state(group)
+            member = self.active.get(group)
+            if st is not None and (st.running or member == ""):
+                member = st.to if st.kind == "start" else st.previous
+            if member and member != g.active:
+                out[group] = member
+        return out
 
     def member(self, group: str) -> str | None:
         """The group's active member now (None: none, e.g. while switching)."""
@@ -301,6 +378,7 @@ class Runtime:
         """Set the group's active member (`switch.NO_MEMBER`: none): the one
         place it changes, for the admin API and the switcher."""
         self.active[group] = member
+        self._state_changed()
 
     def set_active(self, group: str, member: str) -> None:
         g = self.cfg.groups.get(group)
@@ -343,12 +421,15 @@ class Runtime:
             "uptime_s": round(now - self.started, 1),
             "preference": self.preference or self.cfg.preference,
             "preference_source": "runtime" if self.preference else "config",
+            "preference_config": self.cfg.preference,
             "active": {
                 g: self.active.get(g, grp.active) or None for g, grp in self.cfg.groups.items()
             },
             # group -> its running or last switch; member -> server traywire runs for it
             "switching": self.switcher.status(now),
             "managed_servers": self.switcher.servers(),
+            # servers that outlived SIGTERM by stop_timeout and were killed
+            "forced_kills": self.switcher.forced_kills(),
             "saturation": self.cfg.saturation,
             # what the router reads besides the backends (`traywire route --live`)
             "usage": self.health.usage(now),

@@ -5,6 +5,10 @@ rather than being installed as an aiohttp middleware: the middleware
 machinery costs every request about 8 µs of CPU (README, "Benchmarks"). In
 order:
 
+0. *Still open?* Once the server stops (`Gate.closing`), a request that
+   arrives on a connection kept alive from before gets 503 ``shutting_down``
+   with ``Connection: close`` and nothing else; the requests accepted before
+   are counted in `Gate.accepted` so that the stop can wait for them.
 1. *Who may call at all.* With a token configured (required off loopback),
    every request carries it (``Authorization: Bearer``, or
    ``X-Traywire-Token``): 401 otherwise. Without one, the ``Host`` must be a
@@ -48,12 +52,13 @@ is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from yarl import URL
@@ -71,6 +76,21 @@ SESSION: web.AppKey[str] = web.AppKey("dashboard_session", str)
 SESSION_HEADER: Final = "X-Traywire-Session"
 
 SAFE_METHODS: Final = ("GET", "HEAD", "OPTIONS")
+SHUTTING_DOWN: Final = "traywire is shutting down; try again when it is back"
+
+
+class Gate:
+    """Whether the app still takes requests, and the requests it has taken
+    that are running (their tasks), for `traywire.server`'s stop."""
+
+    __slots__ = ("accepted", "closing")
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.accepted: dict[asyncio.Task[Any], web.Request] = {}
+
+
+GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -224,8 +244,33 @@ def _refusal(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def shutting_down(path: str) -> web.Response:
+    """503 ``shutting_down`` in the path's dialect, closing the connection."""
+    response = replies.error(replies.dialect_of(path), 503, SHUTTING_DOWN, code="shutting_down")
+    response.force_close()  # "Connection: close"
+    return response
+
+
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rules 1-3, then ``handler``; its exceptions become answers (rule 4)."""
+    """Rules 0-3, then ``handler``; its exceptions become answers (rule 4)."""
+    gate = request.app[GATE]
+    if gate.closing:
+        # read what the client sends first (within the body limit): closing
+        # with its body unread would reset the connection under the answer
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):  # a slow sender does not hold the stop
+                await request.read()
+        return shutting_down(request.path)
+    task = asyncio.current_task()
+    assert task is not None
+    gate.accepted[task] = request
+    try:
+        return await _guarded(request, handler)
+    finally:
+        gate.accepted.pop(task, None)
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = request.path
     refused = _refusal(request)
     if refused is not None:

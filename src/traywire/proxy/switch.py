@@ -30,10 +30,21 @@ active member, requests keep going down the chains, until a later switch
 succeeds or ``/admin/active`` names a member.
 
 While a group switches, another switch of it and ``/admin/active`` for it are
-refused (`SwitchBusy`). Switching to the member that is already active
-restarts it; in managed mode that is also how its first server is started
-(traywire starts nothing on its own at launch, and stops only servers it
-started).
+refused (`SwitchBusy`, HTTP 409). Switching to the member that is already
+active restarts it.
+
+*Starting what is active* (`launch.Switcher`, kind ``"start"``): in managed
+mode the active member's server is started when the proxy starts, and after a
+reload that changes the active member, through the same phases and readiness
+gate (the router sees no active member until it is ready; `/status` and the
+tray say "starting"). A server that already answers for that member (one the
+user started) is adopted, not started twice. A reload that removes or renames
+a managed member, or makes another one active, first drains the members whose
+servers it retires, then stops those servers.
+
+traywire stops only servers it started. A server that outlives
+SIGTERM by ``stop_timeout`` is killed and the kill is kept for `/status`
+(``forced_kills``).
 
 Commands are argv lists (never a shell) with placeholders ``{group}``,
 ``{member}`` (the member the command acts on: the old one for ``stop``, the new
@@ -53,6 +64,7 @@ import asyncio
 import atexit
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -112,6 +124,10 @@ class Host(Protocol):
 
     def auth_headers(self, backend: Backend) -> dict[str, str]: ...
 
+    def retired(self, members: list[str]) -> None:
+        """Servers a reload retired are stopped: forget those members."""
+        ...
+
 
 __all__ = ["NO_MEMBER", "Phase", "SwitchBusy", "SwitchError", "SwitchState", "Switcher"]
 
@@ -137,6 +153,7 @@ class SwitchState:
     previous: str | None
     mode: SwitchMode
     started: float
+    kind: Literal["switch", "start"] = "switch"
     phase: Phase = "draining"
     phase_started: float = 0.0
     ended: float | None = None
@@ -152,6 +169,7 @@ class SwitchState:
     def as_dict(self, now: float) -> dict[str, Any]:
         end = self.ended if self.ended is not None else now
         return {
+            "kind": self.kind,
             "from": self.previous,
             "to": self.to,
             "mode": self.mode,
@@ -178,6 +196,7 @@ class Switcher:
         self._states: dict[str, SwitchState] = {}
         self._tasks: dict[str, asyncio.Task[SwitchState]] = {}
         self._children: dict[str, Child] = {}
+        self._forced: list[dict[str, Any]] = []  # servers killed after stop_timeout
         self._pool: Pool | None = None  # only while the host has none
         self._closed = False
         self._atexit = False
@@ -225,6 +244,10 @@ class Switcher:
             for m, c in self._children.items()
         }
 
+    def forced_kills(self) -> list[dict[str, Any]]:
+        """Servers that outlived SIGTERM by their stop_timeout and were killed."""
+        return list(self._forced)
+
     # ------------------------------------------------------------------ switching
 
     def begin(self, group: str, member: str) -> asyncio.Task[SwitchState]:
@@ -262,7 +285,7 @@ class Switcher:
 
     async def _run(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> SwitchState:
         try:
-            await self._drain(g, sw, st)
+            await self._drain(g.members, sw, st)
             self._phase(st, "stopping")
             await self._stop_old(g, sw, st)
             self._phase(st, "starting")
@@ -292,12 +315,12 @@ class Switcher:
 
     # -- 1. drain
 
-    async def _drain(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> None:
+    async def _drain(self, members: Sequence[str], sw: SwitchSettings, st: SwitchState) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + sw.drain_timeout
         while True:
             snap = self.host.health.snapshot(self.host.clock.monotonic())
-            n = sum(snap.backends[m].in_flight for m in g.members if m in snap.backends)
+            n = sum(snap.backends[m].in_flight for m in members if m in snap.backends)
             if n == 0:
                 return
             left = deadline - loop.time()
@@ -343,8 +366,10 @@ class Switcher:
             return
         argv = sw.serve[st.to]
         path = self.log_dir / f"{st.to}.log"
-        proc = await start_server(st.to, argv, path, sw.cwd, child_env(self.host.cfg))
-        self._children[st.to] = Child(st.to, g.name, proc, path, sw.stop_timeout)
+        env = child_env(self.host.cfg)
+        now = self.host.clock.time()
+        proc, at = await start_server(st.to, argv, path, sw.cwd, env, now=now)
+        self._children[st.to] = Child(st.to, g.name, proc, path, sw.stop_timeout, at)
         if not self._atexit:
             atexit.register(self._kill_now)
             self._atexit = True
@@ -362,13 +387,13 @@ class Switcher:
                 ended = exit_text(child.proc.returncode)
                 raise SwitchError(
                     f"{st.to}'s server exited ({ended}) before it was ready",
-                    tail_file(child.log),
+                    tail_file(child.log, child.log_start),
                 )
             left = deadline - loop.time()
             if left <= 0:
                 raise SwitchError(
                     f"{st.to} was not ready within {sw.ready_timeout:g} s: {last}",
-                    tail_file(child.log) if child is not None else "",
+                    tail_file(child.log, child.log_start) if child is not None else "",
                 )
             ok, last, result = await self._check(st.to, timeout=min(5.0, max(left, 0.2)))
             if ok:
@@ -411,7 +436,8 @@ class Switcher:
         self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState, exc: SwitchError
     ) -> None:
         st.failed_in, st.error, st.output = st.phase, str(exc), exc.output or None
-        log.warning("switch of %s to %s failed (%s): %s", g.name, st.to, st.phase, exc)
+        what = "start of" if st.kind == "start" else "switch of"
+        log.warning("%s %s to %s failed (%s): %s", what, g.name, st.to, st.phase, exc)
         if st.phase in ("starting", "waiting"):
             try:
                 await self._stop_new(g, sw, st)
@@ -453,7 +479,20 @@ class Switcher:
 
     async def _stop_child(self, child: Child) -> None:
         try:
-            await terminate(child.proc, child.stop_timeout)
+            if await terminate(child.proc, child.stop_timeout):
+                self._forced.append(
+                    {
+                        "member": child.member,
+                        "group": child.group,
+                        "pid": child.proc.pid,
+                        "at": self.host.clock.time(),
+                        "why": f"still running {child.stop_timeout:g} s after SIGTERM: SIGKILL",
+                    }
+                )
+                del self._forced[:-20]
+                st = self._states.get(child.group)
+                if st is not None and st.running:
+                    st.notes.append(f"{child.member}'s server ignored SIGTERM: killed")
         finally:
             if self._children.get(child.member) is child and child.proc.returncode is not None:
                 del self._children[child.member]
@@ -475,6 +514,11 @@ class Switcher:
         """Cancel running switches and stop every managed server (SIGTERM, then SIGKILL)."""
         self._closed = True
         try:
+            for group, st in self._states.items():
+                if st.running and st.phase == "waiting" and self.busy(group):
+                    ok, _, _ = await self._check(st.to, timeout=1.0)
+                    if ok:  # ready: what was chosen is what runs (and is remembered)
+                        self.host.assign(group, st.to)
             tasks = [t for t in self._tasks.values() if not t.done()]
             for t in tasks:
                 t.cancel()

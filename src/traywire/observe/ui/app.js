@@ -578,8 +578,33 @@
     const st = S.status;
     for (const input of $("pref-options").querySelectorAll("input")) input.checked = input.value === st.preference;
     const now = PREF_TEXT[st.preference] || st.preference;
+    const runtime = st.preference_source === "runtime";
     $("pref-source").textContent =
-      "Now: " + now + (st.preference_source === "runtime" ? " — set here or in the tray, until traywire restarts" : " — from the config");
+      "Now: " +
+      now +
+      (runtime
+        ? " — set here, in the tray or by /admin/preference; traywire remembers it across restarts (the app and traywire serve alike), with the active vLLM models, until you go back to the config's"
+        : " — from the config");
+    const reset = $("pref-reset");
+    const configured = PREF_TEXT[st.preference_config] || st.preference_config;
+    reset.hidden = !runtime;
+    reset.textContent = "Use the config's preference" + (configured ? " (" + configured + ")" : "");
+  }
+
+  async function resetPreference() {
+    S.prefBusy = true;
+    const reset = $("pref-reset");
+    reset.disabled = true;
+    setMsg($("pref-msg"), "");
+    try {
+      await api("POST", "/admin/preference", { preference: null });
+    } catch (e) {
+      setMsg($("pref-msg"), "Could not go back to the config's preference: " + e.message, false);
+    } finally {
+      reset.disabled = false;
+      S.prefBusy = false;
+      await pollStatus();
+    }
   }
 
   async function setPreference(p) {
@@ -887,6 +912,7 @@
   $("filters").addEventListener("change", () => pollRequests(true));
   $("filters").addEventListener("submit", (ev) => ev.preventDefault());
   $("pref-form").addEventListener("submit", (ev) => ev.preventDefault());
+  $("pref-reset").addEventListener("click", resetPreference);
   $("older").addEventListener("click", loadOlder);
   $("newer").addEventListener("click", loadNewer);
   $("newest").addEventListener("click", loadNewest);

@@ -8,16 +8,19 @@ that is not valid for its dialect (``invalid_response``) by `answer`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, ParamSpec
 
 from ...errors import BackendError
 from ...types import Dialect, Op
 from ..dialects import StreamParseError, TranslationError, upstream_error_message
 from ..relay import Relay
+
+P = ParamSpec("P")
 
 
 class Ids:
@@ -64,55 +67,25 @@ class Answer(NamedTuple):
     tokens_out: int
 
 
-class Adapter(Protocol):
-    kind: str
+def translating(prepare: Callable[P, Prepared]) -> Callable[P, Prepared]:
+    """An adapter's `prepare`, with what it cannot express mapped to
+    `BackendError` ``translation`` (a request problem, not the backend's)."""
 
-    def headers(self, key: str | None) -> dict[str, str]: ...
+    @functools.wraps(prepare)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Prepared:
+        try:
+            return prepare(*args, **kwargs)
+        except TranslationError as exc:
+            raise BackendError("translation", f"translation: {exc}") from exc
 
-    def prepare(
-        self,
-        dialect: Dialect,
-        op: Op,
-        body: Mapping[str, Any],
-        upstream: str,
-        stream: bool,
-        *,
-        extensions: bool = True,
-    ) -> Prepared:
-        """``extensions``: the server takes non-standard sampling options
-        (top_k, min_p, repeat_penalty...), as local vLLM/llama.cpp do.
-        Raises `BackendError` ``translation`` where this kind cannot express it."""
-        ...
-
-    def answer(
-        self,
-        prep: Prepared,
-        dialect: Dialect,
-        op: Op,
-        raw: bytes,
-        model: str,
-        ids: Ids,
-        client_body: Mapping[str, Any],
-        elapsed_ns: int,
-    ) -> Answer:
-        """The client's answer from the backend's bytes (a 2xx answer); raises
-        `BackendError` ``invalid_response`` for one not valid in its dialect."""
-        ...
-
-    def relay(
-        self,
-        prep: Prepared,
-        dialect: Dialect,
-        op: Op,
-        model: str,
-        ids: Ids,
-        client_body: Mapping[str, Any],
-    ) -> Relay: ...
+    return wrapper
 
 
-class AdapterBase:
-    """What both kinds share: bearer auth, same-dialect pass-through, and the
-    mapping of translation and answer problems to `BackendError`."""
+class Adapter:
+    """One backend kind's wire format. What both kinds share is here: bearer
+    auth, same-dialect pass-through, and the mapping of translation and
+    answer problems to `BackendError`; each kind fills in `_prepare`,
+    `response` and `relay`."""
 
     kind: str
     paths: dict[Op, str]
@@ -129,22 +102,11 @@ class AdapterBase:
         stream: bool,
         *,
         extensions: bool = True,
-    ) -> Prepared:
-        try:
-            return self._prepare(dialect, op, body, upstream, stream, extensions=extensions)
-        except TranslationError as exc:
-            raise BackendError("translation", f"translation: {exc}") from exc
-
-    def _prepare(
-        self,
-        dialect: Dialect,
-        op: Op,
-        body: Mapping[str, Any],
-        upstream: str,
-        stream: bool,
-        *,
-        extensions: bool,
     ) -> Prepared:  # pragma: no cover - each kind has its own
+        """The backend's request for ``body``. ``extensions``: the server takes
+        non-standard sampling options (top_k, min_p, repeat_penalty...), as
+        local vLLM/llama.cpp do. Raises `BackendError` ``translation`` where
+        this kind cannot express it (see `translating`)."""
         raise NotImplementedError
 
     def answer(
@@ -158,6 +120,8 @@ class AdapterBase:
         client_body: Mapping[str, Any],
         elapsed_ns: int,
     ) -> Answer:
+        """The client's answer from the backend's bytes (a 2xx answer); raises
+        `BackendError` ``invalid_response`` for one not valid in its dialect."""
         try:
             data = json.loads(raw)
             tokens_in, tokens_out = _usage(data)
@@ -181,6 +145,19 @@ class AdapterBase:
         client_body: Mapping[str, Any],
         elapsed_ns: int,
     ) -> dict[str, Any]:  # pragma: no cover - each kind has its own
+        """The client's answer from the backend's decoded 2xx answer."""
+        raise NotImplementedError
+
+    def relay(
+        self,
+        prep: Prepared,
+        dialect: Dialect,
+        op: Op,
+        model: str,
+        ids: Ids,
+        client_body: Mapping[str, Any],
+    ) -> Relay:  # pragma: no cover - each kind has its own
+        """The streamed answer's translator, from the backend's events to the client's."""
         raise NotImplementedError
 
     def passthrough(self, op: Op, body: Mapping[str, Any], upstream: str, stream: bool) -> Prepared:

@@ -8,16 +8,17 @@ from typing import Any
 from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Ids, Prepared
+from .base import Adapter, Ids, Prepared, translating
 
 _PATHS: dict[Op, str] = {"chat": "/api/chat", "completion": "/api/generate", "embed": "/api/embed"}
 
 
-class OllamaAdapter(AdapterBase):
+class OllamaAdapter(Adapter):
     kind = "ollama"
     paths = _PATHS
 
-    def _prepare(
+    @translating
+    def prepare(
         self,
         dialect: Dialect,
         op: Op,
@@ -25,7 +26,7 @@ class OllamaAdapter(AdapterBase):
         upstream: str,
         stream: bool,
         *,
-        extensions: bool,
+        extensions: bool = True,
     ) -> Prepared:
         if dialect == "ollama":
             return self.passthrough(op, body, upstream, stream)

@@ -9,7 +9,7 @@ from typing import Any
 from ...types import Dialect, Op
 from .. import dialects as tr
 from .. import relay as rl
-from .base import AdapterBase, Ids, Prepared
+from .base import Adapter, Ids, Prepared, translating
 
 _PATHS: dict[Op, str] = {
     "chat": "/chat/completions",
@@ -18,11 +18,12 @@ _PATHS: dict[Op, str] = {
 }
 
 
-class OpenAIAdapter(AdapterBase):
+class OpenAIAdapter(Adapter):
     kind = "openai"
     paths = _PATHS
 
-    def _prepare(
+    @translating
+    def prepare(
         self,
         dialect: Dialect,
         op: Op,
@@ -30,7 +31,7 @@ class OpenAIAdapter(AdapterBase):
         upstream: str,
         stream: bool,
         *,
-        extensions: bool,
+        extensions: bool = True,
     ) -> Prepared:
         if dialect == "openai":
             return self.passthrough(op, body, upstream, stream)
