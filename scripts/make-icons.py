@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Generate the app icon files in assets/ from one source: traywire's own
-icon drawing (`traywire.desktop.icon.draw_icon`, the "healthy" tile).
+"""Generate the icon files in assets/ from one source: traywire's own icon
+drawing (`traywire.desktop.icon.draw_icon`): the app icon (the "healthy" tile)
+and the tray's image for every health state and preference badge.
 
     .venv/bin/python scripts/make-icons.py           # (re)write assets/
     .venv/bin/python scripts/make-icons.py --check   # exit 1 if assets/ is stale
@@ -14,6 +15,11 @@ Outputs (paths relative to assets/):
 * ``traywire.ico``: Windows (exe, installer, Start menu), 16-256.
 * ``traywire.icns``: macOS (.app bundle, .dmg), 32-1024 (the sizes Pillow's
   ICNS writer stores: 16@2x, 32@2x, 128, 128@2x, 256, 256@2x, 512, 512@2x).
+* ``tray/STATE[-BADGE].png``: what the tray icon shows, at the size the tray
+  draws it (``TRAY_SIZE``), for each health state (healthy, degraded, failing;
+  not_running without a badge) and each preference badge (none, ``local`` for
+  local only, ``cloud`` for cloud only). The Xvfb tray test compares its
+  screenshots against them.
 
 ``--check`` compares pixels (not bytes: PNG compression differs between Pillow
 and zlib versions), allowing a difference of ``TOLERANCE`` per channel.
@@ -29,7 +35,7 @@ from pathlib import Path
 
 from PIL import IcnsImagePlugin, IcoImagePlugin, Image, ImageChops
 
-from traywire.desktop.icon import IconState, draw_icon
+from traywire.desktop.icon import BADGES, ICON_STATES, Badge, IconState, draw_icon, icon_name
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ICON_STATE: IconState = "healthy"
@@ -39,6 +45,14 @@ ICNS_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
 # Hicolor icon theme sizes installed by the .deb (a subset of PNG_SIZES).
 LINUX_SIZES: tuple[int, ...] = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 TOLERANCE = 3
+# The tray draws its icon at this size (traywire.desktop.trayicon.Tray's icon_size).
+TRAY_SIZE = 64
+TRAY_STATES: tuple[tuple[IconState, Badge | None], ...] = tuple(
+    (state, badge)
+    for state in ICON_STATES
+    for badge in BADGES
+    if state != "not_running" or badge is None
+)
 
 
 def draw(size: int) -> Image.Image:
@@ -47,6 +61,21 @@ def draw(size: int) -> Image.Image:
 
 def png_name(size: int) -> str:
     return f"png/traywire-{size}.png"
+
+
+def tray_name(state: IconState, badge: Badge | None) -> str:
+    return f"tray/{icon_name(state, badge)}.png"
+
+
+_TRAY = {tray_name(state, badge): (state, badge) for state, badge in TRAY_STATES}
+
+
+def drawing(name: str, size: int) -> Image.Image:
+    """What the file ``name`` (relative to assets/) holds at ``size``."""
+    if name in _TRAY:
+        state, badge = _TRAY[name]
+        return draw_icon(state, size, badge)
+    return draw(size)
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -81,6 +110,8 @@ def outputs() -> dict[str, bytes]:
     files = {png_name(s): _png_bytes(draw(s)) for s in PNG_SIZES}
     files["traywire.ico"] = _ico_bytes()
     files["traywire.icns"] = _icns_bytes()
+    for state, badge in TRAY_STATES:
+        files[tray_name(state, badge)] = _png_bytes(draw_icon(state, TRAY_SIZE, badge))
     return files
 
 
@@ -130,6 +161,8 @@ def expected_sizes(name: str) -> tuple[int, ...]:
         return ICO_SIZES
     if name == "traywire.icns":
         return ICNS_SIZES
+    if name in _TRAY:
+        return (TRAY_SIZE,)
     return (int(name.rsplit("-", 1)[1].split(".")[0]),)
 
 
@@ -151,7 +184,7 @@ def check(assets: Path = ASSETS) -> list[str]:
             problems.append(f"{path}: sizes {sorted(found)}, expected {sorted(want)}")
             continue
         for size in want:
-            diff = max_difference(found[size], draw(size))
+            diff = max_difference(found[size], drawing(name, size))
             if diff > TOLERANCE:
                 problems.append(
                     f"{path}: the {size} px image differs from traywire.desktop.icon's drawing "

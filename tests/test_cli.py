@@ -890,3 +890,26 @@ def test_route_live_reads_the_running_instance(
         p.stop()
     rc, _, err = run(capsys, "route", "--model", "chat", "--prompt", "hi", "--live")
     assert rc == 2 and "cannot read the live state from" in err
+
+
+def test_every_option_of_every_command_has_a_help_text() -> None:
+    """`traywire COMMAND -h` explains each flag and argument."""
+    import argparse
+
+    from traywire.cli import _parser
+
+    missing: list[str] = []
+
+    def walk(p: argparse.ArgumentParser, where: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{where} {name}")
+                continue
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(_parser(), "traywire")
+    assert missing == []

@@ -507,3 +507,120 @@ def test_foreign_host_name_cannot_load_the_dashboard(browser: Browser, dash: Das
     response = page.goto(f"http://evil.test:{dash.p.server.port}/ui")
     assert response is not None and response.status == 403
     assert "traywire-session" not in page.content()
+
+
+# --------------------------------------------------------------------------- pages, rows, keys
+
+
+def _ids(page: Page) -> list[int]:
+    return [
+        int(x)
+        for x in page.eval_on_selector_all(
+            "#request-list details", "els => els.map(e => e.dataset.id)"
+        )
+    ]
+
+
+def test_request_list_pages_after_a_screenful_with_endpoint_and_skipped_attempts(
+    browser: Browser, dash: Dash, clients: Any
+) -> None:
+    oc = clients.openai(dash.p)
+    # a and b refuse: once their circuits are open (2 failures each), a request
+    # skips both without trying them
+    dash.fo.refuse()
+    dash.fv.refuse()
+    for _ in range(4):
+        with contextlib.suppress(openai.APIError):
+            oc.with_options(max_retries=0).chat.completions.create(model="one", messages=USER)
+    dash.fo.ok()
+    dash.fv.ok()
+    # back up: after the cooldown a trial request may close each circuit
+    assert wait_until(
+        lambda: all(status_of(dash.p)["backends"][n]["circuit"] != "open" for n in "ab"), 15
+    ), status_of(dash.p)["backends"]
+    total = 40
+    for _ in range(total - 4):
+        oc.chat.completions.create(model="two", messages=USER)
+    logged(dash, total)
+    page = browser.page(dash.p.url + "/ui")
+    settle(page)
+    per_page = page.evaluate("Math.max(8, Math.min(40, Math.floor((innerHeight - 220) / 42)))")
+    assert 8 <= per_page < total // 2
+    until(page, f"document.querySelectorAll('#request-list > li').length === {per_page}")
+    until(page, "document.querySelector('#page-no').textContent.startsWith('Page 1')")
+    assert page.inner_text("#page-no") == f"Page 1 · requests 1–{per_page} (newest first)"
+    assert page.is_visible("#older") and not page.is_visible("#newer")
+    # a screenful: the list is no taller than the window
+    height = page.eval_on_selector("#request-list", "el => el.getBoundingClientRect().height")
+    assert height <= page.evaluate("innerHeight"), height
+    # each row names the endpoint
+    first_row = page.locator("#request-list > li").first.inner_text()
+    assert "/v1/chat/completions" in first_row, first_row
+    page1 = _ids(page)
+    shot(page, "requests_page1", full=False)
+
+    page.click("#older")
+    until(page, "document.querySelector('#page-no').textContent.startsWith('Page 2')")
+    page2 = _ids(page)
+    assert len(page2) == per_page and max(page2) < min(page1)
+    assert "live updates paused" in page.inner_text("#page-no")
+    assert page.is_visible("#newer")
+    # older pages hold still while new requests come in
+    oc.chat.completions.create(model="two", messages=USER)
+    logged(dash, total + 1)
+    time.sleep(2)
+    assert _ids(page) == page2
+
+    # to the last page: the rows with a skipped attempt are among the oldest
+    while page.is_visible("#older"):
+        before = _ids(page)
+        page.click("#older")
+        until(page, f"document.querySelector('#request-list details').dataset.id != '{before[0]}'")
+    assert page.is_visible("#newest")
+    skipped = page.locator("#request-list .tries .skipped")
+    assert skipped.count() >= 1, page.inner_text("#request-list")
+    tries = skipped.first.locator("xpath=..")
+    assert "skipped" in tries.inner_text()
+    assert "circuit open" in (tries.get_attribute("title") or ""), tries.get_attribute("title")
+    shot(page, "requests_last_page", full=False)
+
+    page.click("#newest")
+    until(page, "document.querySelector('#page-no').textContent.startsWith('Page 1')")
+    assert max(_ids(page)) > max(page1)  # the request made while paged is on top now
+    assert browser.problems == [], browser.problems
+
+
+def test_sparklines_are_readable_with_the_latest_value(
+    browser: Browser, dash: Dash, clients: Any
+) -> None:
+    make_traffic(dash, clients)
+    page = browser.page(dash.p.url + "/ui")
+    settle(page)
+    page.wait_for_selector('article[data-backend="b"] svg.spark path.line', state="attached")
+    card = page.locator('article[data-backend="b"]')
+    box = card.locator("svg.spark").bounding_box()
+    assert box is not None and box["height"] >= 48, box
+    latest = card.locator(".spark-legend .latest").inner_text()
+    assert latest.startswith("latest ") and " ms (" in latest, latest
+    assert card.locator("svg.spark circle.dot").count() == 1
+    shot(page, "sparkline", full=False)
+    assert browser.problems == [], browser.problems
+
+
+def test_without_a_keyring_the_key_form_says_why_and_takes_no_input(
+    browser: Browser, dash: Dash, fail_keyring: Any
+) -> None:
+    page = browser.page(dash.p.url + "/ui#keys")
+    page.wait_for_selector('article[data-backend="a"]')
+    page.wait_for_selector("#keyring-problem:not([hidden])")
+    text = page.inner_text("#keyring-problem")
+    assert "keyring is not usable here" in text and "cannot be saved from this page" in text
+    assert text.index("env:VAR") < text.index("Secret Service"), text
+    assert "traywire doctor" in text
+    fields = page.locator("#keys form input, #keys form button")
+    assert fields.count() >= 4
+    for i in range(fields.count()):
+        assert fields.nth(i).is_disabled(), fields.nth(i).evaluate("el => el.outerHTML")
+        assert fields.nth(i).get_attribute("aria-describedby") == "keyring-problem"
+    shot(page, "keys_no_keyring", full=False)
+    assert browser.problems == [], browser.problems

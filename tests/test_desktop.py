@@ -20,6 +20,7 @@ from xsession import need_gi, need_tools, wait, xsession
 
 from traywire.desktop import run as desktop
 from traywire.desktop.menu import Command
+from traywire.desktop.probes import notifications_notice, notifications_problem
 from traywire.desktop.run import Controller, TrayProblem, diagnose
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -43,6 +44,7 @@ class FakeProbes:
         self.notifications = notifications
         self.sni = sni
         self.xembed = xembed
+        self.chosen: list[str] = []
 
     def load_backend(self) -> str:
         if isinstance(self.backend, Exception):
@@ -60,6 +62,9 @@ class FakeProbes:
 
     def has_xembed_tray(self) -> bool:
         return self.xembed
+
+    def use_backend(self, name: str) -> None:
+        self.chosen.append(name)
 
 
 X11 = {"DISPLAY": ":0"}
@@ -79,7 +84,8 @@ def test_macos_and_windows_need_no_display_variable(platform: str) -> None:
 
 def test_no_display() -> None:
     p = diagnose(FakeProbes(), {}, "linux")
-    assert p is not None and "neither DISPLAY nor WAYLAND_DISPLAY" in p.what
+    assert p is not None and "DISPLAY and WAYLAND_DISPLAY are not set" in p.what
+    assert "traywire serve" in p.fix
 
 
 def test_pystray_cannot_load() -> None:
@@ -99,10 +105,34 @@ def test_dummy_backend() -> None:
 def test_no_session_bus_or_notifications() -> None:
     p = diagnose(FakeProbes(bus="the given address is empty"), X11, "linux")
     assert p is not None and p.what == "no D-Bus session bus (the given address is empty)"
-    p = diagnose(FakeProbes(notifications=False), X11, "linux")
+    # no notification service: the tray still shows; a notice of its own says so
+    probes = FakeProbes(notifications=False)
+    assert diagnose(probes, X11, "linux") is None
+    p = notifications_problem(probes, "linux")
     assert p is not None
-    assert "no notification service (org.freedesktop.Notifications)" in p.what
+    assert "no notification service (org.freedesktop.Notifications" in p.what
     assert "dunst" in p.fix
+    line = notifications_notice(p)
+    assert "\n" not in line and "the menu's first line" in line
+    assert notifications_problem(FakeProbes(), "linux") is None
+    assert notifications_problem(FakeProbes(notifications=False), "darwin") is None
+
+
+def test_an_x11_tray_without_a_statusnotifier_host_gets_the_gtk_backend() -> None:
+    """libayatana-appindicator's X11 fallback prints a Gdk-CRITICAL; pystray's GTK
+    backend shows the same icon in the same tray without it."""
+    probes = FakeProbes(sni=False, xembed=True)
+    assert diagnose(probes, X11, "linux") is None
+    assert probes.chosen == ["gtk"]
+    for kept in (
+        FakeProbes(sni=True),  # a StatusNotifier host: AppIndicator proper
+        FakeProbes(xembed=False),  # no tray at all: nothing to pick
+    ):
+        diagnose(kept, X11, "linux")
+        assert kept.chosen == []
+    chosen = FakeProbes()
+    diagnose(chosen, {**X11, "PYSTRAY_BACKEND": "appindicator"}, "linux")
+    assert chosen.chosen == []  # the user's choice stands
 
 
 def test_no_tray_host_and_the_gnome_hint() -> None:
@@ -119,12 +149,10 @@ def test_no_tray_host_and_the_gnome_hint() -> None:
 
 def test_the_message_says_what_how_and_that_it_serves() -> None:
     text = TrayProblem("no tray host", "run trayer").message("http://127.0.0.1:8484")
-    assert text.splitlines() == [
-        "traywire: no tray icon: no tray host.",
-        "  Fix: run trayer.",
-        "  Serving as a plain proxy at http://127.0.0.1:8484 until Ctrl-C "
-        "(`traywire serve` or `traywire --no-tray` do this on purpose).",
-    ]
+    assert text == (
+        "traywire: no tray icon: no tray host. Fix: run trayer. "
+        "Serving at http://127.0.0.1:8484 until Ctrl-C (details: `traywire doctor`)."
+    )
 
 
 # --------------------------------------------------------------------------- controller
@@ -199,7 +227,7 @@ def controller() -> tuple[Controller, FakeProxy, FakeTray]:
 def test_controller_routes_commands_to_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     c, proxy, tray = controller()
     opened: list[str] = []
-    monkeypatch.setattr(desktop, "open_path", opened.append)
+    monkeypatch.setattr(desktop, "open_path", lambda target, what, report: opened.append(target))
     c.handle(Command("set_preference", ("local_only",)))
     c.handle(Command("set_active", ("vllm", "vllm_b")))
     c.handle(Command("set_active", ("vllm", "vllm_a")))  # already active: nothing to do
@@ -243,7 +271,7 @@ def test_controller_open_config_creates_the_user_file(
 ) -> None:
     c, _proxy, _tray = controller()
     opened: list[str] = []
-    monkeypatch.setattr(desktop, "open_path", opened.append)
+    monkeypatch.setattr(desktop, "open_path", lambda target, what, report: opened.append(target))
     c.handle(Command("open_config"))
     path = Path(opened[0])
     assert path.name == "traywire.yaml" and path.exists()
@@ -270,7 +298,7 @@ def test_controller_set_key_opens_the_dashboard_key_form(
 ) -> None:
     c, _proxy, tray = controller()
     opened: list[str] = []
-    monkeypatch.setattr(desktop, "open_path", opened.append)
+    monkeypatch.setattr(desktop, "open_path", lambda target, what, report: opened.append(target))
     c.handle(Command("set_key", ("ollama_cloud",)))
     assert opened == ["http://127.0.0.1:8484/ui#keys"]
     assert tray.notes == []
@@ -332,10 +360,10 @@ def test_without_a_display_it_serves_and_says_so_once(tmp_path: Path, fake: Fake
     assert rc == 0, err
     assert err.count("no tray icon") == 1
     assert (
-        "traywire: no tray icon: no graphical session (neither DISPLAY nor WAYLAND_DISPLAY "
-        "is set)." in err
+        "traywire: no tray icon: no graphical session (DISPLAY and WAYLAND_DISPLAY are not "
+        "set)." in err
     )
-    assert f"Serving as a plain proxy at {app.url} until Ctrl-C" in err
+    assert f"Serving at {app.url} until Ctrl-C" in err
     assert "Traceback" not in err
 
 
@@ -399,7 +427,6 @@ COLOURS = {
     "healthy": (28, 142, 66),
     "degraded": (240, 168, 24),
     "failing": (232, 56, 56),
-    "paused": (56, 120, 230),
 }
 
 
@@ -453,10 +480,12 @@ def test_a_real_tray_under_xvfb(tmp_path: Path, backend: str) -> None:
             # the Routing menu's "Local only", clicked through the toolkit
             assert drv.ask("click Routing/Local only") == {"ok": True, "via": "gtk"}
             assert wait(lambda: app.get("/status")["preference"] == "local_only", 30)
-            s = drv.wait_state(lambda s: s["state"] == "paused")
+            # the icon keeps the health (a is still down: amber) and gets the house badge
+            s = drv.wait_state(lambda s: s["badge"] == "local")
+            assert s["state"] == "degraded"
             routing = next(i for i in s["menu"] if i["text"] == "Routing")["submenu"]
             assert [i["text"] for i in routing if i["checked"]] == ["Local only"]
-            assert shows(x, f"tray_xvfb_{backend}_paused.png", "paused")
+            assert shows(x, f"tray_xvfb_{backend}_degraded_local.png", "degraded")
 
             # Quit: the proxy stops, then the icon; exit 0, no GLib error
             assert drv.ask("click Quit traywire")["ok"] is True
@@ -488,10 +517,28 @@ def test_under_xvfb_without_a_tray_host_it_says_so_and_serves(tmp_path: Path) ->
             rc, _out, err = app.stop(signal.SIGTERM)
     assert rc == 0, err
     assert err.count("no tray icon") == 1
-    assert "no tray host: no StatusNotifier host and no X11 system tray" in err
+    assert "no tray host (no StatusNotifier host, no X11 system tray)" in err
 
 
-def test_under_xvfb_without_notifications_it_says_so_and_serves(tmp_path: Path) -> None:
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of each child process of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append((int(stat.parent.name), fields[0]))
+    return out
+
+
+def test_under_xvfb_without_notifications_the_tray_runs_and_failures_show_in_the_menu(
+    tmp_path: Path,
+) -> None:
+    """No notification service: one notice at start, the tray shows anyway, and a
+    menu action that fails (a browser that cannot start) says so in a log line
+    and the menu's first line; the failed opener is reaped, not left a zombie."""
     need_gi()
     with (
         xsession(tmp_path / "x", notifications=False) as x,
@@ -500,16 +547,70 @@ def test_under_xvfb_without_notifications_it_says_so_and_serves(tmp_path: Path) 
         cfg = write_config(tmp_path, {"a": a})
         app = App(
             ["--config", str(cfg), "--port", str(free_port())],
-            env={**x.env, "PYSTRAY_BACKEND": "appindicator"},
+            env={**x.env, "BROWSER": "false"},
+            script=DRIVER,
+            stdin=True,
         )
+        drv = Driven(app)
         try:
             app.wait_listening()
-            app.wait_for("no tray icon")
+            s = drv.wait_state(lambda s: s["visible"] and s["state"] == "healthy")
+            assert s["backend"] == "gtk"  # picked: an X11 tray, no StatusNotifier host
+            assert drv.ask("click Open dashboard")["ok"] is True
+            want = f"Could not open the dashboard: false exited with 1. Open {app.url}/ui yourself."
+            drv.wait_state(lambda s: want in s["menu"][0]["text"] or want in s["title"])
+            app.wait_for(want)
+            assert wait(lambda: not [c for c in children(app.proc.pid) if c[1] == "Z"], 10)
         finally:
             rc, _out, err = app.stop(signal.SIGTERM)
     assert rc == 0, err
-    assert err.count("no tray icon") == 1
-    assert "no notification service (org.freedesktop.Notifications)" in err
+    assert err.count("no desktop notifications") == 1
+    assert "traywire: no desktop notifications: no notification service" in err
+    assert "no tray icon" not in err
+    assert err.count(want) == 1
+    assert "Traceback" not in err and "GLib.GError" not in err
+    # a plain X11 tray, no StatusNotifier host: traywire picks pystray's GTK
+    # backend, and libayatana-appindicator's Gdk-CRITICAL never shows
+    assert "Gdk-CRITICAL" not in err
+
+
+def test_under_xvfb_a_failing_editor_is_a_notification(tmp_path: Path) -> None:
+    """Open config file with an opener that fails: a desktop notification says so."""
+    need_gi()
+    with (
+        xsession(tmp_path / "x") as x,
+        FakeBackend("openai", name="a", models=["ma"]) as a,
+    ):
+        cfg = write_config(tmp_path, {"a": a})
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        opener = bin_dir / "xdg-open"
+        opener.write_text("#!/bin/sh\nexit 3\n")
+        opener.chmod(0o755)
+        app = App(
+            ["--config", str(cfg), "--port", str(free_port())],
+            env={**x.env, "PATH": f"{bin_dir}:{x.env.get('PATH', '')}"},
+            script=DRIVER,
+            stdin=True,
+        )
+        drv = Driven(app)
+        try:
+            app.wait_listening()
+            drv.wait_state(lambda s: s["visible"])
+            assert drv.ask("click Open config file")["ok"] is True
+            assert wait(
+                lambda: (
+                    "Could not open the config file: xdg-open exited with 3: no "
+                    "application found for it" in x.notifications()
+                ),
+                30,
+            ), x.notifications()
+            assert wait(lambda: not [c for c in children(app.proc.pid) if c[1] == "Z"], 10)
+        finally:
+            rc, _out, err = app.stop(signal.SIGTERM)
+    assert rc == 0, err
+    assert "no desktop notifications" not in err
+    assert "Gdk-CRITICAL" not in err
 
 
 def test_under_xvfb_sigterm_quits_the_tray_cleanly(tmp_path: Path) -> None:

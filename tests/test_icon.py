@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 import traywire.desktop.icon
-from traywire.desktop.icon import ICON_STATES, IconState, draw_icon
+from traywire.desktop.icon import BADGES, ICON_STATES, Badge, IconState, draw_icon
 
 SIZES = (16, 22, 24, 32, 48, 64)
 WHITE = (255, 255, 255)
@@ -92,7 +92,8 @@ def test_default_size_is_64() -> None:
 
 
 def test_states_are_the_documented_five() -> None:
-    assert ICON_STATES == ("healthy", "degraded", "failing", "paused", "not_running")
+    assert ICON_STATES == ("healthy", "degraded", "failing", "not_running")
+    assert BADGES == (None, "local", "cloud")
 
 
 def test_drawing_is_deterministic() -> None:
@@ -106,6 +107,11 @@ def test_unknown_state(bad: str) -> None:
         draw_icon(bad, 22)  # type: ignore[arg-type]
 
 
+def test_unknown_badge() -> None:
+    with pytest.raises(ValueError, match="unknown badge"):
+        draw_icon("healthy", 22, "paused")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", [0, 4, -16, 22.5])
 def test_bad_size(bad: int) -> None:
     with pytest.raises(ValueError, match="size"):
@@ -117,7 +123,7 @@ def test_not_running_is_see_through() -> None:
     icon = draw_icon("not_running", 32)
     alpha = icon.getchannel("A")
     assert alpha.getpixel((16, 7)) == 0  # inside the ring, above the glyph
-    for state in ("healthy", "degraded", "failing", "paused"):
+    for state in ("healthy", "degraded", "failing"):
         assert draw_icon(state, 32).getchannel("A").getpixel((16, 7)) == 255
 
 
@@ -139,13 +145,56 @@ def test_states_differ_in_shape_not_only_colour(a: IconState, b: IconState, size
     assert differing > 0.06, f"{a} and {b} differ in only {differing:.0%} of pixels without hue"
 
 
+LIVE = [s for s in ICON_STATES if s != "not_running"]
+COMBOS = [(s, b) for s in LIVE for b in BADGES]
+
+
+@pytest.mark.parametrize(("a", "b"), list(itertools.combinations(COMBOS, 2)))
+def test_every_health_and_badge_pair_differs_in_shape_at_22px(
+    a: tuple[IconState, Badge | None], b: tuple[IconState, Badge | None]
+) -> None:
+    """Health x preference: every combination reads differently without hue (the
+    house and the cloud: in the badge's corner, in grey)."""
+    ia, ib = draw_icon(a[0], 22, a[1]), draw_icon(b[0], 22, b[1])
+    if a[0] == b[0] and a[1] and b[1]:
+        corner = (11, 11, 22, 22)
+        grey = ImageChops.difference(ia.crop(corner).convert("L"), ib.crop(corner).convert("L"))
+        mean = ImageStat.Stat(grey).mean[0]
+        assert mean > 8, f"{a} and {b} differ by only {mean:.1f}/255 in the badge"
+        return
+    sa, sb = structure(ia), structure(ib)
+    differing = sum(x != y for x, y in zip(sa, sb, strict=True)) / len(sa)
+    assert differing > 0.02, f"{a} and {b} differ in only {differing:.1%} of pixels"
+
+
+@pytest.mark.parametrize("badge", ["local", "cloud"])
+@pytest.mark.parametrize("state", LIVE)
+def test_a_badge_keeps_the_health_colour(state: IconState, badge: Badge) -> None:
+    """The badge takes a corner: most of the tile still shows the health's colour."""
+    plain, badged = draw_icon(state, 32), draw_icon(state, 32, badge)
+    fill = traywire.desktop.icon._FILL[state]
+    assert fill is not None
+
+    def filled(icon: Image.Image) -> int:
+        pixels = icon.get_flattened_data()
+        return sum(all(abs(a - b) <= 12 for a, b in zip(p, fill, strict=True)) for p in pixels)
+
+    assert filled(badged) >= 0.7 * filled(plain) > 100
+    # and the badge's corner is white and dark (a glyph on a disc), not the fill
+    corner = badged.crop((19, 19, 31, 31))
+    assert sum(p[:3] == (255, 255, 255) for p in corner.get_flattened_data()) > 10
+
+
 # --------------------------------------------------------------------------- contrast
 
 
 @pytest.mark.parametrize("size", [16, 22, 32, 64])
+@pytest.mark.parametrize("badge", BADGES)
 @pytest.mark.parametrize("state", ICON_STATES)
-def test_contrast_on_light_and_dark_panels(state: IconState, size: int) -> None:
-    icon = draw_icon(state, size)
+def test_contrast_on_light_and_dark_panels(
+    state: IconState, badge: Badge | None, size: int
+) -> None:
+    icon = draw_icon(state, size, badge)
     for bg in PANELS:
         fraction = visible_fraction(icon, bg)
         assert fraction >= 0.4, (
@@ -165,22 +214,24 @@ def test_outline_is_dark_and_body_is_light_enough(state: IconState) -> None:
 
 
 def test_icon_sheet_artifact() -> None:
-    """Write tests/artifacts/icons.png: all states, 16-64 px, on light and dark panels."""
+    """Write tests/artifacts/icons.png: every state and badge, 16-64 px, on light and
+    dark panels."""
     sizes = (16, 22, 32, 64)
     pad = 6
+    combos = [(s, b) for s in ICON_STATES for b in BADGES if s != "not_running" or b is None]
     block = sum(s + pad for s in sizes)
     row_h = max(sizes) + 2 * pad
-    sheet = Image.new("RGB", (block * len(ICON_STATES) + pad, row_h * len(PANELS)))
+    sheet = Image.new("RGB", (block * len(combos) + pad, row_h * len(PANELS)))
     for row, bg in enumerate(PANELS):
         strip = Image.new("RGBA", (sheet.width, row_h), (*bg, 255))
         x = pad
-        for state in ICON_STATES:
+        for state, badge in combos:
             for size in sizes:
-                strip.alpha_composite(draw_icon(state, size), (x, (row_h - size) // 2))
+                strip.alpha_composite(draw_icon(state, size, badge), (x, (row_h - size) // 2))
                 x += size + pad
         sheet.paste(strip.convert("RGB"), (0, row * row_h))
     # Magnified with nearest-neighbour so single pixels stay visible.
-    zoomed = sheet.resize((sheet.width * 3, sheet.height * 3), Image.Resampling.NEAREST)
+    zoomed = sheet.resize((sheet.width * 2, sheet.height * 2), Image.Resampling.NEAREST)
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / "icons.png"
     zoomed.save(out)

@@ -72,6 +72,11 @@ def test_no_keyring_backend_gives_a_message_naming_the_fix(
 ) -> None:
     assert run(["keys", "set", "ollama_cloud"], monkeypatch, "sk-abc-123456\n") == 1
     err = capsys.readouterr().err
-    assert "not usable" in err
-    assert "gnome-keyring" in err and "env:VAR" in err
+    # one short line: what is missing, the quick env:VAR path first, then the fix
+    assert err.startswith("traywire: no usable OS keyring (")
+    assert err.count("\n") == 1 and len(err) < 400
+    assert err.index("env:VAR") < err.index("gnome-keyring")
+    assert "traywire doctor" in err
     assert "keyrings.alt" not in err
+    assert run(["keys", "list"], monkeypatch) == 1
+    assert capsys.readouterr().err.count("no usable OS keyring") == 1

@@ -302,3 +302,19 @@ def test_lazy_imports_are_listed() -> None:
     for source, target, kind in lazy:
         print(f"lazy ({kind}): {source} → {target}")
     assert all(kind in ("function", "type_checking") for _, _, kind in lazy)
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """Every module and package under src/traywire is named in the README's
+    Layout section (as `name`, `path/name` or `name/`)."""
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout", 1)[1].split("\nWhere to change what", 1)[0]
+    missing = []
+    for name in MODULES:
+        if name == "traywire":
+            continue
+        short = name.rsplit(".", 1)[-1]
+        path = name.removeprefix("traywire.").replace(".", "/")
+        if not any(f in section for f in (f"`{short}`", f"`{path}`", f"`{short}/`")):
+            missing.append(name)
+    assert missing == [], missing

@@ -549,3 +549,30 @@ def test_dockerfile_runs_traywire_serve() -> None:
     assert cfg.server.token == "env:TRAYWIRE_TOKEN"
     assert dict(steps)["EXPOSE"] == str(cfg.server.port)
     assert "TRAYWIRE_TOKEN" in dict(steps)["HEALTHCHECK"]
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def test_building_prints_no_deprecation_warning(tmp_path: Path) -> None:
+    """A verbose wheel build (what `pip install .` runs) says nothing deprecated:
+    the license is an SPDX expression, not setuptools' deprecated TOML table."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    bad = [line for line in text.splitlines() if re.search(r"deprecat", line, re.IGNORECASE)]
+    assert bad == [], "\n".join(bad)
+    wheel = next(tmp_path.glob("traywire-*.whl"))
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
+    assert "License-Expression: MIT" in meta

@@ -102,6 +102,28 @@ def test_admin_with_foreign_origin_is_refused(one: Any) -> None:
     assert status_of(p)["preference"] == "local_only"
 
 
+def test_reads_from_a_foreign_origin_get_no_cors_headers(one: Any) -> None:
+    """The README's rule for reading (DECISION): a GET from a page of another
+    site gets its normal answer, 200, but without any CORS header, so the
+    browser does not hand the body to that page; a preflight (which a page
+    needs for a JSON body or a custom header) is never approved."""
+    _, p = one
+    foreign = {"Origin": "http://evil.example"}
+    for path in ("/v1/models", "/api/tags", "/status", "/health", "/ui"):
+        r = raw(p, "GET", path, headers=foreign)
+        assert r.status == 200, (path, r)
+        cors = [h for h in r.headers if h.lower().startswith("access-control-")]
+        assert cors == [], (path, r.headers)
+    preflight = {
+        **foreign,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    for path in ("/v1/chat/completions", "/admin/preference", "/ui/api/keys"):
+        r = raw(p, "OPTIONS", path, headers=preflight)
+        assert not [h for h in r.headers if h.lower().startswith("access-control-")], (path, r)
+
+
 def _other_origins(port: int) -> list[str]:
     """Loopback origins that are not the proxy's own when it is reached at
     127.0.0.1:port: another port, another loopback address or name on the same

@@ -717,3 +717,30 @@ def test_import_does_not_touch_the_keyring() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_keyring_problem_has_a_short_reason_and_the_fix(fail_keyring: object, linux: None) -> None:
+    problem = traywire.secrets.keyring_problem()
+    assert problem is not None
+    assert "fail.Keyring" in problem.reason and "\n" not in problem.reason
+    assert "gnome-keyring" in problem.fix and "env:VAR" in problem.fix
+    assert "Secret Service" in traywire.secrets.short_fix("linux")
+    assert "security unlock-keychain" in traywire.secrets.short_fix("darwin")
+
+
+def test_keyring_problem_is_none_with_a_keyring(memory_keyring: object) -> None:
+    assert traywire.secrets.keyring_problem() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "var"),
+    [
+        ("ollama_cloud", "OLLAMA_CLOUD_API_KEY"),
+        ("openai.prod-2", "OPENAI_PROD_2_API_KEY"),
+        ("vllm_token", "VLLM_TOKEN"),
+        ("groq_key", "GROQ_KEY"),
+        ("9lives", "KEY_9LIVES_API_KEY"),
+    ],
+)
+def test_env_name_for_a_keyring_name(name: str, var: str) -> None:
+    assert traywire.secrets.env_name_for(name) == var

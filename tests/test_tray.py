@@ -21,6 +21,7 @@ from traywire.desktop.tray import (
     Topology,
     backend_condition,
     freeze,
+    icon_badge,
     icon_state,
     thaw,
     tooltip,
@@ -311,31 +312,36 @@ def test_a_model_the_backend_does_not_serve_is_not_usable() -> None:
     assert icon_state(s) == "failing"
 
 
-@pytest.mark.parametrize("pref", ["local_only", "cloud_only"])
-def test_local_or_cloud_only_is_paused(pref: str) -> None:
+@pytest.mark.parametrize(("pref", "badge"), [("local_only", "local"), ("cloud_only", "cloud")])
+def test_local_or_cloud_only_is_a_badge_not_a_state(pref: str, badge: str) -> None:
     routes = {"any": ("llama", "big-cloud")}
-    assert icon_state(snap(preference=pref, routes=routes)) == "paused"
+    s = snap(preference=pref, routes=routes)
+    assert (icon_state(s), icon_badge(s)) == ("healthy", badge)
 
 
-def test_paused_hides_degraded_but_not_failing() -> None:
+def test_the_badge_never_hides_the_health() -> None:
+    # local only with the cloud down: still degraded (amber), with the house badge
     s = with_backend(snap(preference="local_only"), "cloud", health="down")
-    assert icon_state(s) == "paused"
+    assert (icon_state(s), icon_badge(s)) == ("degraded", "local")
     routes = {"creative": ("dolphin-vllm", "big-cloud")}
     # local only: dolphin is standby, the cloud is ruled out
     assert unreachable_routes(snap(preference="local_only", routes=routes)) == ("creative",)
     s = snap(preference="local_only", routes={"chat": ("llama", "big-cloud")})
-    assert icon_state(s) == "paused"
-    assert icon_state(with_backend(s, "ollama", health="down")) == "failing"
+    assert (icon_state(s), icon_badge(s)) == ("healthy", "local")
+    s = with_backend(s, "ollama", health="down")
+    assert (icon_state(s), icon_badge(s)) == ("failing", "local")
+    assert icon_badge(tray.not_running()) is None
 
 
 def test_cloud_only_rules_out_local_models() -> None:
     s = snap(preference="cloud_only", routes={"chat": ("llama",)})
-    assert icon_state(s) == "failing"
+    assert (icon_state(s), icon_badge(s)) == ("failing", "cloud")
 
 
 @pytest.mark.parametrize("pref", ["auto", "prefer_local", "prefer_cloud"])
-def test_preferences_that_allow_both_do_not_pause(pref: str) -> None:
-    assert icon_state(snap(preference=pref)) == "healthy"
+def test_preferences_that_allow_both_have_no_badge(pref: str) -> None:
+    s = snap(preference=pref)
+    assert (icon_state(s), icon_badge(s)) == ("healthy", None)
 
 
 def test_during_a_switch_the_group_serves_nothing() -> None:
@@ -524,7 +530,8 @@ def test_one_submenu_per_group_and_groups_from_status_without_topology() -> None
 def test_key_item_variants() -> None:
     no_keys = {"ollama": backend()}
     item = find_item(menu_model(snap(no_keys, groups={}, active={})), "Set cloud API key")
-    assert item == Item("Set cloud API key…", enabled=False)
+    # no backend refers to a keyring key: the dashboard's form still takes one
+    assert item == Item("Set cloud API key…", Command("set_key", ("",)))
     missing = healthy_backends()
     missing["cloud"]["no_key"] = True
     item = find_item(menu_model(snap(missing)), "Set cloud API key")
@@ -536,6 +543,17 @@ def test_key_item_variants() -> None:
     assert item is not None and item.submenu is not None
     assert texts(item.submenu) == ["ollama_cloud…", "other… (not set)"]
     assert item.submenu[1].command == Command("set_key", ("other",))
+
+
+@pytest.mark.parametrize("where", ["snapshot", "status"])
+def test_key_item_without_a_keyring_says_why(where: str) -> None:
+    s = snap()
+    if where == "snapshot":  # the app's own check at start
+        s = s._replace(keyring="no backend")
+    else:  # the proxy could not read a key from it
+        s = s._replace(status=freeze({**thaw(s.status), "keyring": "The OS keyring is..."}))
+    item = find_item(menu_model(s), "Set cloud API key")
+    assert item == Item("Set cloud API key — no OS keyring (run `traywire doctor`)", enabled=False)
 
 
 def test_menu_when_not_running() -> None:
@@ -825,7 +843,7 @@ def test_post_applies_changes_and_notifies_with_rate_limit(
     assert t.shown.state == "degraded"
     kinds = [k for k, _ in icon.log]
     assert "icon" not in kinds  # hidden icon: pystray updates the image when shown
-    assert icon.icon is t._image("degraded")
+    assert icon.icon is t._image("degraded", None)
     assert icon.title == "traywire — 3/4 backends up · auto · vLLM: qwen"
     assert ("notify", "ollama is down (refused)") in icon.log
     assert pystray_item(icon.menu, "Backends", "ollama").text == "ollama — down (refused) · 0/4"
@@ -837,6 +855,33 @@ def test_post_applies_changes_and_notifies_with_rate_limit(
     clock.now += 60
     t.post(snap())  # nothing changed, but the held notice is released now
     assert [m for k, m in icon.log if k == "notify"] == ["ollama is back"]
+
+
+def test_the_preference_badge_changes_the_image_and_keeps_the_health(
+    fake_pystray: types.ModuleType,
+) -> None:
+    from traywire.desktop.icon import draw_icon
+
+    t = trayicon.Tray(lambda c: None, snap(), clock=Clock())
+    down = with_backend(snap(preference="local_only"), "cloud", health="down")
+    t.post(down)
+    assert (t.shown.state, t.shown.badge) == ("degraded", "local")
+    assert t.icon.icon.tobytes() == draw_icon("degraded", 64, "local").tobytes()
+    t.post(snap(preference="cloud_only", routes={"chat": ("big-cloud",)}))
+    assert (t.shown.state, t.shown.badge) == ("healthy", "cloud")
+    assert t.icon.icon.tobytes() == draw_icon("healthy", 64, "cloud").tobytes()
+
+
+def test_without_a_notification_service_notices_are_logged(
+    fake_pystray: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = trayicon.Tray(lambda c: None, snap(), clock=Clock(), notifications=False)
+    assert not t.can_notify
+    t.icon.log.clear()
+    with caplog.at_level("INFO", logger="traywire"):
+        t.post(with_backend(snap(), "ollama", health="down"))
+    assert [k for k, _ in t.icon.log if k == "notify"] == []
+    assert "notification: ollama is down" in caplog.text
 
 
 def test_several_notices_become_one_notification(fake_pystray: types.ModuleType) -> None:

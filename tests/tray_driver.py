@@ -6,7 +6,7 @@ Before the tray's UI loop starts, a thread starts reading commands on stdin,
 one per line; each answer is one line on stdout starting with ``DRIVER `` and
 then JSON:
 
-* ``state`` - what the tray shows now: ``{"state", "title", "menu", "backend"}``
+* ``state`` - what the tray shows now: ``{"state", "badge", "title", "menu", "backend"}``
   (read on the UI thread).
 * ``click A/B/C`` - activate the menu item at that path of labels (prefixes)
   through the toolkit: for pystray's GTK backends the ``Gtk.MenuItem`` is
@@ -63,6 +63,7 @@ def _state(t: trayicon.Tray) -> dict[str, Any]:
     shown = t.shown
     return {
         "state": shown.state,
+        "badge": shown.badge,
         "title": t.icon.title,
         "menu": _labels(shown.menu),
         "backend": t.backend,

@@ -8,6 +8,7 @@ Every missing tool makes the test skip with the Debian package to install
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -89,19 +90,32 @@ class XSession:
         return p
 
     def start_x(self) -> None:
-        r, w = os.pipe()
-        p = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(w), "-screen", "0", "640x240x24", "-nolisten", "tcp"],
-            pass_fds=(w,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs.append(p)
-        os.close(w)
-        with os.fdopen(r) as f:
-            number = f.readline().strip()
+        # A display number of its own, drawn at random: other test runs on this
+        # machine (other checkouts, other /tmp) have Xvfbs too, and X clients
+        # try the abstract socket "@/tmp/.X11-unix/X<n>" first, which every
+        # /tmp shares; a low number could reach another run's server.
+        number = ""
+        for _ in range(8):
+            r, w = os.pipe()
+            xlog = open(self.tmp / "xvfb.log", "ab")  # noqa: SIM115 (closed in stop)
+            self.files.append(xlog)
+            candidate = str(random.randrange(1000, 30000))
+            argv = ["Xvfb", f":{candidate}", "-displayfd", str(w), "-screen", "0", "640x240x24"]
+            p = subprocess.Popen(
+                [*argv, "-nolisten", "tcp"],
+                pass_fds=(w,),
+                stdout=subprocess.DEVNULL,
+                stderr=xlog,
+            )
+            os.close(w)
+            with os.fdopen(r) as f:
+                number = f.readline().strip()
+            if number:
+                self.procs.append(p)
+                break
+            p.wait(10)  # that number was taken: try another
         if not number:
-            raise RuntimeError("Xvfb did not start")
+            raise RuntimeError(f"Xvfb did not start: {self.log('xvfb.log')[-2000:]}")
         self.display = f":{number}"
         drop = ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XDG_CURRENT_DESKTOP")
         env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -143,28 +157,19 @@ class XSession:
         return "boolean true" in r.stdout
 
     def start_tray(self) -> None:
-        self._spawn(
-            [
-                "trayer",
-                "--edge",
-                "top",
-                "--align",
-                "right",
-                "--widthtype",
-                "pixel",
-                "--width",
-                "160",
-                "--heighttype",
-                "pixel",
-                "--height",
-                "40",
-                "--transparent",
-                "false",
-            ],
-            "trayer.log",
-        )
-        if not wait(self.has_xembed_tray, 30):
-            raise RuntimeError(f"trayer did not take the tray: {self.log('trayer.log')}")
+        argv = ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel"]
+        argv += ["--width", "160", "--heighttype", "pixel", "--height", "40"]
+        argv += ["--transparent", "false"]
+        # On a loaded machine trayer now and then fails to open a display that
+        # is up ("cannot open display") and exits: start it again.
+        for _ in range(3):
+            trayer = self._spawn(argv, "trayer.log")
+            wait(lambda t=trayer: self.has_xembed_tray() or t.poll() is not None, 30)
+            if self.has_xembed_tray():
+                return
+            if trayer.poll() is None:
+                break
+        raise RuntimeError(f"trayer did not take the tray: {self.log('trayer.log')}")
 
     def has_xembed_tray(self) -> bool:
         from Xlib import X, display  # python-xlib: a pystray dependency on Linux

@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import config, secrets, statefile
+from . import config, secrets, startup, statefile, threads
 from .errors import ConfigError
 from .proxy.runtime import Runtime
 from .proxy.switch import SwitchBusy
@@ -71,6 +71,8 @@ async def run_server(
         await server.rt.close()
         return 1
     print(banner(server.url), flush=True)
+    for notice in await threads.run_blocking(startup.key_notices, cfg):
+        print(notice, file=sys.stderr, flush=True)
     await stop.wait()
     print("traywire: stopping (finishing in-flight requests)…", file=sys.stderr, flush=True)
     await server.stop()

@@ -33,10 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     app_arguments(a)
 
     c = sub.add_parser("check", help="validate the configuration and check the design principles")
-    c.add_argument("--config", metavar="FILE", help="config file layered over the others")
+    c.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
+    )
 
     r = sub.add_parser("route", help="show how a request would be routed, and why")
-    r.add_argument("--config", metavar="FILE")
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
+    )
     r.add_argument("--prefer", choices=PREFERENCES, help="override the routing preference")
     r.add_argument("--json", action="store_true", help="print the decision as JSON")
     r.add_argument("--model", metavar="M", help="model or alias to ask for (or auto)")
@@ -62,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("serve", help="run the proxy headless (no tray)")
-    s.add_argument("--config", metavar="FILE")
+    s.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
+    )
     s.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
     s.add_argument(
         "--port", type=int, help=f"listen port (default: server.port, {config.DEFAULT_PORT})"
@@ -73,19 +85,44 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds in-flight requests get to finish on shutdown",
     )
-    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the lowest level of log line printed (default: info)",
+    )
 
     k = sub.add_parser("keys", help="cloud API keys in the OS keyring")
     ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     ks = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
     ks.add_argument("name", help="the NAME in keyring:NAME (e.g. ollama_cloud)")
     kl = ksub.add_parser("list", help="key names the config uses, and whether each is set")
-    kl.add_argument("--config", metavar="FILE")
+    kl.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
+    )
     kd = ksub.add_parser("delete", help="remove a key")
-    kd.add_argument("name")
+    kd.add_argument("name", help="the NAME in keyring:NAME")
 
     i = sub.add_parser("init", help="write the default config to the user config dir")
     i.add_argument("--path", metavar="FILE", help="write here instead")
+
+    d = sub.add_parser(
+        "doctor",
+        help="check what traywire needs (config, keyring, keys, tray, notifications, "
+        "backends, port), each with its fix",
+    )
+    d.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
+    )
+    d.add_argument("--host", help="the listen address to check (default: server.host)")
+    d.add_argument("--port", type=int, help="the listen port to check (default: server.port)")
+    d.add_argument(
+        "--no-backends", action="store_true", help="do not contact the backends (offline)"
+    )
     return p
 
 
@@ -98,6 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_route(args, sys.stdout)
         if args.command == "init":
             return cmd_init(args, sys.stdout)
+        if args.command == "doctor":
+            from . import doctor
+
+            return doctor.run(
+                args.config,
+                sys.stdout,
+                host=args.host,
+                port=args.port,
+                backends=not args.no_backends,
+            )
         if args.command == "keys":
             return cmd_keys(args, sys.stdout)
         if args.command == "serve":
@@ -177,6 +224,14 @@ def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
                 state = "set" if os.environ.get(name) else "not set (environment)"
             print(f"{ref:32} {state:24} used by {owner}", file=out)
         return 0
+    except secrets.KeyringUnavailable as exc:
+        hint = "refer to the key as env:VAR in the config and export VAR"
+        print(
+            f"traywire: no usable OS keyring ({exc.reason or exc}). Quick fix: {hint}; "
+            f"or {secrets.short_fix()} (details: `traywire doctor`).",
+            file=sys.stderr,
+        )
+        return 1
     except (secrets.SecretsError, ValueError) as exc:
         print(f"traywire: {exc}", file=sys.stderr)
         return 1

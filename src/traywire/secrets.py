@@ -35,12 +35,15 @@ __all__ = [
     "SecretsError",
     "backend_name",
     "delete_key",
+    "env_name_for",
+    "keyring_problem",
     "list_keys",
     "parse_key_ref",
     "read_secret_from_user",
     "redact",
     "resolve",
     "set_key",
+    "short_fix",
     "validate_key_name",
 ]
 
@@ -85,7 +88,11 @@ class SecretsError(Exception):
 
 
 class KeyringUnavailable(SecretsError):
-    """The OS keyring cannot be used; the message says how to fix it."""
+    """The OS keyring cannot be used; the message says why and how to fix it
+    (``reason``: the why alone)."""
+
+    reason: str = ""
+    fix: str = ""
 
 
 class PlaintextKeyringRefused(KeyringUnavailable):
@@ -245,7 +252,38 @@ def _fix_hint(platform: str | None = None) -> str:
 
 
 def _unavailable(reason: str, platform: str | None = None) -> KeyringUnavailable:
-    return KeyringUnavailable(f"The OS keyring is not usable: {reason}. {_fix_hint(platform)}")
+    exc = KeyringUnavailable(f"The OS keyring is not usable: {reason}. {_fix_hint(platform)}")
+    exc.reason = reason
+    exc.fix = _fix_hint(platform)
+    return exc
+
+
+def short_fix(platform: str | None = None) -> str:
+    """How to get a usable keyring, in a few words (`traywire doctor` has the rest)."""
+    platform = sys.platform if platform is None else platform
+    if platform == "darwin":
+        return "unlock the login keychain (`security unlock-keychain`)"
+    if platform.startswith("win"):
+        return "log in interactively (Credential Manager)"
+    return "run a Secret Service (gnome-keyring or KWallet) in your D-Bus session"
+
+
+def env_name_for(key_name: str) -> str:
+    """An environment variable name for a key now kept as ``keyring:key_name``:
+    ``ollama_cloud`` -> ``OLLAMA_CLOUD_API_KEY``."""
+    base = re.sub(r"[^A-Za-z0-9]+", "_", key_name).strip("_").upper() or "API"
+    if base[0].isdigit():
+        base = "KEY_" + base
+    return base if base.endswith(("KEY", "TOKEN")) else base + "_API_KEY"
+
+
+def keyring_problem() -> KeyringUnavailable | None:
+    """Why the OS keyring cannot be used here, or None when it can."""
+    try:
+        _backend()
+    except KeyringUnavailable as exc:
+        return exc
+    return None
 
 
 def _qualname(obj: object) -> str:
@@ -270,12 +308,18 @@ def _is_plaintext(backend: KeyringBackend) -> bool:
 
 
 def _plaintext_refused(backend: KeyringBackend) -> PlaintextKeyringRefused:
-    return PlaintextKeyringRefused(
+    exc = PlaintextKeyringRefused(
         f"Refusing to use the keyring backend {_qualname(backend)}: it stores keys "
         "unencrypted on disk. Remove it from PYTHON_KEYRING_BACKEND or from keyring's "
         "keyringrc.cfg (see `python -m keyring diagnose`) so that the OS keyring is "
         f"used. {_fix_hint()}"
     )
+    exc.reason = f"{_qualname(backend)} would store keys unencrypted"
+    exc.fix = (
+        "Remove it from PYTHON_KEYRING_BACKEND or keyring's keyringrc.cfg "
+        "(`python -m keyring diagnose`). " + _fix_hint()
+    )
+    return exc
 
 
 def _usable(backend: KeyringBackend) -> KeyringBackend:

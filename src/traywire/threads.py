@@ -9,8 +9,11 @@ through here, so one file says what runs concurrently and how it starts
   requests without freezing the tray);
 * `run_blocking`: a blocking call (keyring, config file, SQLite reads) on
   asyncio's default executor, awaited from the event loop;
-* `start_process` / `run_process`: a child process from plain code (opening a
-  file with the desktop's application, the clipboard tools);
+* `start_process` / `run_process`: a child process from plain code (the
+  clipboard tools);
+* `start_watched_process`: a child process a thread waits for, so it is
+  reaped (never left a zombie) and its exit status reported (opening a file or
+  URL with the desktop's application);
 * `start_process_async`: a child process owned by the event loop (the vLLM
   servers and switch commands of an exclusive group);
 * `open_with_system`: Windows' "open with the associated application".
@@ -34,6 +37,7 @@ __all__ = [
     "start_process",
     "start_process_async",
     "start_thread",
+    "start_watched_process",
 ]
 
 P = ParamSpec("P")
@@ -61,6 +65,20 @@ async def run_blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs)
 def start_process(argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[bytes]:
     """Start ``argv`` (``subprocess.Popen``'s keywords) and return it, running."""
     return subprocess.Popen(list(argv), **popen_kw)
+
+
+def start_watched_process(
+    argv: Sequence[str], on_exit: Callable[[int], None], **popen_kw: Any
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` and a daemon thread that waits for it to end (reaping
+    it) and then calls ``on_exit(returncode)`` on that thread."""
+    proc = subprocess.Popen(list(argv), **popen_kw)
+
+    def reap() -> None:
+        on_exit(proc.wait())
+
+    start_thread(reap, f"reap {os.path.basename(argv[0])}")
+    return proc
 
 
 def run_process(argv: Sequence[str], **run_kw: Any) -> subprocess.CompletedProcess[bytes]:

@@ -1,7 +1,7 @@
 """The tray icon, drawn with Pillow at run time.
 
-One rounded tile per state. The state shows in the tile's colour *and* in its glyph,
-so it reads without colour vision too:
+One rounded tile per health state. The state shows in the tile's colour *and* in its
+glyph, so it reads without colour vision too:
 
 ============  ========  =================================================
 state         colour    glyph
@@ -9,9 +9,13 @@ state         colour    glyph
 healthy       green     the traywire motif: one wire fanning out to three
 degraded      amber     "!" (some backends down, every route still served)
 failing       red       "x" (a route has no healthy backend)
-paused        blue      pause bars (cloud disabled / local only)
 not_running   none      hollow tile with the motif in grey
 ============  ========  =================================================
+
+The routing preference, when it rules out a location, is a small round badge in the
+bottom-right corner, on top of the health tile (which it never replaces; the health
+glyph moves up and left to make room): a house for *local only*, a cloud for *cloud
+only*. No badge for the preferences that allow both.
 
 Every tile has a near-black outline (it stands out on light panels) around a
 mid-luminance fill or a light inner ring (which stand out on dark panels).  Shapes are
@@ -25,10 +29,13 @@ from typing import Literal, get_args
 
 from PIL import Image, ImageDraw
 
-__all__ = ["ICON_STATES", "IconState", "draw_icon"]
+__all__ = ["BADGES", "ICON_STATES", "Badge", "IconState", "draw_icon", "icon_name"]
 
-IconState = Literal["healthy", "degraded", "failing", "paused", "not_running"]
+IconState = Literal["healthy", "degraded", "failing", "not_running"]
 ICON_STATES: tuple[IconState, ...] = get_args(IconState)
+# The preference's badge: local only (a house), cloud only (a cloud); None: no badge.
+Badge = Literal["local", "cloud"]
+BADGES: tuple[Badge | None, ...] = (None, *get_args(Badge))
 
 RGBA = tuple[int, int, int, int]
 
@@ -38,14 +45,13 @@ _DARK_GLYPH: RGBA = (24, 24, 24, 255)
 _RING: RGBA = (235, 235, 235, 255)
 _GREY: RGBA = (140, 140, 140, 255)
 
-# Green, red and blue sit at a relative luminance of about 0.2, which keeps 3:1
+# Green and red sit at a relative luminance of about 0.2, which keeps 3:1
 # contrast against light (up to #dedede) and dark (from #303030 down) panels alike,
 # and 4:1 for the white glyph on top. Amber is brighter and carries a dark glyph.
 _FILL: dict[IconState, RGBA | None] = {
     "healthy": (28, 142, 66, 255),
     "degraded": (240, 168, 24, 255),
     "failing": (232, 56, 56, 255),
-    "paused": (56, 120, 230, 255),
     "not_running": None,
 }
 
@@ -58,28 +64,53 @@ _OUTLINE_W = 0.085
 _RING_W = 0.075
 
 
-class _Pen:
-    """Draws in unit coordinates (0..1 across the icon) on a supersampled canvas."""
+# The badge: a disc in the bottom-right corner; with it the health glyph is drawn
+# at _GLYPH_SCALE, its centre moved to _GLYPH_CENTRE.
+_BADGE_CENTRE = 0.76
+_BADGE_R = 0.235
+_BADGE_RING = 0.05
+_GLYPH_SCALE = 0.78
+_GLYPH_CENTRE = 0.4
 
-    def __init__(self, canvas: Image.Image) -> None:
+
+class _Pen:
+    """Draws in unit coordinates (0..1 across the icon) on a supersampled canvas;
+    ``scale`` and ``centre`` place a glyph's unit square (centre 0.5, 0.5)."""
+
+    def __init__(self, canvas: Image.Image, scale: float = 1.0, centre: float = 0.5) -> None:
         self.side = canvas.width
+        self.canvas = canvas
         self.draw = ImageDraw.Draw(canvas)
+        self.scale = scale
+        self.offset = centre - 0.5 * scale
+
+    def moved(self, scale: float, centre: float) -> _Pen:
+        return _Pen(self.canvas, scale, centre)
 
     def px(self, v: float) -> float:
-        return v * self.side
+        return v * self.scale * self.side
+
+    def at(self, v: float) -> float:
+        return (self.offset + v * self.scale) * self.side
 
     def box(self, x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
-        return (self.px(x0), self.px(y0), self.px(x1), self.px(y1))
+        return (self.at(x0), self.at(y0), self.at(x1), self.at(y1))
 
     def dot(self, x: float, y: float, r: float, fill: RGBA) -> None:
         self.draw.ellipse(self.box(x - r, y - r, x + r, y + r), fill=fill)
 
     def stroke(self, points: list[tuple[float, float]], width: float, fill: RGBA) -> None:
         """A polyline with round caps and joins."""
-        xy = [(self.px(x), self.px(y)) for x, y in points]
+        xy = [(self.at(x), self.at(y)) for x, y in points]
         self.draw.line(xy, fill=fill, width=max(1, round(self.px(width))), joint="curve")
         for x, y in points:
             self.dot(x, y, width / 2, fill)
+
+    def polygon(self, points: list[tuple[float, float]], fill: RGBA) -> None:
+        self.draw.polygon([(self.at(x), self.at(y)) for x, y in points], fill=fill)
+
+    def rect(self, x0: float, y0: float, x1: float, y1: float, fill: RGBA) -> None:
+        self.draw.rectangle(self.box(x0, y0, x1, y1), fill=fill)
 
     def tile(self, fill: RGBA | None) -> None:
         outer = self.box(_INSET, _INSET, 1 - _INSET, 1 - _INSET)
@@ -125,11 +156,6 @@ def _failing(pen: _Pen) -> None:
     pen.stroke([(a, b), (b, a)], 0.15, _WHITE)
 
 
-def _paused(pen: _Pen) -> None:
-    for x in (0.37, 0.63):
-        pen.stroke([(x, 0.3), (x, 0.7)], 0.14, _WHITE)
-
-
 def _not_running(pen: _Pen) -> None:
     _fan_out(pen, _GREY)
 
@@ -138,19 +164,58 @@ _GLYPHS: dict[IconState, Callable[[_Pen], None]] = {
     "healthy": _healthy,
     "degraded": _degraded,
     "failing": _failing,
-    "paused": _paused,
     "not_running": _not_running,
 }
 
 
-def draw_icon(state: IconState, size: int = 64) -> Image.Image:
-    """Draw the tray icon for ``state`` as a ``size`` x ``size`` RGBA image."""
+def _house(pen: _Pen) -> None:
+    """Local only: a house (roof and body, a door cut out)."""
+    pen.polygon([(0.5, 0.18), (0.86, 0.52), (0.14, 0.52)], _DARK_GLYPH)
+    pen.rect(0.26, 0.48, 0.74, 0.82, _DARK_GLYPH)
+    pen.rect(0.43, 0.6, 0.57, 0.82, _WHITE)
+
+
+def _cloud(pen: _Pen) -> None:
+    """Cloud only: a cloud (three puffs on a flat base)."""
+    pen.dot(0.34, 0.58, 0.17, _DARK_GLYPH)
+    pen.dot(0.55, 0.45, 0.22, _DARK_GLYPH)
+    pen.dot(0.72, 0.6, 0.15, _DARK_GLYPH)
+    pen.rect(0.3, 0.58, 0.74, 0.75, _DARK_GLYPH)
+    pen.dot(0.3, 0.66, 0.09, _DARK_GLYPH)
+    pen.dot(0.74, 0.66, 0.09, _DARK_GLYPH)
+
+
+_BADGE_GLYPHS: dict[Badge, Callable[[_Pen], None]] = {"local": _house, "cloud": _cloud}
+
+
+def _badge(pen: _Pen, badge: Badge) -> None:
+    c, r = _BADGE_CENTRE, _BADGE_R
+    pen.dot(c, c, r, _OUTLINE)
+    pen.dot(c, c, r - _BADGE_RING, _WHITE)
+    inner = 2 * (r - _BADGE_RING) * 0.92
+    _BADGE_GLYPHS[badge](pen.moved(inner, c))
+
+
+def icon_name(state: IconState, badge: Badge | None = None) -> str:
+    """The file name stem of a state's tray image: ``healthy``, ``degraded-local``..."""
+    return state if badge is None else f"{state}-{badge}"
+
+
+def draw_icon(state: IconState, size: int = 64, badge: Badge | None = None) -> Image.Image:
+    """Draw the tray icon for ``state`` (and the preference's ``badge``, if any) as
+    a ``size`` x ``size`` RGBA image."""
     if state not in _GLYPHS:
         raise ValueError(f"unknown icon state {state!r}; expected one of {ICON_STATES}")
+    if badge is not None and badge not in _BADGE_GLYPHS:
+        raise ValueError(f"unknown badge {badge!r}; expected one of {BADGES}")
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"icon size must be an integer of at least 8 px, not {size!r}")
     canvas = Image.new("RGBA", (size * _SUPERSAMPLE, size * _SUPERSAMPLE), (0, 0, 0, 0))
     pen = _Pen(canvas)
     pen.tile(_FILL[state])
-    _GLYPHS[state](pen)
+    if badge is None:
+        _GLYPHS[state](pen)
+    else:
+        _GLYPHS[state](pen.moved(_GLYPH_SCALE, _GLYPH_CENTRE))
+        _badge(pen, badge)
     return canvas.resize((size, size), Image.Resampling.LANCZOS)

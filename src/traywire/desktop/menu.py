@@ -139,9 +139,14 @@ def _key_names(s: Snapshot) -> list[tuple[str, bool]]:
 
 
 def _key_item(s: Snapshot) -> Item:
+    """Enabled whenever the dashboard can take a key (the OS keyring is usable);
+    otherwise the label says why."""
+    problem = s.keyring or s.status.get("keyring")
+    if problem:
+        return Item("Set cloud API key — no OS keyring (run `traywire doctor`)", enabled=False)
     names = _key_names(s)
-    if not names:
-        return Item("Set cloud API key…", enabled=False)
+    if not names:  # the dashboard's form takes any name
+        return Item("Set cloud API key…", Command("set_key", ("",)))
     if len(names) == 1:
         name, is_set = names[0]
         suffix = "" if is_set else " (not set)"

@@ -84,6 +84,8 @@ class Proxy:
         self._stopped = threading.Event()
         self._finished = threading.Event()
         self._note = ""
+        # Why the OS keyring cannot take keys ("" when it can): the menu's key item.
+        self.keyring_problem = ""
         self.url = ""
         # Problems applying the saved state (e.g. a group since removed).
         self.state_problems: list[str] = []
@@ -252,6 +254,7 @@ class Proxy:
             topology=self._topology_of(cfg),
             autostart=autostart_on,
             note=self._note,
+            keyring=self.keyring_problem,
         )
 
     def _topology_of(self, cfg: config.Config) -> Topology:

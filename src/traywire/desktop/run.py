@@ -2,9 +2,12 @@
 
 The proxy runs on its own thread (`proxythread.Proxy`); the tray owns the main
 thread. Where no tray can be shown (no display, pystray cannot load, no tray
-host, no notification service) this says so once, with what is missing and
-how to fix it, and keeps serving as a plain proxy until Ctrl-C / SIGTERM;
-``--no-tray`` does that on purpose. One app per user (`instance`): a second
+host) this says so once, in one line with what is missing and how to fix it,
+and keeps serving as a plain proxy until Ctrl-C / SIGTERM; ``--no-tray`` does
+that on purpose. Without a notification service the tray runs and says so
+once; what a notification would say then goes to the log and the menu's first
+line (`Controller.notify`). The checks are `probes`'; `traywire doctor` shows
+them all. One app per user (`instance`): a second
 one prints where the first runs and exits 0. Quit (menu, Ctrl-C, SIGTERM)
 stops the proxy cleanly - in-flight requests get the grace period - then the
 icon.
@@ -14,20 +17,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import webbrowser
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .. import config, threads
+from .. import config, startup
+from . import opener
+from .probes import (
+    Probes,
+    SystemProbes,
+    TrayProblem,
+    diagnose,
+    notifications_notice,
+    notifications_problem,
+)
 
 if TYPE_CHECKING:  # the proxy and tray modules load only when the app runs
     from .menu import Command
@@ -38,222 +47,13 @@ __all__ = ["TrayProblem", "diagnose", "run_app"]
 
 log = logging.getLogger("traywire")
 
-_SNI_WATCHER = "org.kde.StatusNotifierWatcher"
-_NOTIFICATIONS = "org.freedesktop.Notifications"
-
-
-# --------------------------------------------------------------------------- can a tray show?
-
-
-class TrayProblem(NamedTuple):
-    what: str  # what is missing
-    fix: str  # how to fix it
-
-    def message(self, url: str) -> str:
-        return (
-            f"traywire: no tray icon: {self.what}.\n"
-            f"  Fix: {self.fix}.\n"
-            f"  Serving as a plain proxy at {url} until Ctrl-C "
-            "(`traywire serve` or `traywire --no-tray` do this on purpose)."
-        )
-
-
-class Probes(Protocol):
-    """What `diagnose` asks the system (a fake in tests)."""
-
-    def load_backend(self) -> str: ...  # pystray's backend name; raises if it cannot load
-
-    def session_bus(self) -> str | None: ...  # None, or why there is no session bus
-
-    def has_notifications(self) -> bool: ...
-
-    def has_sni_host(self) -> bool: ...  # a StatusNotifierItem host (KDE, GNOME + extension)
-
-    def has_xembed_tray(self) -> bool: ...  # an X11 system tray (trayer, stalonetray, panels)
-
-
-def _tray_host_fix(env: Mapping[str, str]) -> str:
-    desktop = env.get("XDG_CURRENT_DESKTOP", "").lower()
-    if "gnome" in desktop or "ubuntu" in desktop:
-        return (
-            "GNOME shows tray icons only with the AppIndicator extension: install it "
-            "(Debian/Ubuntu: gnome-shell-extension-appindicator; Fedora: "
-            "gnome-shell-extension-appindicator) and enable it "
-            "(gnome-extensions enable appindicatorsupport@rgcjonas.gmail.com), then log in again"
-        )
-    return (
-        "run a system tray: your panel's tray/StatusNotifier applet, or a standalone one "
-        "such as trayer or stalonetray"
-    )
-
-
-def diagnose(probes: Probes, env: Mapping[str, str], platform: str) -> TrayProblem | None:
-    """Why no tray icon can be shown here, or None if it can."""
-    linux = platform not in ("darwin", "win32", "cygwin")
-    if linux and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
-        return TrayProblem(
-            "no graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set)",
-            "start traywire from your desktop session (or enable Start at login there)",
-        )
-    try:
-        backend = probes.load_backend()
-    except Exception as exc:
-        what = f"pystray cannot load a tray backend ({type(exc).__name__}: {exc})"
-        fix = "check PYSTRAY_BACKEND and the display"
-        if linux:
-            fix = (
-                "install PyGObject with GTK 3 and AppIndicator (Debian/Ubuntu: python3-gi "
-                "gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1; in a virtualenv: "
-                "pip install PyGObject), and check DISPLAY"
-            )
-        return TrayProblem(what, fix)
-    if backend == "dummy":
-        return TrayProblem(
-            "PYSTRAY_BACKEND=dummy selects pystray's backend that shows nothing",
-            "unset PYSTRAY_BACKEND",
-        )
-    if backend in ("appindicator", "gtk"):
-        why = probes.session_bus()
-        if why is not None:
-            return TrayProblem(
-                f"no D-Bus session bus ({why})",
-                "start traywire inside your desktop session, or under dbus-run-session",
-            )
-        if not probes.has_notifications():
-            return TrayProblem(
-                f"no notification service ({_NOTIFICATIONS}) on the session bus",
-                "run a notification daemon (your desktop's, or e.g. dunst or mako)",
-            )
-    if backend == "appindicator":
-        if not (probes.has_sni_host() or probes.has_xembed_tray()):
-            return TrayProblem(
-                "no tray host: no StatusNotifier host and no X11 system tray", _tray_host_fix(env)
-            )
-    elif backend in ("gtk", "xorg") and not probes.has_xembed_tray():
-        return TrayProblem(
-            f"no X11 system tray (pystray's {backend} backend needs one)", _tray_host_fix(env)
-        )
-    return None
-
-
-class SystemProbes:
-    """`Probes` on the real system: pystray, D-Bus through Gio, X11 through python-xlib."""
-
-    def __init__(self, env: Mapping[str, str], timeout_ms: int = 3000) -> None:
-        self.env = env
-        self.timeout_ms = timeout_ms
-        self._bus: Any = None
-
-    def load_backend(self) -> str:
-        import pystray
-
-        return str(pystray.Icon.__module__).rsplit(".", 1)[-1].lstrip("_")
-
-    def _gio(self) -> tuple[Any, Any]:
-        return (
-            importlib.import_module("gi.repository.Gio"),
-            importlib.import_module("gi.repository.GLib"),
-        )
-
-    def session_bus(self) -> str | None:
-        try:
-            gio, _ = self._gio()
-            self._bus = gio.bus_get_sync(gio.BusType.SESSION, None)
-        except Exception as exc:
-            return str(getattr(exc, "message", None) or exc)
-        return None
-
-    def _call(self, method: str, args: tuple[Any, ...], sig: str | None) -> Any:
-        gio, glib = self._gio()
-        params = glib.Variant(sig, args) if sig else None
-        reply = self._bus.call_sync(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            method,
-            params,
-            None,
-            gio.DBusCallFlags.NONE,
-            self.timeout_ms,
-            None,
-        )
-        return reply.unpack()
-
-    def _has_owner(self, name: str) -> bool:
-        return bool(self._call("NameHasOwner", (name,), "(s)")[0])
-
-    def has_notifications(self) -> bool:
-        if self._bus is None and self.session_bus() is not None:
-            return False
-        try:
-            if self._has_owner(_NOTIFICATIONS):
-                return True
-            # Not running: D-Bus activation may start one (as pystray would).
-            self._call("StartServiceByName", (_NOTIFICATIONS, 0), "(su)")
-            return self._has_owner(_NOTIFICATIONS)
-        except Exception as exc:
-            log.debug("notification service check: %s", exc)
-            return False
-
-    def has_sni_host(self) -> bool:
-        if self._bus is None and self.session_bus() is not None:
-            return False
-        try:
-            if not self._has_owner(_SNI_WATCHER):
-                return False
-            gio, glib = self._gio()
-            reply = self._bus.call_sync(
-                _SNI_WATCHER,
-                "/StatusNotifierWatcher",
-                "org.freedesktop.DBus.Properties",
-                "Get",
-                glib.Variant("(ss)", (_SNI_WATCHER, "IsStatusNotifierHostRegistered")),
-                None,
-                gio.DBusCallFlags.NONE,
-                self.timeout_ms,
-                None,
-            )
-            return bool(reply.unpack()[0])
-        except Exception as exc:
-            log.debug("StatusNotifier host check: %s", exc)
-            return False
-
-    def has_xembed_tray(self) -> bool:
-        if not self.env.get("DISPLAY"):
-            return False
-        try:
-            xdisplay = importlib.import_module("Xlib.display")
-            d = xdisplay.Display(self.env["DISPLAY"])
-            try:
-                atom = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
-                owner = d.get_selection_owner(atom)
-                return bool(owner) and getattr(owner, "id", owner) != 0
-            finally:
-                d.close()
-        except Exception as exc:
-            log.debug("X11 system tray check: %s", exc)
-            return False
-
-
 # --------------------------------------------------------------------------- actions
 
 
-def open_path(target: str) -> None:
-    """Open a file or URL with the desktop's default application."""
-    if target.startswith(("http://", "https://")):
-        webbrowser.open(target)
-        return
-    if sys.platform == "win32":
-        threads.open_with_system(target)
-        return
-    opener = "open" if sys.platform == "darwin" else "xdg-open"
-    threads.start_process(
-        [opener, target],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def open_path(target: str, what: str, report: Callable[[str], None]) -> None:
+    """Open a file or URL with the desktop's application; ``report`` hears why
+    it failed (from any thread)."""
+    opener.open_target(target, what, report)
 
 
 class Controller:
@@ -270,10 +70,16 @@ class Controller:
         self.stopper: threading.Thread | None = None
 
     def notify(self, text: str) -> None:
-        """From any thread."""
+        """From any thread: a desktop notification; without a notification
+        service, a log line and the menu's first line (until the next one)."""
         tray = self.tray
         if tray is None:
             print(f"traywire: {text}", file=sys.stderr, flush=True)
+            return
+        if not getattr(tray, "can_notify", True):
+            log.warning("%s", text)
+            self.proxy.set_note(text)
+            self.kick()
             return
         tray.call_on_main(lambda: tray.notify(text))
 
@@ -300,7 +106,7 @@ class Controller:
                 self.proxy.set_active(args[0], args[1]), None, f"Could not switch {args[0]}"
             )
         elif name == "open_dashboard":
-            open_path(self.proxy.url + "/ui")
+            open_path(self.proxy.url + "/ui", "the dashboard", self.notify)
         elif name == "set_key":
             self.set_key(args[0])
         elif name == "open_config":
@@ -328,7 +134,7 @@ class Controller:
 
     def set_key(self, name: str) -> None:
         """The dashboard's key form (the proxy uses a key as soon as it is saved)."""
-        open_path(self.proxy.url + "/ui#keys")
+        open_path(self.proxy.url + "/ui#keys", "the dashboard's key form", self.notify)
 
     def config_path(self) -> Path:
         return Path(self.config_file) if self.config_file else config.user_config_path()
@@ -339,9 +145,10 @@ class Controller:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(config.default_config_text(), encoding="utf-8")
-            open_path(str(path))
         except OSError as exc:
-            self.notify(f"Cannot open {path}: {exc}")
+            self.notify(f"Could not open the config file {path}: {exc}")
+            return
+        open_path(str(path), "the config file", self.notify)
 
     def reload(self) -> None:
         fut = self.proxy.reload_config()
@@ -394,7 +201,10 @@ def add_arguments(p: argparse.ArgumentParser, dest_prefix: str = "") -> None:
     """The options of ``traywire`` / ``traywire app`` (stored as ``dest_prefix + name``)."""
     d = dest_prefix
     p.add_argument(
-        "--config", dest=d + "config", metavar="FILE", help="config file layered over the others"
+        "--config",
+        dest=d + "config",
+        metavar="FILE",
+        help="config file layered over the built-in default and your traywire.yaml",
     )
     p.add_argument(
         "--host",
@@ -428,6 +238,7 @@ def add_arguments(p: argparse.ArgumentParser, dest_prefix: str = "") -> None:
         dest=d + "log_level",
         default="info",
         choices=["debug", "info", "warning", "error"],
+        help="the lowest level of log line printed (default: info)",
     )
 
 
@@ -487,7 +298,9 @@ def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
         lock.publish(proxy.url)
         proxy.reload_on_sighup()
         print(app.banner(proxy.url), flush=True)
-        _warn_keyring(proxy)
+        for notice in startup.key_notices(cfg):
+            print(notice, file=sys.stderr, flush=True)
+        proxy.keyring_problem = _keyring_problem()
         if args.no_tray:
             print(
                 f"traywire: --no-tray: serving at {proxy.url} without a tray icon until Ctrl-C.",
@@ -495,22 +308,25 @@ def run_app(args: argparse.Namespace, probes: Probes | None = None) -> int:
                 flush=True,
             )
             return _headless(proxy, args.grace, stop)
-        problem = diagnose(probes or SystemProbes(os.environ), os.environ, sys.platform)
+        probes = probes or SystemProbes(os.environ)
+        problem = diagnose(probes, os.environ, sys.platform)
         if problem is not None:
             print(problem.message(proxy.url), file=sys.stderr, flush=True)
             return _headless(proxy, args.grace, stop)
+        silent = notifications_problem(probes, sys.platform)
+        if silent is not None:
+            print(notifications_notice(silent), file=sys.stderr, flush=True)
+        args.notifications = silent is None
         return _with_tray(proxy, args, stop)
     finally:
         lock.release()
 
 
-def _warn_keyring(proxy: Proxy) -> None:
-    try:
-        problem = proxy.snapshot().status.get("keyring")
-    except Exception:
-        return
-    if problem:
-        print(f"traywire: warning: {problem}", file=sys.stderr, flush=True)
+def _keyring_problem() -> str:
+    from .. import secrets
+
+    problem = secrets.keyring_problem()
+    return "" if problem is None else problem.reason or str(problem)
 
 
 class _Stop:
@@ -556,7 +372,11 @@ def _with_tray(proxy: Proxy, args: argparse.Namespace, stop: _Stop) -> int:
 
     controller = Controller(proxy, args.config, args.grace)
     try:
-        tray = Tray(controller.handle, proxy.snapshot())
+        tray = Tray(
+            controller.handle,
+            proxy.snapshot(),
+            notifications=getattr(args, "notifications", True),
+        )
     except Exception as exc:
         problem = TrayProblem(
             f"the tray icon could not be created ({type(exc).__name__}: {exc})",

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-from .icon import IconState
+from .icon import Badge, IconState
 
 __all__ = [
     "EMPTY_TOPOLOGY",
@@ -28,6 +28,7 @@ __all__ = [
     "Topology",
     "backend_condition",
     "freeze",
+    "icon_badge",
     "icon_state",
     "not_running",
     "thaw",
@@ -119,6 +120,8 @@ class Snapshot(NamedTuple):
     autostart: bool = False
     # A line for the menu's header when something needs saying (e.g. a failed reload).
     note: str = ""
+    # Why the OS keyring cannot take a key ("" when it can, or when unknown).
+    keyring: str = ""
 
 
 def not_running(url: str = "", note: str = "", autostart: bool = False) -> Snapshot:
@@ -140,7 +143,7 @@ PREFERENCE_LABELS: tuple[tuple[str, str], ...] = (
     ("local_only", "Local only"),
     ("cloud_only", "Cloud only"),
 )
-_PAUSED = ("local_only", "cloud_only")
+_BADGES: Mapping[str, Badge] = MappingProxyType({"local_only": "local", "cloud_only": "cloud"})
 _TOOLTIP_MAX = 127  # Windows cuts tooltips at 128 characters
 _GROUP_LABELS = {"vllm": "vLLM"}
 
@@ -237,17 +240,22 @@ def unreachable_routes(s: Snapshot) -> tuple[str, ...]:
 
 
 def icon_state(s: Snapshot) -> IconState:
-    """not_running > failing (a route has no usable backend) > paused (local or
-    cloud only) > degraded (some backend down, every route served) > healthy."""
+    """The health the icon shows: not_running > failing (a route has no usable
+    backend under the preference) > degraded (some backend down, every route
+    served) > healthy. The preference never hides it: see `icon_badge`."""
     if not s.running:
         return "not_running"
     if unreachable_routes(s):
         return "failing"
-    if preference_of(s) in _PAUSED:
-        return "paused"
     if any(c not in ("up", "unknown", "standby", "disabled") for c in conditions(s).values()):
         return "degraded"
     return "healthy"
+
+
+def icon_badge(s: Snapshot) -> Badge | None:
+    """The preference's badge on the icon: a house for local only, a cloud for
+    cloud only; None for the preferences that allow both (and when not running)."""
+    return _BADGES.get(preference_of(s)) if s.running else None
 
 
 def group_label(group: str) -> str:

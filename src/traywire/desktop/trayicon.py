@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .. import threads
-from .icon import IconState, draw_icon
+from .icon import Badge, IconState, draw_icon
 from .menu import Command, Item, menu_model
 from .notices import RateLimiter, notices
-from .tray import Snapshot, icon_state, tooltip
+from .tray import Snapshot, icon_badge, icon_state, tooltip
 
 log = logging.getLogger("traywire")
 
@@ -33,10 +33,11 @@ class View(NamedTuple):
     state: IconState
     title: str
     menu: tuple[Item, ...]
+    badge: Badge | None = None
 
 
 def view(s: Snapshot) -> View:
-    return View(icon_state(s), tooltip(s), menu_model(s))
+    return View(icon_state(s), tooltip(s), menu_model(s), icon_badge(s))
 
 
 class Tray:
@@ -58,13 +59,14 @@ class Tray:
         icon_size: int = 64,
         limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notifications: bool = True,
     ) -> None:
         import pystray  # may raise anything without a display: the caller handles it
 
         self._pystray: Any = pystray
         self._handler = handler
         self._size = icon_size
-        self._images: dict[IconState, Any] = {}
+        self._images: dict[tuple[IconState, Badge | None], Any] = {}
         self._limiter = limiter or RateLimiter()
         self._clock = clock
         self._last: Snapshot = first
@@ -74,23 +76,24 @@ class Tray:
         cls = pystray.Icon
         self.backend: str = cls.__module__.rsplit(".", 1)[-1].lstrip("_")
         self.radio = bool(getattr(cls, "HAS_MENU_RADIO", False))
-        self.can_notify = bool(getattr(cls, "HAS_NOTIFICATION", False))
+        # False without a notification service: `notify` then only logs
+        self.can_notify = notifications and bool(getattr(cls, "HAS_NOTIFICATION", False))
         self.call_on_main = _main_thread_caller(self.backend)
         self._stopping = threading.Event()
         self._failed = threading.Event()
         self.icon: Any = cls(
             name,
-            self._image(self._shown.state),
+            self._image(self._shown.state, self._shown.badge),
             self._shown.title,
             menu=self._menu(self._shown.menu),
         )
 
     # ----------------------------------------------------------- building
 
-    def _image(self, state: IconState) -> Any:
-        img = self._images.get(state)
+    def _image(self, state: IconState, badge: Badge | None) -> Any:
+        img = self._images.get((state, badge))
         if img is None:
-            img = self._images[state] = draw_icon(state, self._size)
+            img = self._images[(state, badge)] = draw_icon(state, self._size, badge)
         return img
 
     def _action(self, cmd: Command) -> Callable[[Any, Any], None]:
@@ -137,6 +140,7 @@ class Tray:
         def setup(icon: Any) -> None:
             if self._failed.is_set():
                 return
+            _guard_notifier(icon)
             icon.visible = True
             if on_ready is not None:
                 on_ready()
@@ -177,8 +181,8 @@ class Tray:
             return
         self.snapshot = s
         old, self._shown = self._shown, v
-        if v.state != old.state:
-            self.icon.icon = self._image(v.state)
+        if (v.state, v.badge) != (old.state, old.badge):
+            self.icon.icon = self._image(v.state, v.badge)
         if v.title != old.title:
             self.icon.title = v.title
         if v.menu != old.menu:
@@ -270,6 +274,24 @@ def _main_thread_caller(backend: str) -> Callable[[Callable[[], object]], None]:
             log.exception("tray update failed")
 
     return direct
+
+
+def _guard_notifier(icon: Any) -> None:
+    """pystray's GTK backends close their last notification when the loop ends;
+    without a notification service that raises (a D-Bus ServiceUnknown error)
+    and the icon's clean-up stops half-way. Make that close best-effort."""
+    notifier: Any = getattr(icon, "_notifier", None)  # pystray's notify_dbus.Notifier
+    hide = getattr(notifier, "hide", None)
+    if notifier is None or hide is None:
+        return
+
+    def hide_quietly(*args: Any, **kwargs: Any) -> None:
+        try:
+            hide(*args, **kwargs)
+        except Exception as exc:
+            log.debug("closing the last notification: %s", exc)
+
+    notifier.hide = hide_quietly
 
 
 def _release_setup_thread(icon: Any) -> None:

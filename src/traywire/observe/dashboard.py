@@ -226,7 +226,11 @@ def _queries(request: web.Request) -> LogQueries | None:
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("plan", "skipped")}
+    """A request as the list shows it: without its plan and left-out candidates
+    (``skipped_count`` says how many were left out; ``attempts`` are there)."""
+    out = {k: v for k, v in row.items() if k not in ("plan", "skipped")}
+    out["skipped_count"] = len(row.get("skipped") or ())
+    return out
 
 
 async def requests(request: web.Request) -> web.Response:
@@ -304,6 +308,9 @@ async def keys(request: web.Request) -> web.Response:
     names = sorted(n for kind, n in refs if kind == "keyring")
 
     def read() -> tuple[dict[str, bool], str | None]:
+        problem = keystore.keyring_problem()  # even with no names: the forms need to know
+        if problem is not None:
+            return {}, _keyring_explanation(problem)
         if not names:
             return {}, None
         try:
@@ -322,6 +329,17 @@ async def keys(request: web.Request) -> web.Response:
             is_set = bool(os.environ.get(name))
         out.append({"name": name, "kind": kind, "set": is_set, "backends": backends})
     return _ok({"keys": out, "keyring": problem})
+
+
+def _keyring_explanation(problem: keystore.KeyringUnavailable) -> str:
+    """Why this page cannot store keys, and what to do instead (the key forms
+    are disabled with this beside them)."""
+    return (
+        f"The OS keyring is not usable here ({problem.reason or 'no backend'}), so keys cannot "
+        "be saved from this page. Quick fix: refer to the key as env:VAR in the config and "
+        f"set that variable where traywire starts; or {keystore.short_fix()}. "
+        "`traywire doctor` says more."
+    )
 
 
 # --------------------------------------------------------------------------- changing

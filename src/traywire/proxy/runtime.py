@@ -261,8 +261,8 @@ class Runtime:
                 self.keys[b.name] = None
                 self.key_problem = str(exc)
                 unavailable.append(f"{b.name} ({b.key})")
-        if unavailable:  # said once, whatever the number of backends
-            log.warning("no key for %s: %s", ", ".join(unavailable), self.key_problem)
+        if unavailable:  # the start-up notice says it (traywire.startup); details here
+            log.debug("no key for %s: %s", ", ".join(unavailable), self.key_problem)
         self._apply_keys()
 
     def _apply_keys(self) -> None:

@@ -9,8 +9,10 @@
   const STATUS_EVERY = 1500;
   const REQUESTS_EVERY = 1500;
   const LATENCY_EVERY = 30000;
-  const PAGE = 50;
-  const MAX_ROWS = 500;
+  // One page of requests is a screenful: about as many rows as the window shows
+  // (a row is about 2.6rem high), never fewer than 8 or more than 40.
+  const ROW_PX = 42;
+  const PAGE = Math.max(8, Math.min(40, Math.floor((window.innerHeight - 220) / ROW_PX)));
   const PHASES = ["draining", "stopping", "starting", "waiting", "done"];
   const PREF_TEXT = {
     auto: "Auto (as configured)",
@@ -124,6 +126,9 @@
     order: [], // ids, newest first
     nextBefore: null,
     filterKey: null,
+    before: null, // null: the newest page (live); else the id the shown page starts below
+    stack: [], // the `before` of each newer page, to go back
+    pageNo: 1,
     details: new Map(), // id -> full request
     prefBusy: false,
     groupTouched: new Set(),
@@ -263,8 +268,8 @@
     if (!pts.length && !fails) {
       return h("p", { class: "hint", text: "no requests in the last hour" });
     }
-    const W = 120;
-    const H = 30;
+    const W = 240;
+    const H = 56;
     const n = Math.max(1, series.length - 1);
     const top = Math.max(...pts.map((p) => p.avg_ms), 1);
     const highest = Math.max(...pts.map((p) => p.max_ms || p.avg_ms), 0);
@@ -291,9 +296,25 @@
     series.forEach((p, i) => {
       if (!p.failures) return;
       const x = step / 2 + i * step;
-      el.append(svg("rect", { class: "fail", x: (x - 1).toFixed(2), y: H - 6, width: 2, height: 6 }));
+      el.append(svg("rect", { class: "fail", x: (x - 1).toFixed(2), y: H - 8, width: 2, height: 8 }));
     });
-    return el;
+    // the latest minute with requests: its value, beside the scale
+    let last = -1;
+    series.forEach((p, i) => {
+      if (has(i)) last = i;
+    });
+    const legend = h(
+      "div",
+      { class: "spark-legend" },
+      h("span", { class: "latest", text: last >= 0 ? "latest " + ms(series[last].avg_ms) + " (" + clock(series[last].t) + ")" : "" }),
+      h("span", { class: "scale", text: pts.length ? "top " + ms(top) : "" }),
+    );
+    if (last >= 0) {
+      const x = step / 2 + last * step;
+      const y = H - 3 - (series[last].avg_ms / top) * (H - 8);
+      el.append(svg("circle", { class: "dot", cx: x.toFixed(2), cy: y.toFixed(2), r: 2.5, "vector-effect": "non-scaling-stroke" }));
+    }
+    return h("figure", { class: "spark-box", "data-backend": name }, el, legend);
   }
 
   // ------------------------------------------------------------------ requests
@@ -315,13 +336,66 @@
     $("older").hidden = true;
   }
 
+  // The pager under the list: newer / older pages of one screenful each.
+  function renderPager() {
+    const paged = S.before !== null;
+    $("older").hidden = S.nextBefore === null;
+    $("newer").hidden = !paged;
+    $("newest").hidden = S.pageNo < 3;
+    const first = (S.pageNo - 1) * PAGE + 1;
+    $("page-no").textContent = S.order.length
+      ? "Page " + S.pageNo + " · requests " + first + "–" + (first + S.order.length - 1) + " (newest first)" + (paged ? " · live updates paused" : "")
+      : "";
+  }
+
+  async function showPage(before) {
+    const key = S.filterKey || "";
+    try {
+      const data = await api("GET", "/ui/api/requests?limit=" + PAGE + (before !== null ? "&before=" + before : "") + (key ? "&" + key : ""));
+      if (key !== (S.filterKey || "")) return;
+      resetRequests();
+      S.before = before;
+      appendRows(data.requests, false);
+      S.nextBefore = data.next_before;
+    } catch (e) {
+      $("req-note").textContent = "Cannot read the request log: " + e.message;
+    }
+    renderPager();
+    $("request-list").scrollIntoView({ block: "nearest" });
+  }
+
+  async function loadOlder() {
+    if (S.nextBefore === null) return;
+    S.stack.push(S.before);
+    S.pageNo += 1;
+    await showPage(S.nextBefore);
+  }
+
+  async function loadNewer() {
+    if (!S.stack.length) return;
+    S.pageNo -= 1;
+    await showPage(S.stack.pop());
+  }
+
+  async function loadNewest() {
+    S.stack = [];
+    S.pageNo = 1;
+    await showPage(null);
+  }
+
   async function pollRequests(force) {
-    if (!force && !$("f-live").checked && S.filterKey !== null) return;
     const key = filterQuery();
     if (key !== S.filterKey) {
+      // new filters: back to the newest page
       resetRequests();
       S.filterKey = key;
+      S.before = null;
+      S.stack = [];
+      S.pageNo = 1;
+    } else if (S.before !== null) {
+      return; // an older page: it does not change
     }
+    if (!force && !$("f-live").checked && S.order.length) return;
     let data;
     try {
       data = await api("GET", "/ui/api/requests?limit=" + PAGE + (key ? "&" + key : ""));
@@ -349,30 +423,12 @@
       if (fresh.length && Date.now() - S.latencyAt > 5000) pollLatency();
     }
     trimRows();
-    $("older").hidden = S.nextBefore === null;
+    renderPager();
     $("req-note").textContent = S.order.length
       ? ""
       : key
         ? "No requests match these filters."
         : "No requests yet. Requests appear here as they finish.";
-  }
-
-  async function loadOlder() {
-    if (S.nextBefore === null) return;
-    const key = S.filterKey || "";
-    const btn = $("older");
-    btn.disabled = true;
-    try {
-      const data = await api("GET", "/ui/api/requests?limit=" + PAGE + "&before=" + S.nextBefore + (key ? "&" + key : ""));
-      if (key !== S.filterKey) return;
-      appendRows(data.requests.filter((r) => !S.rows.has(r.id)), false);
-      S.nextBefore = data.next_before;
-    } catch (e) {
-      $("req-note").textContent = "Cannot read older requests: " + e.message;
-    } finally {
-      btn.disabled = false;
-      btn.hidden = S.nextBefore === null;
-    }
   }
 
   function appendRows(rows, fresh) {
@@ -398,7 +454,7 @@
   }
 
   function trimRows() {
-    while (S.order.length > MAX_ROWS) {
+    while (S.order.length > PAGE) {
       const id = S.order.pop();
       const li = S.rows.get(id);
       if (li) li.remove();
@@ -409,7 +465,11 @@
 
   function requestItem(r, fresh) {
     const served = r.served_model ? r.served_model + " on " + r.served_backend : r.error || "not served";
-    const tries = r.attempts ? r.attempts.filter((a) => a.outcome !== "skipped").length : 0;
+    const attempts = r.attempts || [];
+    const tries = attempts.filter((a) => a.outcome !== "skipped").length;
+    const skipped = attempts.filter((a) => a.outcome === "skipped");
+    const skippedText = skipped.map((a) => a.model + " on " + a.backend + (a.error ? ": " + a.error : "")).join("; ");
+    const leftOut = r.skipped_count || 0;
     const summary = h(
       "summary",
       { "aria-label": "request " + r.id + ": " + r.requested + ", " + r.outcome + ", " + served },
@@ -422,9 +482,16 @@
         h("span", { class: "arrow", text: " → " }),
         served,
         r.capability ? h("span", { class: "reason", text: " · " + r.capability }) : null,
+        h("span", { class: "endpoint", text: " · " + r.endpoint }),
       ),
       h("span", { class: "ms", text: ms(r.total_ms) }),
-      h("span", { class: "tries", text: tries === 1 ? "1 attempt" : tries + " attempts" }),
+      h(
+        "span",
+        { class: "tries", title: skipped.length ? "skipped: " + skippedText : null },
+        tries === 1 ? "1 attempt" : tries + " attempts",
+        skipped.length ? h("span", { class: "skipped", text: " · " + skipped.length + " skipped" }) : null,
+        leftOut ? h("span", { class: "left-out", text: " · " + leftOut + " left out" }) : null,
+      ),
     );
     const body = h("div", { class: "detail" }, h("p", { class: "hint", text: "loading…" }));
     const det = h("details", { "data-id": r.id }, summary, body);
@@ -720,6 +787,12 @@
     const items = data.keys.map(keyItem);
     if (!items.length) items.push(h("p", { class: "hint", text: "No backend in the config refers to a key." }));
     list.replaceChildren(...items);
+    // No keyring: nothing here can store a key; say why rather than fail on submit.
+    for (const el of document.querySelectorAll("#keys form input, #keys form button")) {
+      el.disabled = Boolean(data.keyring) || (el.classList.contains("danger") && el.dataset.set !== "1");
+      if (data.keyring) el.setAttribute("aria-describedby", "keyring-problem");
+      else el.removeAttribute("aria-describedby");
+    }
     jumpToHash();
   }
 
@@ -738,7 +811,7 @@
     const id = "key-" + k.name;
     const input = h("input", { id, type: "password", autocomplete: "new-password", spellcheck: "false", required: true });
     const save = h("button", { type: "submit", text: k.set ? "Replace" : "Save" });
-    const del = h("button", { type: "button", class: "danger", text: "Delete", disabled: !k.set });
+    const del = h("button", { type: "button", class: "danger", text: "Delete", disabled: !k.set, "data-set": k.set ? "1" : "0" });
     let armed = null;
     del.addEventListener("click", async () => {
       if (!armed) {
@@ -859,6 +932,8 @@
   $("pref-form").addEventListener("submit", (ev) => ev.preventDefault());
   $("pref-reset").addEventListener("click", resetPreference);
   $("older").addEventListener("click", loadOlder);
+  $("newer").addEventListener("click", loadNewer);
+  $("newest").addEventListener("click", loadNewest);
   $("reload").addEventListener("click", reloadConfig);
   $("new-key").addEventListener("submit", newKey);
   document.addEventListener("visibilitychange", () => {
