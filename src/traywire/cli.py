@@ -15,6 +15,13 @@ from .core import principles, request, routing
 from .errors import ConfigError, UnknownModelError
 from .types import PREFERENCES, Decision, Dialect, Op
 
+CONFIG_HELP = "config file layered over the built-in default and your traywire.yaml"
+
+
+def config_argument(p: argparse.ArgumentParser) -> None:
+    """The ``--config FILE`` option every command that reads the config takes."""
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -33,18 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     app_arguments(a)
 
     c = sub.add_parser("check", help="validate the configuration and check the design principles")
-    c.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file layered over the built-in default and your traywire.yaml",
-    )
+    config_argument(c)
 
     r = sub.add_parser("route", help="show how a request would be routed, and why")
-    r.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file layered over the built-in default and your traywire.yaml",
-    )
+    config_argument(r)
     r.add_argument("--prefer", choices=PREFERENCES, help="override the routing preference")
     r.add_argument("--json", action="store_true", help="print the decision as JSON")
     r.add_argument("--model", metavar="M", help="model or alias to ask for (or auto)")
@@ -70,11 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("serve", help="run the proxy headless (no tray)")
-    s.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file layered over the built-in default and your traywire.yaml",
-    )
+    config_argument(s)
     s.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
     s.add_argument(
         "--port", type=int, help=f"listen port (default: server.port, {config.DEFAULT_PORT})"
@@ -97,11 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     ks = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
     ks.add_argument("name", help="the NAME in keyring:NAME (e.g. ollama_cloud)")
     kl = ksub.add_parser("list", help="key names the config uses, and whether each is set")
-    kl.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file layered over the built-in default and your traywire.yaml",
-    )
+    config_argument(kl)
     kd = ksub.add_parser("delete", help="remove a key")
     kd.add_argument("name", help="the NAME in keyring:NAME")
 
@@ -113,11 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check what traywire needs (config, keyring, keys, tray, notifications, "
         "backends, port), each with its fix",
     )
-    d.add_argument(
-        "--config",
-        metavar="FILE",
-        help="config file layered over the built-in default and your traywire.yaml",
-    )
+    config_argument(d)
     d.add_argument("--host", help="the listen address to check (default: server.host)")
     d.add_argument("--port", type=int, help="the listen port to check (default: server.port)")
     d.add_argument(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..core.schema import Config, ExclusiveGroup, SwitchSettings
 from . import switch
-from .commands import Child, SwitchError
+from .commands import Child
 from .switch import NO_MEMBER, SwitchState
 
 __all__ = ["Switcher"]
@@ -99,7 +99,8 @@ class Switcher(switch.Switcher):
     ) -> SwitchState:
         sw = g.switch
         assert sw is not None
-        try:
+
+        async def steps() -> None:
             await self._retire_children(sw, st, retiring)
             if st.to:
                 self._phase(st, "starting")
@@ -110,16 +111,8 @@ class Switcher(switch.Switcher):
                     await self._start(g, sw, st)
                 self._phase(st, "waiting")
                 await self._wait_ready(sw, st)
-        except SwitchError as exc:
-            await self._fail(g, sw, st, exc)
-        except asyncio.CancelledError:
-            st.failed_in, st.error = st.phase, "cancelled: traywire is shutting down"
-            self._phase(st, "failed")
-            raise
-        except Exception as exc:
-            log.exception("starting %s failed unexpectedly", g.name)
-            await self._fail(g, sw, st, SwitchError(f"internal error: {exc!r}"))
-        else:
+
+        if await self._guarded(g, sw, st, "start", steps):
             if st.to:
                 self.host.assign(g.name, st.to)
                 log.info("%s's server is ready", st.to)

@@ -64,7 +64,7 @@ import asyncio
 import atexit
 import logging
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -316,7 +316,7 @@ class Switcher:
         return task
 
     async def _run(self, g: ExclusiveGroup, sw: SwitchSettings, st: SwitchState) -> SwitchState:
-        try:
+        async def steps() -> None:
             if self.coordinator is not None:
                 await self.coordinator.lock(g.name)
             await self._drain(g.members, sw, st)
@@ -326,6 +326,29 @@ class Switcher:
             await self._start(g, sw, st)
             self._phase(st, "waiting")
             await self._wait_ready(sw, st)
+
+        try:
+            if await self._guarded(g, sw, st, "switch", steps):
+                self.host.assign(g.name, st.to)
+                self._phase(st, "done")
+                log.info("switched %s to %s", g.name, st.to)
+        finally:
+            if self.coordinator is not None:
+                await self.coordinator.unlock(g.name)
+        return st
+
+    async def _guarded(
+        self,
+        g: ExclusiveGroup,
+        sw: SwitchSettings,
+        st: SwitchState,
+        what: str,
+        steps: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """Run a switch's (or a start's) steps; any failure fails ``st``, with
+        its cause. True when the steps ran through."""
+        try:
+            await steps()
         except SwitchError as exc:
             await self._fail(g, sw, st, exc)
         except asyncio.CancelledError:
@@ -333,16 +356,11 @@ class Switcher:
             self._phase(st, "failed")
             raise
         except Exception as exc:  # a bug must not leave the group switching forever
-            log.exception("switch of %s failed unexpectedly", g.name)
+            log.exception("%s of %s failed unexpectedly", what, g.name)
             await self._fail(g, sw, st, SwitchError(f"internal error: {exc!r}"))
         else:
-            self.host.assign(g.name, st.to)
-            self._phase(st, "done")
-            log.info("switched %s to %s", g.name, st.to)
-        finally:
-            if self.coordinator is not None:
-                await self.coordinator.unlock(g.name)
-        return st
+            return True
+        return False
 
     def _phase(self, st: SwitchState, phase: Phase) -> None:
         now = asyncio.get_running_loop().time()
