@@ -275,7 +275,7 @@ def test_extends_none_in_config_file_drops_the_user_layer_too(tmp_path: Path) ->
 def test_extends_none_without_backends_is_an_error(tmp_path: Path) -> None:
     path, msg = layer_error(tmp_path, "extends: none\nsaturation: 0.5\n")
     assert str(path) in msg
-    assert "missing required key 'backends'" in msg
+    assert "missing required keys 'backends', 'models'" in msg
 
 
 def test_load_picks_up_the_platformdirs_user_file(
@@ -819,6 +819,18 @@ def test_error_model_without_context(tmp_path: Path) -> None:
         "models:\n  phi4: {backend: ollama, params_b: 14, tier: local, capabilities: [chat]}\n",
     )
     assert_located(msg, path, 2, "models.phi4", "missing required key 'context'")
+
+
+def test_error_model_names_every_missing_key_at_once(tmp_path: Path) -> None:
+    # A user writing a new model learns everything it still needs in one error.
+    path, msg = layer_error(tmp_path, "models:\n  phi4: {backend: ollama}\n")
+    assert_located(
+        msg,
+        path,
+        2,
+        "models.phi4",
+        "missing required keys 'params_b', 'tier', 'context'",
+    )
 
 
 def test_error_missing_key_line_is_the_entry_line_for_a_block_mapping(tmp_path: Path) -> None:

@@ -58,9 +58,12 @@ class Reader:
                 self.fail(
                     (*path, key), f"unknown key{extra}; expected one of: {', '.join(allowed)}"
                 )
-        for key in required:
-            if key not in value:
-                self.fail(path, f"missing required key {key!r}")
+        missing = [key for key in required if key not in value]
+        if len(missing) == 1:
+            self.fail(path, f"missing required key {missing[0]!r}")
+        if missing:
+            # all of them at once: a user writing a new entry fixes it in one go
+            self.fail(path, f"missing required keys {', '.join(map(repr, missing))}")
         return value
 
     def string(self, value: Any, path: tuple[Any, ...]) -> str:
