@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .observe import dashboard, metrics, wiring
+from .observe import dashboard_routes, metrics, wiring
 from .proxy import endpoints, listener, ollama_api, replies
 from .proxy.endpoints import RUNTIME
 from .proxy.runtime import Runtime
@@ -47,13 +47,14 @@ def make_app(
         rt.config_file = str(config_file)
     request_log = wiring.setup(app, rt)  # the request log (config log:), opened at startup
     m = metrics.setup(app, rt, request_log)  # counts every request
-    dashboard.setup(app, rt, request_log, config_file=config_file)  # the session token
+    # the session token; the dashboard's code is imported at its first request
+    dashboard_routes.setup(app, rt, request_log, config_file=config_file)
     oll = ollama_api.setup(app, rt)  # listings, /api/show, model management, /
     routes: list[tuple[str, str, endpoints.Handler]] = [
         *endpoints.routes(oll),
         ("GET", "/status", status),
         ("GET", "/metrics", m.handle),
-        *dashboard.routes(),
+        *dashboard_routes.routes(),
     ]
     r = app.router
     for method, path, handler in routes:

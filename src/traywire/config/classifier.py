@@ -5,6 +5,10 @@ The routing core reads no file: the weights come to it inside the config
 ``classifier.bin`` (the weights, and the summed weights of a vocabulary of
 common tokens, so that a request made of them sums nothing);
 `traywire.core.classify` defines the model, its file format and its use.
+
+A config carries `SHIPPED`, a stand-in that reads the weights at the first
+`auto` request rather than at start (a few MiB a proxy that never sees
+`auto` does not hold).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import functools
 import gzip
 from importlib import resources
 
-from ..core.classify import Model
+from ..core.classify import DEFAULT_MIN_MARGIN, Classification, Model
+from ..types import Capability
 
 MODEL_FILE = "classifier.bin"
 
@@ -32,3 +37,20 @@ def encode(model: Model) -> bytes:
 def classifier() -> Model:
     """The shipped model (read and decoded on first use, then shared)."""
     return decode(resources.files("traywire.config").joinpath(MODEL_FILE).read_bytes())
+
+
+class _Shipped:
+    """The shipped model, read at its first use (then shared, `classifier`)."""
+
+    __slots__ = ()
+
+    def classify(
+        self, text: str, default: Capability = "chat", min_margin: float = DEFAULT_MIN_MARGIN
+    ) -> Classification:
+        return classifier().classify(text, default, min_margin)
+
+    def __repr__(self) -> str:
+        return "<the shipped classifier>"
+
+
+SHIPPED = _Shipped()

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from math import sqrt
 from operator import and_, itemgetter, lt, sub, xor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..types import CAPABILITIES, Capability
 
@@ -97,6 +97,15 @@ class Classification(NamedTuple):
     reason: str
     margin: float = 0.0
     features: tuple[str, ...] = ()
+
+
+class Classifier(Protocol):
+    """What routing needs of a classifier: a `Model`, or a stand-in that
+    loads one on first use (`traywire.config.classifier.shipped`)."""
+
+    def classify(
+        self, text: str, default: Capability = "chat", min_margin: float = DEFAULT_MIN_MARGIN
+    ) -> Classification: ...
 
 
 # --------------------------------------------------------------------------- features
@@ -492,7 +501,7 @@ class Model:
 
 def classify(
     text: str,
-    model: Model | None,
+    model: Classifier | None,
     default: Capability = "chat",
     min_margin: float = DEFAULT_MIN_MARGIN,
 ) -> Classification:

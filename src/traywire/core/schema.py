@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from ..types import BackendKind, Capability, Feature, Location, Preference, Strategy, Tier
-from .classify import Model as ClassifierModel
+from .classify import Classifier as ClassifierModel
 
 APP_NAME = "traywire"
 DEFAULT_PORT = 8484

@@ -47,9 +47,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -59,21 +57,15 @@ from .. import secrets as keystore
 from ..errors import ConfigError
 from ..proxy import replies
 from ..proxy.runtime import Runtime
-from ..proxy.security import SESSION, SESSION_HEADER, new_session
+from ..proxy.security import SESSION, SESSION_HEADER
 from ..proxy.switch import SwitchBusy
 from ..types import CAPABILITIES, OUTCOMES, PREFERENCES
+from .dashboard_routes import CONFIG_FILE, DASH_LOG, DASH_RUNTIME, FILES
 from .logqueries import LogQueries
-from .wiring import RequestLogHandle
 
-__all__ = ["CONFIG_FILE", "SESSION", "SESSION_HEADER", "setup"]
+__all__ = ["CONFIG_FILE", "SESSION", "SESSION_HEADER"]
 
 log = logging.getLogger("traywire")
-
-DASH_RUNTIME: web.AppKey[Runtime] = web.AppKey("dashboard_runtime", Runtime)
-DASH_LOG: web.AppKey[RequestLogHandle] = web.AppKey("dashboard_log", RequestLogHandle)
-# The config file the proxy was started with (None: the default layering).
-CONFIG_FILE: web.AppKey[str | None] = web.AppKey("config_file", str)
-_FILES: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("dashboard_files", dict)
 
 _MAX_KEY_LEN: Final = 8192
 _MAX_PAGE: Final = 200
@@ -94,9 +86,6 @@ _STATIC: Final = {
     "app.js": "text/javascript",
     "icon.svg": "image/svg+xml",
 }
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -154,7 +143,7 @@ def _users(rt: Runtime, name: str) -> list[str]:
 
 
 async def page(request: web.Request) -> web.Response:
-    body, _ = request.app[_FILES]["index.html"]
+    body, _ = _files(request.app)["index.html"]
     return web.Response(body=body, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 
@@ -164,7 +153,7 @@ async def page_slash(request: web.Request) -> web.Response:
 
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    found = request.app[_FILES].get(name)
+    found = _files(request.app).get(name)
     if found is None or name == "index.html":
         raise web.HTTPNotFound()
     body, ctype = found
@@ -174,6 +163,14 @@ async def static(request: web.Request) -> web.Response:
         charset="utf-8" if ctype.startswith("text/") else None,
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
+
+
+def _files(app: web.Application) -> dict[str, tuple[bytes, str]]:
+    """The page (with this app's session token) and its files, read once."""
+    files = app[FILES]
+    if not files:
+        files.update(_load_files(app[SESSION]))
+    return files
 
 
 def _load_files(session: str) -> dict[str, tuple[bytes, str]]:
@@ -406,40 +403,3 @@ async def reload(request: web.Request) -> web.Response:
     except SwitchBusy as exc:
         return _error(409, str(exc))
     return _ok({"ok": True, "message": message, "restart_needed": restart})
-
-
-# --------------------------------------------------------------------------- wiring
-
-
-def routes() -> list[tuple[str, str, Handler]]:
-    """The dashboard's endpoints: (method, path, handler); `server` adds them."""
-    return [
-        ("GET", "/ui", page),
-        ("GET", "/ui/", page_slash),
-        ("GET", "/ui/api/meta", meta),
-        ("GET", "/ui/api/requests", requests),
-        ("GET", r"/ui/api/requests/{id:\d{1,18}}", one_request),
-        ("GET", "/ui/api/latency", latency),
-        ("GET", "/ui/api/keys", keys),
-        ("POST", "/ui/api/keys", set_key),
-        ("DELETE", "/ui/api/keys/{name}", delete_key),
-        ("POST", "/ui/api/reload", reload),
-        ("GET", "/ui/{name:[a-z]+\\.[a-z]+}", static),
-    ]
-
-
-def setup(
-    app: web.Application,
-    rt: Runtime,
-    request_log: RequestLogHandle,
-    *,
-    config_file: str | Path | None = None,
-) -> None:
-    """The dashboard's state on ``app`` (call before the app starts): the
-    runtime, the request log it reads (`wiring.setup`'s handle); its endpoints
-    are `routes`."""
-    session = new_session(app)
-    app[DASH_RUNTIME] = rt
-    app[DASH_LOG] = request_log
-    app[CONFIG_FILE] = None if config_file is None else str(config_file)
-    app[_FILES] = _load_files(session)
