@@ -92,7 +92,7 @@ def test_otherwise_the_body_is_encoded_again(raw: bytes) -> None:
 
 async def test_an_extended_deadline_slides_and_a_silent_one_expires() -> None:
     """A stream's idle deadline is extended per chunk without moving the loop's
-    timer (`deadline._Sliding`): it still holds while chunks keep coming, and
+    timer (`deadline.Deadline.extend`): it still holds while chunks keep coming, and
     still ends a silence as its own error kind."""
     import asyncio
 

@@ -358,7 +358,7 @@ async def _unary(job: _Job) -> web.Response:
     total = backend.timeouts.total
     r: Response | None = None
     try:
-        async with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
+        with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
             r = await _accepted(rt, inb, backend, prep)
             raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
     except BaseException:
