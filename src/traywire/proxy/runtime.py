@@ -42,6 +42,9 @@ def expected_models(cfg: Config) -> dict[str, list[str]]:
     return out
 
 
+_NO_ACTIVE: Mapping[str, str] = MappingProxyType({})
+
+
 class Runtime:
     def __init__(
         self,
@@ -314,7 +317,7 @@ class Runtime:
         # with shared state, Health adds the other instances' counts
         return self.health.snapshot(
             self.clock.monotonic(),
-            active=MappingProxyType(dict(self.active)),
+            active=MappingProxyType(dict(self.active)) if self.active else _NO_ACTIVE,
             preference=self.preference,
             random=self._rng.random(),
             features=self._features_view,
