@@ -138,7 +138,7 @@ def _serving(
             return failover.record_rejection(
                 rt, speaks, seen, request.path, response, r.message, started
             )
-        answer = await failover.execute(rt, inb, decision, request)
+        answer = await failover.execute(rt, inb, decision, request, started)
         return legacy.answer(body, answer) if legacy is not None else answer
 
     return handle

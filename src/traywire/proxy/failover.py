@@ -80,10 +80,15 @@ def new_ids(rt: Runtime) -> Ids:
 
 
 async def execute(
-    rt: Runtime, inb: Inbound, d: Decision, request: web.Request
+    rt: Runtime,
+    inb: Inbound,
+    d: Decision,
+    request: web.Request,
+    started: tuple[float, float] | None = None,
 ) -> web.StreamResponse:
-    """Serve ``inb`` along the plan of ``d``; always answers in the client's dialect."""
-    trace = Trace(rt.clock)
+    """Serve ``inb`` along the plan of ``d``; always answers in the client's
+    dialect. ``started``: (wall clock, monotonic) at arrival; now if not given."""
+    trace = Trace(rt.clock, started)
     task = asyncio.current_task()
     assert task is not None
     rt.inflight.add(task)
