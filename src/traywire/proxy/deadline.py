@@ -55,11 +55,11 @@ class Deadline:
     def __enter__(self) -> Deadline:
         if self.seconds is None:
             return self
-        loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Deadline must be used inside a task")
         self._task = task
+        loop = self._loop = task.get_loop()
         self._cancelling = task.cancelling()
         self._last = now = loop.time()
         self._handle = loop.call_at(now + self.seconds, self._fire)

@@ -112,7 +112,7 @@ async def execute(
         # response this returns before the loop runs callbacks, and the loop
         # runs this before it reads anything more (so the next request, e.g.
         # GET /metrics, sees this one counted).
-        asyncio.get_running_loop().call_soon(
+        task.get_loop().call_soon(  # (the task's loop: no getpid() as get_running_loop has)
             _observe, rt, trace, inb.front, request.path, inb.stream, d
         )
 
