@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import logging
@@ -252,7 +253,8 @@ def shutting_down(path: str) -> web.Response:
 
 
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rules 0-3, then ``handler``; its exceptions become answers (rule 4)."""
+    """Rules 0-3, then ``handler``; its exceptions become answers (rule 4).
+    One coroutine per request (it runs on every one)."""
     gate = request.app[GATE]
     if gate.closing:
         # read what the client sends first (within the body limit): closing
@@ -265,54 +267,52 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     assert task is not None
     gate.accepted[task] = request
     try:
-        return await _guarded(request, handler)
+        path = request.path
+        refused = _refusal(request)
+        if refused is not None:
+            return _no_store(refused) if path == "/ui" or path.startswith("/ui/") else refused
+        if (
+            path == "/"
+            and request.method == "GET"
+            and "text/html" in request.headers.get("Accept", "")
+        ):
+            # a browser opening the proxy's address gets the dashboard
+            return web.Response(status=302, headers={"Location": "/ui"})
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = _http_error(request, exc)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = replies.error(
+                replies.dialect_of(path),
+                500,
+                "internal error in traywire (see its log)",
+                code="internal_error",
+            )
+        if path == "/ui" or path.startswith("/ui/"):
+            _no_store(response)
+        return response
     finally:
         gate.accepted.pop(task, None)
 
 
-async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = request.path
-    refused = _refusal(request)
-    if refused is not None:
-        return _no_store(refused) if path == "/ui" or path.startswith("/ui/") else refused
-    if path == "/" and request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
-        # a browser opening the proxy's address gets the dashboard
-        return web.Response(status=302, headers={"Location": "/ui"})
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        dialect = replies.dialect_of(path)
-        if exc.status == 405:
-            response = replies.error(
-                dialect, 405, f"{request.method} is not allowed on {request.path}"
-            )
-        elif exc.status == 404:
-            response = replies.error(
-                dialect, 404, f"no such endpoint: {request.path}", code="unknown_url"
-            )
-        elif exc.status == 413:
-            response = replies.error(dialect, 413, "request body too large")
-        else:
-            response = replies.error(dialect, exc.status, exc.reason)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        response = replies.error(
-            replies.dialect_of(path),
-            500,
-            "internal error in traywire (see its log)",
-            code="internal_error",
-        )
-    if path == "/ui" or path.startswith("/ui/"):
-        _no_store(response)
-    return response
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large), in
+    the path's dialect."""
+    dialect = replies.dialect_of(request.path)
+    if exc.status == 405:
+        return replies.error(dialect, 405, f"{request.method} is not allowed on {request.path}")
+    if exc.status == 404:
+        return replies.error(dialect, 404, f"no such endpoint: {request.path}", code="unknown_url")
+    if exc.status == 413:
+        return replies.error(dialect, 413, "request body too large")
+    return replies.error(dialect, exc.status, exc.reason)
 
 
 def guarded(handler: Handler) -> Handler:
-    """``handler`` behind `guard` (how `traywire.server.make_app` registers every route)."""
-
-    async def guarded_handler(request: web.Request) -> web.StreamResponse:
-        return await guard(request, handler)
-
-    return guarded_handler
+    """``handler`` behind `guard` (how `traywire.server.make_app` registers
+    every route): a partial, so aiohttp calls `guard` itself."""
+    return functools.partial(guard, handler=handler)
