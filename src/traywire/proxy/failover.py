@@ -306,11 +306,13 @@ class _Job(NamedTuple):
     attempt: Attempt
 
 
-async def _send(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
-    """POST the prepared request to ``backend`` (its key, if any, goes only there)."""
+async def _accepted(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
+    """POST the prepared request to ``backend`` (its key, if any, goes only
+    there); an error status raises its kind (the body read for it); otherwise
+    the answer whose body is still to be read."""
     assert rt.pool is not None
     auth = ADAPTERS[backend.kind].headers(rt.key_for(backend.name))
-    return await rt.pool.request(
+    r = await rt.pool.request(
         "POST",
         backend.url,
         prep.path,
@@ -318,12 +320,6 @@ async def _send(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> 
         wire_body(prep.body, inb.body, inb.raw),
         connect_timeout=backend.timeouts.connect,
     )
-
-
-async def _accepted(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
-    """`_send`, then: an error status raises its kind (the body read for it);
-    otherwise the answer whose body is still to be read."""
-    r = await _send(rt, inb, backend, prep)
     if r.status < 400:
         return r
     try:
