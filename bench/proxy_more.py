@@ -353,6 +353,7 @@ async def startup(
             "ready_s": statistics.median(times[n]),
             "ready_s_spread": _spread(times[n]),
             "idle_tree_rss_mib": statistics.median(rss[n]) / 1024,
+            "idle_tree_rss_mib_spread": _spread([x / 1024 for x in rss[n]]),
         }
         for n in names
     }
