@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, config, livestate
-from .core import principles, request, routing
+from . import __version__, config
 from .errors import ConfigError, UnknownModelError
 from .types import PREFERENCES, Decision, Dialect, Op
 
@@ -30,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "Without a COMMAND it runs the proxy with its tray icon (see `traywire app -h`).",
     )
     p.add_argument("--version", action="version", version=f"traywire {__version__}")
-    from .desktop.run import add_arguments as app_arguments
+    from .desktop.options import add_arguments as app_arguments
 
     # Without a command, traywire runs the app (proxy + tray): its options.
     app_arguments(p, dest_prefix="app_")
@@ -139,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return serve(args)
         if args.command in ("app", None):
-            from .desktop.run import app_args, run_app
+            from .desktop.options import app_args
+            from .desktop.run import run_app
 
             return run_app(app_args(args, "" if args.command else "app_"))
     except ConfigError as exc:
@@ -157,6 +157,8 @@ class UsageError(Exception):
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from .core import principles
+
     cfg = config.load(args.config)
     warnings = principles.check(cfg)
     print(
@@ -235,6 +237,9 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
+    from . import livestate
+    from .core import request, routing
+
     cfg = config.load(args.config)
     body = _request_body(args)
     op: Op = "chat"
