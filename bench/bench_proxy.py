@@ -992,12 +992,16 @@ async def run_startup_only(
 
 def startup_table(r: dict[str, Any]) -> str:
     st = r["startup"]
-    rows = [f"{'':24}{'ready s (median)':>17}{'min..max':>16}{'idle tree MiB':>15}{'min..max':>14}"]
+    rows = [
+        f"{'(medians, min..max)':20}{'ready s':>8}{'':14}{'CPU s to ready':>15}{'':14}"
+        f"{'idle tree MiB':>14}"
+    ]
     for name, x in st.items():
-        sp, m = x["ready_s_spread"], x["idle_tree_rss_mib_spread"]
+        sp, c, m = x["ready_s_spread"], x["ready_cpu_s_spread"], x["idle_tree_rss_mib_spread"]
         rows.append(
-            f"{name:24}{x['ready_s']:17.3f}{sp['min']:>9.3f}..{sp['max']:.3f}"
-            f"{x['idle_tree_rss_mib']:15.1f}{m['min']:>8.1f}..{m['max']:.1f}"
+            f"{name:20}{x['ready_s']:8.3f} ({sp['min']:.3f}..{sp['max']:.3f})"
+            f"{x['ready_cpu_s']:9.3f} ({c['min']:.3f}..{c['max']:.3f})"
+            f"{x['idle_tree_rss_mib']:9.1f} ({m['min']:.1f}..{m['max']:.1f})"
         )
     tw = st["traywire"]
     rows.append(
