@@ -133,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "keys":
             return cmd_keys(args, sys.stdout)
+        if args.command in ("serve", "app", None):
+            # before anything imports aiohttp: its client's CA store, which the
+            # proxy never uses, loads at its first use rather than at start
+            from .tlsdefer import import_aiohttp
+
+            import_aiohttp()
         if args.command == "serve":
             from .app import serve
 
