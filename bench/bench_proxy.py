@@ -6,6 +6,8 @@
     .venv/bin/python bench/bench_proxy.py --shared-state   # also traywire sharing state
                                                            # through Redis: on vs off
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
+    .venv/bin/python bench/bench_proxy.py --only startup --baseline /work/base
+                                         # start-up and idle memory alone (~1 min)
     .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
 
 Three servers, each its own process, all on 127.0.0.1:
@@ -98,6 +100,8 @@ STREAM_CPU_TARGET = 1.1  # proxy CPU per relayed event
 BIG_LATENCY_TARGET = 1.3  # added latency of a 1 MB request
 STALL_TARGET_MS = 5.0  # while a 10 MB body is handled
 STARTUP_TARGET_S = 0.3
+# --compile-each-start: keep the environment's PYTHONDONTWRITEBYTECODE (if set)
+COMPILE_EACH_START = False
 MEMORY_TARGET_MIB = 45.0  # idle, the whole process tree
 
 
@@ -266,6 +270,13 @@ def spawn(
         XDG_CACHE_HOME=str(tmp / "cache"),
     )
     env["PYTHONPATH"] = os.pathsep.join([str(src or ROOT / "src"), env.get("PYTHONPATH", "")])
+    if not COMPILE_EACH_START:
+        # Compiled bytecode kept between starts, as an installed traywire has it
+        # (pip and the .deb compile it; a checkout writes it at its first run):
+        # without it every start compiles each module's source again (~0.1 s for
+        # traywire's). In the run's directory: no source tree is written to.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     if src is not None:
         env["XDG_DATA_HOME"] += "-" + name  # a request log of its own
     with log.open("wb") as out:
@@ -753,12 +764,14 @@ def shared_table(r: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def _fresh(name: str, argv: list[str], tmp: Path, cpus: set[int] | None) -> tuple[Proc, str, bytes]:
+def _fresh(
+    name: str, argv: list[str], tmp: Path, cpus: set[int] | None, src: Path | None = None
+) -> tuple[Proc, str, bytes]:
     """A new process of a proxy on a free port (``argv`` ends with --port),
     its chat URL and a request body; ``spawn_s``: how long the spawn took."""
     port = free_port()
     t0 = time.perf_counter()
-    p = spawn(f"{name}-fresh", [*argv, str(port)], port, tmp, cpus)
+    p = spawn(f"{name}-fresh", [*argv, str(port)], port, tmp, cpus, src)
     p.spawn_s = time.perf_counter() - t0  # type: ignore[attr-defined]
     return p, p.url + "/v1/chat/completions", Target(name, p.url, "bench", "bench").body(False)
 
@@ -944,6 +957,70 @@ async def run(
         for p in reversed(procs):
             p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run_startup_only(
+    s: Settings, baseline: Path | None, rounds: int, script: bool
+) -> dict[str, Any]:
+    """Only the start-up and idle-memory rounds (``--only startup``): the fake
+    backend, then fresh pass-through and traywire processes in turns (and the
+    baseline tree's traywire, and the ``traywire`` console script, if asked)."""
+    tmp = Path(tempfile.mkdtemp(prefix="traywire-bench-"))
+    py = sys.executable
+    backend: Proc | None = None
+    try:
+        bport = free_port()
+        argv = [py, str(HERE / "fast_backend.py"), "--port", str(bport), "--chunks", str(s.chunks)]
+        backend = spawn("backend", argv, bport, tmp, None)
+        async with aiohttp.ClientSession() as probe:
+            await wait_ready(backend, probe)
+        pt_argv = [py, str(HERE / "passthrough.py"), "--upstream", backend.url, "--port"]
+        spawners = {"passthrough": lambda: _fresh("passthrough", pt_argv, tmp, None)}
+        trees = [("traywire", None)]
+        if baseline is not None:
+            trees.append(("baseline", baseline / "src"))
+        for name, src in trees:
+            (tmp / name).mkdir()
+            cfg = tmp / f"{name}.yaml"  # a request log of its own
+            cfg.write_text(traywire_config(backend.url, s.delay_ms, tmp / name))
+            tail = ["serve", "--config", str(cfg), "--log-level", "warning", "--grace", "2"]
+            runs = [(name, [py, "-m", "traywire", *tail, "--port"])]
+            if script:  # what a user starts: the console script next to the interpreter
+                exe = str(Path(py).parent / "traywire")
+                runs.append((f"{name}-script", [exe, *tail, "--port"]))
+            for label, a in runs:
+                spawners[label] = lambda a=a, label=label, src=src: _fresh(  # type: ignore[misc]
+                    label, a, tmp, None, src
+                )
+        await proxy_more.startup(spawners, 1)  # warm-up: bytecode cache, the OS's file cache
+        return {"startup": await proxy_more.startup(spawners, rounds)}
+    finally:
+        if backend is not None:
+            backend.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def startup_table(r: dict[str, Any]) -> str:
+    st = r["startup"]
+    rows = [
+        f"{'(medians, min..max)':20}{'ready s':>8}{'':14}{'CPU s to ready':>15}{'':14}"
+        f"{'idle tree MiB':>14}"
+    ]
+    for name, x in st.items():
+        sp, c, m = x["ready_s_spread"], x["ready_cpu_s_spread"], x["idle_tree_rss_mib_spread"]
+        rows.append(
+            f"{name:20}{x['ready_s']:8.3f} ({sp['min']:.3f}..{sp['max']:.3f})"
+            f"{x['ready_cpu_s']:9.3f} ({c['min']:.3f}..{c['max']:.3f})"
+            f"{x['idle_tree_rss_mib']:9.1f} ({m['min']:.1f}..{m['max']:.1f})"
+        )
+    tw = st["traywire"]
+    rows.append(
+        f"targets: start-up {tw['ready_s']:.3f} s (< {STARTUP_TARGET_S}): "
+        f"{'MET' if tw['ready_s'] < STARTUP_TARGET_S else 'MISSED'}; idle tree "
+        f"{tw['idle_tree_rss_mib']:.1f} MiB (< {MEMORY_TARGET_MIB}): "
+        f"{'MET' if tw['idle_tree_rss_mib'] < MEMORY_TARGET_MIB else 'MISSED'}"
+    )
+    return "\n".join(rows)
 
 
 def baseline_table(r: dict[str, Any]) -> str:
@@ -1176,9 +1253,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run traywire with shared state on (a redis-server of the run's own and a "
         "second instance sharing it) in the same rounds, and compare on vs off",
     )
-    ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
+    ap.add_argument(
+        "--only",
+        choices=["startup"],
+        help="run only this part: startup = start-up to a served request and idle memory of "
+        "the process tree (with --baseline, the baseline tree's too)",
+    )
+    ap.add_argument(
+        "--start-rounds", type=int, metavar="N", help="fresh processes per target (start-up)"
+    )
+    ap.add_argument(
+        "--script",
+        action="store_true",
+        help="--only startup: also start the `traywire` console script (what a user runs)",
+    )
+    ap.add_argument(
+        "--compile-each-start",
+        action="store_true",
+        help="no bytecode cache for the processes it starts when the environment says "
+        "PYTHONDONTWRITEBYTECODE (each start compiles every module's source, as before)",
+    )
+    ap.add_argument("--output", type=Path, help="default: bench/results/proxy.json "
+                    "(startup.json with --only startup)")  # fmt: skip
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
+    global COMPILE_EACH_START
+    COMPILE_EACH_START = args.compile_each_start
+    if args.start_rounds is not None:
+        s.start_rounds = max(1, args.start_rounds)
+    if args.only == "startup":
+        r = asyncio.run(run_startup_only(s, args.baseline, s.start_rounds, args.script))
+        r["meta"] = {"mode": "startup", "rounds": s.start_rounds, "loadavg": os.getloadavg(),
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "compile_each_start": COMPILE_EACH_START}  # fmt: skip
+        print(startup_table(r))
+        out = args.output or RESULTS / "startup.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=2, default=float) + "\n")
+        print(f"\nwritten: {out}")
+        return 0
+    args.output = args.output or RESULTS / "proxy.json"
     load0 = os.getloadavg()
     r = asyncio.run(run(s, args.pin, args.profile, args.baseline, args.shared_state))
     r["verdicts"] = verdicts(r)

@@ -333,9 +333,12 @@ async def _served(url: str, body: bytes, proc: subprocess.Popen[bytes], limit: f
 async def startup(
     spawners: dict[str, Callable[[], tuple[Any, str, bytes]]], rounds: int
 ) -> dict[str, Any]:
-    """Per target: seconds from spawn to its first served chat request, and
-    the process tree's VmRSS once idle (1 s later)."""
+    """Per target: seconds from spawn to its first served chat request, the
+    CPU seconds the process had used by then (user + system, all threads: on a
+    busy shared machine a steadier figure than the wall clock), and the
+    process tree's VmRSS once idle (1 s later)."""
     times: dict[str, list[float]] = {n: [] for n in spawners}
+    cpu: dict[str, list[float]] = {n: [] for n in spawners}
     rss: dict[str, list[int]] = {n: [] for n in spawners}
     names = list(spawners)
     for i in range(rounds):
@@ -344,6 +347,7 @@ async def startup(
             try:
                 # the clock starts with the spawn (Popen returned just now)
                 times[name].append(await _served(url, body, proc.popen, 30) + proc.spawn_s)
+                cpu[name].append(proc.cpu())
                 await asyncio.sleep(1.0)
                 rss[name].append(tree_rss_kib(proc.pid))
             finally:
@@ -352,7 +356,10 @@ async def startup(
         n: {
             "ready_s": statistics.median(times[n]),
             "ready_s_spread": _spread(times[n]),
+            "ready_cpu_s": statistics.median(cpu[n]),
+            "ready_cpu_s_spread": _spread(cpu[n]),
             "idle_tree_rss_mib": statistics.median(rss[n]) / 1024,
+            "idle_tree_rss_mib_spread": _spread([x / 1024 for x in rss[n]]),
         }
         for n in names
     }

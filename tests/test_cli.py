@@ -913,3 +913,41 @@ def test_every_option_of_every_command_has_a_help_text() -> None:
 
     walk(_parser(), "traywire")
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "-h"],
+        ["serve", "--bogus"],
+        ["serve", "--port", "x"],
+        ["serve", "--log-level", "loud"],
+        ["serve", "--config", "c.yaml", "--port", "5", "--grace", "1"],
+        ["app", "-h"],
+        ["app", "--no-tray", "--port", "9"],
+        ["keys"],
+        ["keys", "set"],
+        ["keys", "list", "--config", "z"],
+        ["route", "--model", "m", "--prompt", "p", "--json"],
+        ["doctor", "--no-backends"],
+        ["init", "--path", "p"],
+        ["check"],
+    ],
+)
+def test_a_command_first_on_the_line_parses_as_with_the_whole_parser(argv: list[str]) -> None:
+    """`main` builds only the named command's parser (start-up): the same
+    options, help, errors and exit codes as the whole command line's."""
+    import contextlib
+
+    from traywire.cli import _parser
+
+    def parse(only: str | None) -> tuple[str, str, object]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                got: object = vars(_parser(only).parse_args(argv))
+            except SystemExit as exc:
+                got = exc.code
+        return out.getvalue(), err.getvalue(), got
+
+    assert parse(argv[0]) == parse(None)

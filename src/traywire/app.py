@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import config, secrets, startup, statefile, threads
+from . import config, startup, statefile, threads
 from .errors import ConfigError
 from .proxy.runtime import Runtime
 from .proxy.switch import SwitchBusy
@@ -37,6 +37,8 @@ log = logging.getLogger("traywire")
 def resolve_token(cfg: config.Config) -> str | None:
     if cfg.server.token is None:
         return None
+    from . import secrets
+
     value = secrets.resolve(cfg.server.token)
     if not value:
         raise SystemExit(f"traywire: server.token {cfg.server.token} is not set")

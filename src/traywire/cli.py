@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, config, livestate
-from .core import principles, request, routing
+from . import __version__, config
 from .errors import ConfigError, UnknownModelError
 from .types import PREFERENCES, Decision, Dialect, Op
 
@@ -23,98 +22,116 @@ def config_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line. ``only``: the command that comes first on it - then
+    only that command's parser is built (argparse takes ~6 ms for them all,
+    a good part of `traywire serve`'s start-up); its help and errors are the same."""
     p = argparse.ArgumentParser(
         prog="traywire",
         description="One local OpenAI/Ollama endpoint for many LLM backends. "
         "Without a COMMAND it runs the proxy with its tray icon (see `traywire app -h`).",
     )
     p.add_argument("--version", action="version", version=f"traywire {__version__}")
-    from .desktop.run import add_arguments as app_arguments
+    from .desktop.options import add_arguments as app_arguments
 
-    # Without a command, traywire runs the app (proxy + tray): its options.
+    # Without a command, traywire runs the app (proxy + tray): its options
+    # (also in the usage line of an error about any command).
     app_arguments(p, dest_prefix="app_")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    a = sub.add_parser("app", help="run the proxy with the tray icon (the default)")
-    app_arguments(a)
+    if only in (None, "app"):
+        a = sub.add_parser("app", help="run the proxy with the tray icon (the default)")
+        app_arguments(a)
 
-    c = sub.add_parser("check", help="validate the configuration and check the design principles")
-    config_argument(c)
+    if only in (None, "check"):
+        c = sub.add_parser(
+            "check", help="validate the configuration and check the design principles"
+        )
+        config_argument(c)
 
-    r = sub.add_parser("route", help="show how a request would be routed, and why")
-    config_argument(r)
-    r.add_argument("--prefer", choices=PREFERENCES, help="override the routing preference")
-    r.add_argument("--json", action="store_true", help="print the decision as JSON")
-    r.add_argument("--model", metavar="M", help="model or alias to ask for (or auto)")
-    r.add_argument("--prompt", metavar="TEXT", help="the user message")
-    r.add_argument("--max-tokens", type=int, metavar="N", help="reply budget")
-    r.add_argument(
-        "--request",
-        metavar="FILE",
-        help="a chat/completion request body (OpenAI or Ollama JSON); - reads stdin",
-    )
-    r.add_argument(
-        "--state",
-        metavar="FILE|URL",
-        help="live state: a running traywire's /status (its URL, or saved as a file), or a "
-        "JSON file with backends (in_flight, circuit, latency_ms, no_key, missing_models), "
-        "active, usage, preference, random. Default: what the tray saved, keys read as the "
-        "server reads them",
-    )
-    r.add_argument(
-        "--live",
-        action="store_true",
-        help="take the live state from the running traywire (as --state URL/status)",
-    )
+    if only in (None, "route"):
+        r = sub.add_parser("route", help="show how a request would be routed, and why")
+        config_argument(r)
+        r.add_argument("--prefer", choices=PREFERENCES, help="override the routing preference")
+        r.add_argument("--json", action="store_true", help="print the decision as JSON")
+        r.add_argument("--model", metavar="M", help="model or alias to ask for (or auto)")
+        r.add_argument("--prompt", metavar="TEXT", help="the user message")
+        r.add_argument("--max-tokens", type=int, metavar="N", help="reply budget")
+        r.add_argument(
+            "--request",
+            metavar="FILE",
+            help="a chat/completion request body (OpenAI or Ollama JSON); - reads stdin",
+        )
+        r.add_argument(
+            "--state",
+            metavar="FILE|URL",
+            help="live state: a running traywire's /status (its URL, or saved as a file), or a "
+            "JSON file with backends (in_flight, circuit, latency_ms, no_key, missing_models), "
+            "active, usage, preference, random. Default: what the tray saved, keys read as the "
+            "server reads them",
+        )
+        r.add_argument(
+            "--live",
+            action="store_true",
+            help="take the live state from the running traywire (as --state URL/status)",
+        )
 
-    s = sub.add_parser("serve", help="run the proxy headless (no tray)")
-    config_argument(s)
-    s.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
-    s.add_argument(
-        "--port", type=int, help=f"listen port (default: server.port, {config.DEFAULT_PORT})"
-    )
-    s.add_argument(
-        "--grace",
-        type=float,
-        default=10.0,
-        help="seconds in-flight requests get to finish on shutdown",
-    )
-    s.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="the lowest level of log line printed (default: info)",
-    )
+    if only in (None, "serve"):
+        s = sub.add_parser("serve", help="run the proxy headless (no tray)")
+        config_argument(s)
+        s.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
+        s.add_argument(
+            "--port", type=int, help=f"listen port (default: server.port, {config.DEFAULT_PORT})"
+        )
+        s.add_argument(
+            "--grace",
+            type=float,
+            default=10.0,
+            help="seconds in-flight requests get to finish on shutdown",
+        )
+        s.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="the lowest level of log line printed (default: info)",
+        )
 
-    k = sub.add_parser("keys", help="cloud API keys in the OS keyring")
-    ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    ks = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
-    ks.add_argument("name", help="the NAME in keyring:NAME (e.g. ollama_cloud)")
-    kl = ksub.add_parser("list", help="key names the config uses, and whether each is set")
-    config_argument(kl)
-    kd = ksub.add_parser("delete", help="remove a key")
-    kd.add_argument("name", help="the NAME in keyring:NAME")
+    if only in (None, "keys"):
+        k = sub.add_parser("keys", help="cloud API keys in the OS keyring")
+        ksub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+        ks = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
+        ks.add_argument("name", help="the NAME in keyring:NAME (e.g. ollama_cloud)")
+        kl = ksub.add_parser("list", help="key names the config uses, and whether each is set")
+        config_argument(kl)
+        kd = ksub.add_parser("delete", help="remove a key")
+        kd.add_argument("name", help="the NAME in keyring:NAME")
 
-    i = sub.add_parser("init", help="write the default config to the user config dir")
-    i.add_argument("--path", metavar="FILE", help="write here instead")
+    if only in (None, "init"):
+        i = sub.add_parser("init", help="write the default config to the user config dir")
+        i.add_argument("--path", metavar="FILE", help="write here instead")
 
-    d = sub.add_parser(
-        "doctor",
-        help="check what traywire needs (config, keyring, keys, tray, notifications, "
-        "backends, port), each with its fix",
-    )
-    config_argument(d)
-    d.add_argument("--host", help="the listen address to check (default: server.host)")
-    d.add_argument("--port", type=int, help="the listen port to check (default: server.port)")
-    d.add_argument(
-        "--no-backends", action="store_true", help="do not contact the backends (offline)"
-    )
+    if only in (None, "doctor"):
+        d = sub.add_parser(
+            "doctor",
+            help="check what traywire needs (config, keyring, keys, tray, notifications, "
+            "backends, port), each with its fix",
+        )
+        config_argument(d)
+        d.add_argument("--host", help="the listen address to check (default: server.host)")
+        d.add_argument("--port", type=int, help="the listen port to check (default: server.port)")
+        d.add_argument(
+            "--no-backends", action="store_true", help="do not contact the backends (offline)"
+        )
+
     return p
 
 
+COMMANDS = ("app", "check", "route", "serve", "keys", "init", "doctor")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(words[0] if words and words[0] in COMMANDS else None).parse_args(words)
     try:
         if args.command == "check":
             return cmd_check(args, sys.stdout)
@@ -134,12 +151,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "keys":
             return cmd_keys(args, sys.stdout)
+        if args.command in ("serve", "app", None):
+            # before anything imports aiohttp: its client's CA store, which the
+            # proxy never uses, loads at its first use rather than at start
+            from .tlsdefer import import_aiohttp
+
+            import_aiohttp()
         if args.command == "serve":
             from .app import serve
 
             return serve(args)
         if args.command in ("app", None):
-            from .desktop.run import app_args, run_app
+            from .desktop.options import app_args
+            from .desktop.run import run_app
 
             return run_app(app_args(args, "" if args.command else "app_"))
     except ConfigError as exc:
@@ -157,6 +181,8 @@ class UsageError(Exception):
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from .core import principles
+
     cfg = config.load(args.config)
     warnings = principles.check(cfg)
     print(
@@ -235,6 +261,9 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_route(args: argparse.Namespace, out: TextIO) -> int:
+    from . import livestate
+    from .core import request, routing
+
     cfg = config.load(args.config)
     body = _request_body(args)
     op: Op = "chat"

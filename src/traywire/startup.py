@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from . import config, secrets
+from . import config
 
 __all__ = ["key_notices", "key_refs"]
 
@@ -37,6 +37,10 @@ def key_notices(cfg: config.Config, environ: Mapping[str, str] | None = None) ->
     refs = key_refs(cfg)
     keyring_users = sorted(o for o, r in refs.items() if r.startswith("keyring:"))
     notices: list[str] = []
+    if not refs:
+        return notices  # no key anywhere: the keyring module is not even loaded
+    from . import secrets
+
     problem = secrets.keyring_problem() if keyring_users else None
     unset: list[tuple[str, str]] = []  # (owner, fix)
     if problem is not None:

@@ -18,7 +18,7 @@ How a `Config` is made, one module per step:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,8 @@ def load(config_file: str | Path | None = None, *, user_file: Path | bool | None
     ``user_file=True`` looks in the platformdirs config dir; a Path uses that
     file if it exists; ``False``/``None`` skips the user layer.
     """
-    layers: list[tuple[str, str]] = [(DEFAULT_NAME, default_config_text())]
+    # the built-in default is read only where no layer above says ``extends: none``
+    layers: list[tuple[str, str | Callable[[], str]]] = [(DEFAULT_NAME, default_config_text)]
     if user_file is True:
         user_file = user_config_path()
     if isinstance(user_file, Path) and user_file.is_file():
@@ -64,13 +65,14 @@ def load(config_file: str | Path | None = None, *, user_file: Path | bool | None
     return load_texts(layers)
 
 
-def load_texts(layers: Iterable[tuple[str, str]]) -> Config:
-    """Merge YAML texts (name, text) in order and build a validated Config."""
+def load_texts(layers: Iterable[tuple[str, str | Callable[[], str]]]) -> Config:
+    """Merge YAML texts (name, text) in order and build a validated Config. A
+    text may be a function that reads it: called only where its layer is used."""
     # parsed from the top down: the layers below one that says ``extends:
     # none`` are not used, so not parsed (the built-in default, most often)
     parsed: list[tuple[str, tuple[dict[str, Any], Marks]]] = []
     for name, text in reversed(list(layers)):
-        parsed.append((name, parse(name, text)))
+        parsed.append((name, parse(name, text if isinstance(text, str) else text())))
         if parsed[-1][1][0].get("extends", "default") in ("none", None):
             break
     merged = Layers()

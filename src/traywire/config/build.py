@@ -3,7 +3,6 @@ cross-references between them (chains, routes, backends, groups)."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -433,6 +432,8 @@ class Builder(Reader):
     def model_ref(self, value: Any, path: tuple[Any, ...], models: Mapping[str, Model]) -> str:
         name = self.string(value, path)
         if name not in models:
+            import difflib  # only for the error's hint
+
             hint = difflib.get_close_matches(name, list(models), n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.fail(path, f"undefined model {name!r}{extra}")
@@ -544,6 +545,8 @@ class Builder(Reader):
         def target(value: Any, path: tuple[Any, ...]) -> str:
             name = self.string(value, path)
             if name not in targets:
+                import difflib  # only for the error's hint
+
                 hint = difflib.get_close_matches(name, sorted(targets), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.fail(path, f"not a model, a route or auto: {name!r}{extra}")

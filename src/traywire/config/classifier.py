@@ -14,8 +14,6 @@ A config carries `SHIPPED`, a stand-in that reads the weights at the first
 from __future__ import annotations
 
 import functools
-import gzip
-from importlib import resources
 
 from ..core.classify import DEFAULT_MIN_MARGIN, Classification, Model
 from ..types import Capability
@@ -25,17 +23,23 @@ MODEL_FILE = "classifier.bin"
 
 def decode(blob: bytes) -> Model:
     """A model from its file's bytes (gzip of `Model.to_raw`)."""
+    import gzip
+
     return Model.from_raw(gzip.decompress(blob))
 
 
 def encode(model: Model) -> bytes:
     """A model's file bytes: the same for the same model, byte for byte."""
+    import gzip
+
     return gzip.compress(model.to_raw(), compresslevel=9, mtime=0)
 
 
 @functools.cache
 def classifier() -> Model:
     """The shipped model (read and decoded on first use, then shared)."""
+    from importlib import resources
+
     return decode(resources.files("traywire.config").joinpath(MODEL_FILE).read_bytes())
 
 

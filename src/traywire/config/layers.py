@@ -12,7 +12,6 @@ survives the merge (``file:line``, from the layer that set it), for messages.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ DEFAULT_NAME = "<built-in default>"
 
 
 def default_config_text() -> str:
+    from importlib import resources
+
     return resources.files("traywire.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 

@@ -7,7 +7,6 @@ with no origin of its own is reported at its nearest ancestor that has one.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from typing import Any, NoReturn, TypeVar, cast
@@ -53,6 +52,8 @@ class Reader:
         allowed = tuple(allowed)
         for key in value:
             if key not in allowed:
+                import difflib  # only for the error's hint
+
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.fail(
@@ -73,6 +74,8 @@ class Reader:
 
     def choice(self, value: Any, path: tuple[Any, ...], options: tuple[_T, ...]) -> _T:
         if value not in options:
+            import difflib  # only for the error's hint
+
             hint = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.fail(

@@ -42,6 +42,7 @@ their character n-grams) or token pairs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -75,7 +76,14 @@ FORMAT = "traywire-classifier/1"
 _PUNCT = r"!-/:-@\[-`{-~¡¿«»‘’“”„…–—·•。，、？！：；（）【】「」『』《》〈〉～"
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _ASCII_RX = re.compile(r"[^\s!-/:-@\[-`{-~]{1,32}|[!-/:-@\[-`{-~]{1,32}")
-_UNICODE_RX = re.compile(rf"[{_CJK}]|[^\s{_PUNCT}{_CJK}]{{1,32}}|[{_PUNCT}]{{1,32}}")
+_UNICODE_PATTERN = rf"[{_CJK}]|[^\s{_PUNCT}{_CJK}]{{1,32}}|[{_PUNCT}]{{1,32}}"
+
+
+@functools.cache
+def _unicode_rx() -> re.Pattern[str]:
+    """Compiled at the first text that is not ASCII (a few ms at start otherwise)."""
+    return re.compile(_UNICODE_PATTERN)
+
 
 _CACHE_LIMIT = 20_000  # tokens summed at run time and kept (beyond the shipped vocabulary)
 
@@ -121,7 +129,7 @@ def window(text: str) -> str:
 def tokens(text: str) -> list[str]:
     """The lower-cased tokens of the window of ``text``, in order."""
     low = window(text).lower()
-    return (_ASCII_RX if low.isascii() else _UNICODE_RX).findall(low)
+    return (_ASCII_RX if low.isascii() else _unicode_rx()).findall(low)
 
 
 def left_bucket(token: str) -> int:

@@ -7,21 +7,25 @@ to Ollama where the backend is Ollama. On the way back, the OpenAI chat
 answer - whole (`answer`) or streamed (`FrontRelay`, wrapped around the
 OpenAI relay) - is said again in the client's API. Errors go back in the
 client's shape (`replies.error` with the front).
+
+The two dialects' modules load at the first request to their front
+(`parse`, `count_tokens`): an OpenAI or Ollama client never pays for them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import fastjson
 from ..core.request import Inbound
 from ..types import Front
 from . import dialects as tr
 from .backends import Ids
-from .dialects import anthropic, responses_api
-from .dialects.anthropic_replies import MessageStream, message_from_openai
-from .dialects.responses_api_replies import ResponseStream, response_from_openai
 from .relay import KEEP_ALIVE, Relay
+
+if TYPE_CHECKING:
+    from .dialects.anthropic_replies import MessageStream
+    from .dialects.responses_api_replies import ResponseStream
 
 Body = dict[str, Any]
 
@@ -29,8 +33,12 @@ Body = dict[str, Any]
 def parse(front: Front, body: object) -> Inbound:
     """Check and translate a front's body; `BadRequest` names the first problem."""
     if front == "anthropic":
+        from .dialects import anthropic
+
         chat, route = anthropic.parse_messages(body)
     else:
+        from .dialects import responses_api
+
         chat, route = responses_api.parse_responses(body)
     original = body if isinstance(body, dict) else None
     return Inbound("openai", "chat", chat, chat.get("stream") is True, route, front, original)
@@ -49,6 +57,9 @@ def answer(inb: Inbound, openai_answer: bytes | Body, model: str, ids: Ids) -> B
     resp = fastjson.loads(openai_answer) if isinstance(openai_answer, bytes) else openai_answer
     client = inb.original or {}
     if inb.front == "anthropic":
+        from .dialects import anthropic
+        from .dialects.anthropic_replies import message_from_openai
+
         return message_from_openai(
             resp,
             model=model,
@@ -56,6 +67,8 @@ def answer(inb: Inbound, openai_answer: bytes | Body, model: str, ids: Ids) -> B
             thinking=anthropic.thinking_requested(client),
             stop_sequences=_stops(client),
         )
+    from .dialects.responses_api_replies import response_from_openai
+
     return response_from_openai(
         resp, model=model, response_id=_response_id(ids), created_at=ids.created, request=client
     )
@@ -97,6 +110,9 @@ def relay(inb: Inbound, inner: Relay, model: str, ids: Ids, prompt_tokens: int) 
     client = inb.original or {}
     conv: MessageStream | ResponseStream
     if inb.front == "anthropic":
+        from .dialects import anthropic
+        from .dialects.anthropic_replies import MessageStream
+
         conv = MessageStream(
             model=model,
             message_id=_message_id(ids),
@@ -105,6 +121,8 @@ def relay(inb: Inbound, inner: Relay, model: str, ids: Ids, prompt_tokens: int) 
             stop_sequences=_stops(client),
         )
     else:
+        from .dialects.responses_api_replies import ResponseStream
+
         conv = ResponseStream(
             model=model, response_id=_response_id(ids), created_at=ids.created, request=client
         )
@@ -113,4 +131,6 @@ def relay(inb: Inbound, inner: Relay, model: str, ids: Ids, prompt_tokens: int) 
 
 def count_tokens(body: object) -> Body:
     """``/v1/messages/count_tokens``: traywire's estimate."""
+    from .dialects import anthropic
+
     return anthropic.count_tokens(body)

@@ -11,7 +11,6 @@ from aiohttp import web
 from .. import fastjson
 from ..types import Front
 from . import dialects as tr
-from .dialects import anthropic
 
 
 def dialect_of(path: str) -> Front | None:
@@ -52,6 +51,8 @@ def error(
 ) -> web.Response:
     body: dict[str, Any]
     if dialect == "anthropic":
+        from .dialects import anthropic  # loaded at its first use
+
         body = anthropic.error_body(status, message)
         if extra:
             body["error"].update(extra)

@@ -14,7 +14,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, config, threads
 from ..clock import SYSTEM, Clock
@@ -22,13 +22,15 @@ from ..core.routing import special_needs
 from ..core.schema import Backend, Config
 from ..redact import REDACTOR, install_logging
 from ..types import PREFERENCES, Feature, LiveState, Preference, RequestRecord, RouteRequest
-from . import learn, shared
+from . import learn
 from .health import Health
 from .launch import Switcher
 from .probe import Prober, ProbeResult, ProbeTarget
-from .shared import Shared
 from .switch import SwitchState
 from .transport import Pool
+
+if TYPE_CHECKING:  # loaded where the config shares state (`_share`)
+    from .shared import Shared
 
 log = logging.getLogger("traywire")
 
@@ -136,6 +138,8 @@ class Runtime:
 
     async def _share(self) -> None:
         from .. import secrets
+        from . import shared
+        from .shared import Shared
 
         ref, password = self.cfg.shared_state.password, None
         if ref is not None:
@@ -252,12 +256,12 @@ class Runtime:
     # ------------------------------------------------------------------ keys
 
     def _resolve_keys(self) -> None:
-        from .. import secrets
-
         unavailable: list[str] = []
         for b in self.cfg.backends.values():
             if b.key is None or b.name in self.keys:
                 continue
+            from .. import secrets  # loaded only where a backend has a key
+
             try:
                 self.keys[b.name] = secrets.resolve(b.key)
             except secrets.SecretsError as exc:
