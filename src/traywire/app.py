@@ -29,7 +29,7 @@ from . import config, startup, statefile, threads
 from .errors import ConfigError
 from .proxy.runtime import Runtime
 from .proxy.switch import SwitchBusy
-from .server import Server, settle_heap
+from .server import Server, settle_heap_soon
 
 log = logging.getLogger("traywire")
 
@@ -72,7 +72,7 @@ async def run_server(
         print(f"traywire: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         await server.rt.close()
         return 1
-    settle_heap()
+    settle_heap_soon()
     print(banner(server.url), flush=True)
     for notice in await threads.run_blocking(startup.key_notices, cfg):
         print(notice, file=sys.stderr, flush=True)

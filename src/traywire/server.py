@@ -193,6 +193,14 @@ class Server:
 GC_THRESHOLD_0 = 10_000
 
 
+SETTLE_AFTER_S = 1.0  # after start: the first requests are not held up by it
+
+
+def settle_heap_soon() -> None:
+    """`settle_heap` a moment after start (on the running loop)."""
+    asyncio.get_running_loop().call_later(SETTLE_AFTER_S, settle_heap)
+
+
 def settle_heap() -> None:
     """Once serving: what start-up made (config, modules, tables) moves out
     of the cyclic collector's sight (`gc.freeze`), so the collections the

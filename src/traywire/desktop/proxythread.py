@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from .. import config, statefile, threads
 from ..proxy.runtime import Runtime
-from ..server import Server, settle_heap
+from ..server import Server, settle_heap_soon
 from . import autostart
 from .tray import Snapshot, Topology, freeze, not_running, topology
 
@@ -131,7 +131,7 @@ class Proxy:
         )
         try:
             await server.start(probes=self._probes, resolve_keys=self._resolve_keys)
-            settle_heap()
+            settle_heap_soon()
         except BaseException:
             await rt.close()
             raise
