@@ -201,3 +201,25 @@ def test_rows_a_schema_1_traywire_added_later_are_folded_in(logs: Logs) -> None:
         ("old", ["a", "b"]),
         ("two", ["a"]),
     ]
+
+
+def test_a_record_with_an_unknown_outcome_is_refused_alone(logs: Logs) -> None:
+    lg = logs()
+    lg.observe(make_record(requested="fine"))
+    lg.observe(make_record(requested="bad")._replace(outcome="bogus"))  # type: ignore[arg-type]
+    lg.observe(
+        make_record(requested="also fine", served=None, status=503, attempts=(), ttfb_ms=None)
+    )
+    assert lg.flush()
+    assert (lg.written, lg.failed) == (2, 1)
+    rows = logs.queries(lg).recent()
+    assert [r["requested"] for r in rows] == ["also fine", "fine"]
+    # what went as '' / -1 is NULL in the file
+    with contextlib.closing(sqlite3.connect(lg.path)) as conn:
+        nulls = conn.execute(
+            "SELECT strategy IS NULL, route IS NULL, served_model IS NULL, "
+            "served_backend IS NULL, capability FROM requests ORDER BY id"
+        ).fetchall()
+    assert nulls == [(1, 1, 0, 0, "chat"), (1, 1, 1, 1, "chat")]
+    assert rows[0]["served_backend"] is None and rows[0]["ttfb_ms"] is None
+    assert rows[1]["ttfb_ms"] == 50.0 and rows[1]["route"] is None
