@@ -93,7 +93,7 @@ def test_schema_one_row_per_request_with_its_attempts_inline(logs: Logs) -> None
     cols, tables, indexes, version = schema_of(lg.path)
     assert cols == ["id", *logfile.REQUEST_COLUMNS]
     assert "attempts" not in tables and "requests" in tables
-    assert indexes == {"requests_ts"}  # every index costs each insert and deletion
+    assert indexes == set()  # every index costs each insert and deletion
     assert version == logfile.SCHEMA_VERSION == 2
     # plain SQL reads it: attempts are arrays in ATTEMPT_FIELDS order
     with contextlib.closing(sqlite3.connect(lg.path)) as conn:
@@ -163,7 +163,7 @@ def test_a_schema_1_file_is_upgraded_in_place_with_its_rows(logs: Logs) -> None:
     lg = logs()
     cols, tables, indexes, version = schema_of(path)
     assert cols == ["id", *logfile.REQUEST_COLUMNS]
-    assert "attempts" not in tables and indexes == {"requests_ts"} and version == 2
+    assert "attempts" not in tables and indexes == set() and version == 2
     q = logs.queries(lg)
     rows = q.recent()
     assert [r["id"] for r in rows] == kept[::-1]
@@ -195,7 +195,7 @@ def test_rows_a_schema_1_traywire_added_later_are_folded_in(logs: Logs) -> None:
         v1_insert(conn, "old", BASE + 5, 2)
     again = logs()
     _cols, tables, indexes, _version = schema_of(again.path)
-    assert "attempts" not in tables and indexes == {"requests_ts"}
+    assert "attempts" not in tables and indexes == set()
     rows = logs.queries(again).recent()
     assert [(r["requested"], [a["backend"] for a in r["attempts"]]) for r in rows] == [
         ("old", ["a", "b"]),
@@ -223,3 +223,28 @@ def test_a_record_with_an_unknown_outcome_is_refused_alone(logs: Logs) -> None:
     assert nulls == [(1, 1, 0, 0, "chat"), (1, 1, 1, 1, "chat")]
     assert rows[0]["served_backend"] is None and rows[0]["ttfb_ms"] is None
     assert rows[1]["ttfb_ms"] == 50.0 and rows[1]["route"] is None
+
+
+def test_retention_the_oldest_first_and_long_requests_at_a_thorough_pass(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite3"
+    logfile.open_file(path)
+    w = logfile.Writer(path)
+    day = 86400.0
+    try:
+        # written in the order they ended: "long" started 40 days ago
+        old = [make_record(BASE - 35 * day + i, requested=f"old{i}") for i in range(3)]
+        rest = [
+            make_record(BASE - day, requested="new1"),
+            make_record(BASE - 40 * day, requested="long"),
+            make_record(BASE, requested="new2"),
+        ]
+        w.write(old + rest)
+        assert w.prune(BASE, 30 * day, 100, thorough=False) == 3  # the oldest, by id
+        names = [r[0] for r in w.conn.execute("SELECT requested FROM requests ORDER BY id")]
+        assert names == ["new1", "long", "new2"]
+        assert w.prune(BASE, 30 * day, 100, thorough=True) == 1
+        assert w.prune(BASE, 30 * day, 1, thorough=False) == 1  # by count: the newest stay
+        names = [r[0] for r in w.conn.execute("SELECT requested FROM requests ORDER BY id")]
+        assert names == ["new2"]
+    finally:
+        w.close()

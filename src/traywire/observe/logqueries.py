@@ -5,10 +5,10 @@
 writer writes) and may be called from any thread; from the event loop, call
 it through `traywire.threads.run_blocking` (it touches the disk).
 
-The file has one index, on ``ts`` (`logfile`: every index costs each insert
-and each deletion): time ranges use it, and the other filters scan the
-newest rows first, which stays in milliseconds on a full log (50,000
-requests; README, "Request log").
+The file has no index but its ids (`logfile`: every index costs each insert
+and each deletion): a time range starts at `logfile.FIRST_AT`, the filters
+scan the newest rows first; either stays in milliseconds on a full log
+(50,000 requests; README, "Request log").
 """
 
 from __future__ import annotations
@@ -139,12 +139,14 @@ class LogQueries:
         done = "(ts + total_ms / 1000.0)"
         sql = (
             f"SELECT served_model, MAX({done}) AS t, SUM(tokens_in + tokens_out) AS tokens "
-            f"FROM requests WHERE served_model IS NOT NULL AND ts >= ? AND {done} >= ? "
+            f"FROM requests WHERE id >= {logfile.FIRST_AT} AND served_model IS NOT NULL "
+            f"AND ts >= ? AND {done} >= ? "
             f"AND tokens_in + tokens_out > 0 GROUP BY served_model, CAST({done} / ? AS INTEGER) "
             "ORDER BY t"
         )
         with self._lock:
-            rows = self._conn.execute(sql, (since - _LONGEST_REQUEST_S, since, bucket_s)).fetchall()
+            start = since - _LONGEST_REQUEST_S
+            rows = self._conn.execute(sql, (start, start, since, bucket_s)).fetchall()
         return [UsageBucket(str(m), float(t), int(n)) for m, t, n in rows]
 
     def latency_series(
@@ -187,14 +189,16 @@ class LogQueries:
         with self._lock:
             served = self._conn.execute(
                 "SELECT served_backend, ts, total_ms, ttfb_ms FROM requests "
-                f"WHERE ts >= ? AND ts <= ? AND served_backend IN ({marks})",
-                (since, end, *names),
+                f"WHERE id >= {logfile.FIRST_AT} AND ts >= ? AND ts <= ? "
+                f"AND served_backend IN ({marks})",
+                (since, since, end, *names),
             ).fetchall()
             failed = self._conn.execute(
                 f"SELECT a.value ->> {_BACKEND}, r.ts FROM requests AS r, "
-                "json_each(r.attempts) AS a WHERE r.ts >= ? AND r.ts <= ? "
+                f"json_each(r.attempts) AS a WHERE r.id >= {logfile.FIRST_AT} "
+                "AND r.ts >= ? AND r.ts <= ? "
                 f"AND instr(r.attempts, '\"failed\"') > 0 AND a.value ->> {_OUTCOME} = 'failed'",
-                (since, end),
+                (since, since, end),
             ).fetchall()
         totals: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
         ttfbs: dict[tuple[str, int], list[float]] = collections.defaultdict(list)

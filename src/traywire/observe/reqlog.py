@@ -390,6 +390,7 @@ class RequestLog:
     def _run(self, gen: int, writer: logfile.Writer | None) -> None:
         next_prune = time.monotonic()  # a retention pass first
         since_prune = 0
+        next_thorough = next_prune
         try:
             while True:
                 with self._cond:
@@ -428,9 +429,13 @@ class RequestLog:
                     since_prune += len(rows)
                 now = time.monotonic()
                 if now >= next_prune or since_prune >= self._prune_every:
-                    self._prune(writer)
+                    # early passes (many rows written) only look at the oldest
+                    thorough = now >= next_thorough
+                    self._prune(writer, thorough)
                     since_prune = 0
                     next_prune = now + self.prune_interval
+                    if thorough:
+                        next_thorough = next_prune
                 self.check()
         except Exception as exc:  # a bug: say so; check() starts a new writer
             log.exception("request log %s: the writer thread failed", self.path)
@@ -514,11 +519,13 @@ class RequestLog:
             self._cond.notify_all()
             return True
 
-    def _prune(self, writer: logfile.Writer) -> None:
+    def _prune(self, writer: logfile.Writer, thorough: bool) -> None:
         with self._cond:
             self._busy_since = self._mono()
         try:
-            deleted: int | None = writer.prune(self._clock(), self.max_age_s, self.max_requests)
+            deleted: int | None = writer.prune(
+                self._clock(), self.max_age_s, self.max_requests, thorough=thorough
+            )
             problem = None
         except sqlite3.Error as exc:
             deleted, problem = None, f"retention pass failed: {exc}"
