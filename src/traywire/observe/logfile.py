@@ -251,8 +251,14 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if upgraded:
-        conn.execute("PRAGMA incremental_vacuum")
+    if upgraded:  # the old tables' pages back to the file system
+        conn.execute("BEGIN IMMEDIATE")
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        for _ in range(free):
+            # one page per call: Python's sqlite3 steps a statement whose rows
+            # have no columns only once
+            conn.execute("PRAGMA incremental_vacuum(1)")
+        conn.execute("COMMIT")
 
 
 def _attempts_of(request_id: str) -> str:
