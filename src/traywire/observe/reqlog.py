@@ -9,12 +9,15 @@ A writer thread (``traywire-request-log``, started through `traywire.threads`)
 sleeps until records are queued, lets them gather for ``linger`` seconds, and
 inserts up to ``batch_size`` of them in one transaction (`logfile.Writer`
 turns each into a row there, `logfile.CHUNK` rows per statement); `flush`
-waits for that. Every ``prune_interval`` seconds (or after a tenth of ``max_requests``
-new rows) it runs a retention pass: rows older than ``max_age_days`` and all
-but the newest ``max_requests`` requests go (the retention clock is
-``clock``). SQLite releases the GIL while it works: once per chunk of rows. (A child process wrote
-the log until a same-run measurement showed it saved ~4% of the proxy's CPU
-per request at saturation for ~13 MiB more memory: README, Benchmarks.)
+waits for that. Every ``prune_interval`` seconds (or after a tenth of
+``max_requests`` new rows) it runs a retention pass: rows older than
+``max_age_days`` and all but the newest ``max_requests`` requests go (the
+retention clock is ``clock``; an early pass looks at the oldest rows only,
+a thorough one at every row once per ``prune_interval``: `Writer.prune`).
+SQLite releases the GIL while it works: once per chunk of rows. (A child
+process wrote the log until a same-run measurement showed it saved ~4% of
+the proxy's CPU per request at saturation for ~13 MiB more memory: README,
+Benchmarks.)
 
 What can go wrong, and what the log does about it:
 
