@@ -1,16 +1,13 @@
 """Reading the request log: the dashboard's queries (filters, paging, one
-request, latency series), past usage seeding ``usage_based`` routing, and the
-file's schema."""
+request, latency series), past usage seeding ``usage_based`` routing. (The
+file's schema: test_logfile.py.)"""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 from reqlog_helpers import BASE, Clock, Logs, logs, make_record
 
-from traywire.observe import logfile, wiring
-from traywire.observe.reqlog import RequestLog
+from traywire.observe import wiring
 from traywire.proxy.health import Health
 from traywire.types import AttemptRecord
 
@@ -57,6 +54,12 @@ def test_recent_filters_and_pages(logs: Logs) -> None:
     assert two["skipped"] == [
         {"model": "three", "backend": "c", "reason": "cloud under local_only"}
     ]
+    # a name that needs escaping in JSON is found among the attempts too
+    odd = (AttemptRecord("one", 'we"ird\\', "failed", "x", "reset"), failed[1])
+    lg.observe(make_record(BASE + 7, served=("two", "b"), attempts=odd))  # id 7
+    assert lg.flush()
+    assert [r["id"] for r in q.recent(backend='we"ird\\')] == [7]
+    assert [r["id"] for r in q.recent(backend="we")] == []
     with pytest.raises(ValueError):
         q.recent(outcome="bogus")
     with pytest.raises(ValueError):
@@ -92,30 +95,13 @@ def test_latency_series(logs: Logs) -> None:
     assert second["count"] == 0 and second["avg_ms"] is None and second["failures"] == 1
     assert third["count"] == 1 and third["avg_ms"] == 50.0 and third["ttfb_avg_ms"] is None
     assert [b["count"] for b in q.latency_series("b", t0, 3600)] == [2]
-
-
-def test_schema(logs: Logs) -> None:
-    lg = logs()
-    with sqlite3.connect(lg.path) as conn:
-        cols = [r[1] for r in conn.execute("PRAGMA table_info(requests)")]
-        acols = [r[1] for r in conn.execute("PRAGMA table_info(attempts)")]
-        indexes = {r[1] for r in conn.execute("SELECT * FROM sqlite_master WHERE type='index'")}
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-    assert cols == ["id", *logfile.REQUEST_COLUMNS]
-    assert acols == ["request_id", "n", "model", "backend", "outcome", "error", "kind", "ms"]
-    # a row carries each attempt's fields flat, in the table's order
-    assert list(AttemptRecord._fields) == acols[2:]
-    assert len(acols[2:]) == logfile.ATTEMPT_FIELDS
-    assert {"requests_ts", "requests_backend", "requests_capability", "requests_outcome"} <= indexes
-    assert version == logfile.SCHEMA_VERSION
-    # reopening an existing file keeps it
-    lg.observe(make_record())
-    lg.close()
-    again = RequestLog(lg.path)
-    try:
-        assert logs.queries(again).count() == 1
-    finally:
-        again.close()
+    # the dashboard's: every backend from one pass, the same figures
+    assert q.latency_many(["a", "b", "idle"], t0, 60) == {
+        "a": series,
+        "b": q.latency_series("b", t0, 60),
+        "idle": q.latency_series("idle", t0, 60),
+    }
+    assert [b["failures"] for b in q.latency_many(["idle"], t0, 60)["idle"]] == [0, 0, 0]
 
 
 def test_seed_usage_places_tokens_where_they_happened(logs: Logs) -> None:

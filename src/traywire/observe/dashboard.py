@@ -283,11 +283,10 @@ async def latency(request: web.Request) -> web.Response:
         return _ok({"since": since, "bucket_s": bucket, "backends": {}, "log": False})
 
     def read() -> dict[str, list[dict[str, Any]]]:
-        out = {}
-        for name in names:
-            series = lg.latency_series(name, since, float(bucket), until=now)
-            out[name] = [{k: point[k] for k in _SERIES_FIELDS} for point in series]
-        return out
+        every = lg.latency_many(names, since, float(bucket), until=now)
+        return {
+            name: [{k: point[k] for k in _SERIES_FIELDS} for point in every[name]] for name in names
+        }
 
     return _ok(
         {

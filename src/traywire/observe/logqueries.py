@@ -4,6 +4,11 @@
 `LogQueries` holds its own read connection (WAL mode lets it read while the
 writer writes) and may be called from any thread; from the event loop, call
 it through `traywire.threads.run_blocking` (it touches the disk).
+
+The file has no index but its ids (`logfile`: every index costs each insert
+and each deletion): a time range starts at `logfile.FIRST_AT`, the filters
+scan the newest rows first; either stays in milliseconds on a full log
+(50,000 requests; README, "Request log").
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
 from ..types import OUTCOMES
 from . import logfile
 
@@ -29,6 +36,15 @@ MAX_PAGE: Final = 1000
 # shorter): bounds the scan for requests that *finished* after a time.
 _LONGEST_REQUEST_S: Final = 86400.0
 _BOOLEAN_COLUMNS: Final = ("stream", "cut", "client_gone")
+# where an attempt's backend and outcome are in its array (``attempts`` column)
+_BACKEND: Final = logfile.ATTEMPT_FIELDS.index("backend")
+_OUTCOME: Final = logfile.ATTEMPT_FIELDS.index("outcome")
+# a request the backend served or was attempted on; arguments: the name, the
+# name as JSON text (`_quoted`: a cheap test first), the name
+_ON_BACKEND: Final = (
+    "(served_backend = ? OR (instr(attempts, ?) > 0 AND EXISTS "
+    f"(SELECT 1 FROM json_each(attempts) WHERE value ->> {_BACKEND} = ?)))"
+)
 
 
 class UsageBucket(NamedTuple):
@@ -84,10 +100,8 @@ class LogQueries:
             where.append("id < ?")
             args.append(before_id)
         if backend is not None:
-            where.append(
-                "(served_backend = ? OR id IN (SELECT request_id FROM attempts WHERE backend = ?))"
-            )
-            args += [backend, backend]
+            where.append(_ON_BACKEND)
+            args += [backend, _quoted(backend), backend]
         if capability is not None:
             where.append("capability = ?")
             args.append(capability)
@@ -101,18 +115,15 @@ class LogQueries:
         args.append(min(limit, MAX_PAGE))
         with self._lock:
             rows = [dict(r) for r in self._conn.execute(sql, args)]
-            self._add_attempts(rows)
         return [_decode(r) for r in rows]
 
     def get(self, request_id: int) -> dict[str, Any] | None:
         """One request with its attempts, or None."""
         with self._lock:
-            rows = [
-                dict(r)
-                for r in self._conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,))
-            ]
-            self._add_attempts(rows)
-        return _decode(rows[0]) if rows else None
+            row = self._conn.execute(
+                "SELECT * FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return None if row is None else _decode(dict(row))
 
     def count(self) -> int:
         """How many requests the file holds."""
@@ -128,12 +139,14 @@ class LogQueries:
         done = "(ts + total_ms / 1000.0)"
         sql = (
             f"SELECT served_model, MAX({done}) AS t, SUM(tokens_in + tokens_out) AS tokens "
-            f"FROM requests WHERE served_model IS NOT NULL AND ts >= ? AND {done} >= ? "
+            f"FROM requests WHERE id >= {logfile.FIRST_AT} AND served_model IS NOT NULL "
+            f"AND ts >= ? AND {done} >= ? "
             f"AND tokens_in + tokens_out > 0 GROUP BY served_model, CAST({done} / ? AS INTEGER) "
             "ORDER BY t"
         )
         with self._lock:
-            rows = self._conn.execute(sql, (since - _LONGEST_REQUEST_S, since, bucket_s)).fetchall()
+            start = since - _LONGEST_REQUEST_S
+            rows = self._conn.execute(sql, (start, start, since, bucket_s)).fetchall()
         return [UsageBucket(str(m), float(t), int(n)) for m, t, n in rows]
 
     def latency_series(
@@ -152,6 +165,16 @@ class LogQueries:
         ``ttfb_avg_ms``/``ttfb_p50_ms``, and ``failures`` (failed attempts on the
         backend, whichever request they belonged to).
         """
+        return self.latency_many([backend], since, bucket_s, until)[backend]
+
+    def latency_many(
+        self,
+        backends: Sequence[str],
+        since: float,
+        bucket_s: float = 60.0,
+        until: float | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """`latency_series` of each of ``backends``, from one pass over the time range."""
         if not bucket_s > 0:
             raise ValueError("bucket_s must be > 0")
         end = self._clock() if until is None else until
@@ -159,63 +182,68 @@ class LogQueries:
         last = math.floor(end / bucket_s)
         if last - first > 10000:
             raise ValueError("too many buckets; use a larger bucket_s")
+        names = list(dict.fromkeys(backends))
+        if not names:
+            return {}
+        marks = ", ".join("?" for _ in names)
         with self._lock:
             served = self._conn.execute(
-                "SELECT ts, total_ms, ttfb_ms FROM requests "
-                "WHERE served_backend = ? AND ts >= ? AND ts <= ?",
-                (backend, since, end),
+                "SELECT served_backend, ts, total_ms, ttfb_ms FROM requests "
+                f"WHERE id >= {logfile.FIRST_AT} AND ts >= ? AND ts <= ? "
+                f"AND served_backend IN ({marks})",
+                (since, since, end, *names),
             ).fetchall()
             failed = self._conn.execute(
-                "SELECT r.ts FROM attempts a JOIN requests r ON r.id = a.request_id "
-                "WHERE a.backend = ? AND a.outcome = 'failed' AND r.ts >= ? AND r.ts <= ?",
-                (backend, since, end),
+                f"SELECT a.value ->> {_BACKEND}, r.ts FROM requests AS r, "
+                f"json_each(r.attempts) AS a WHERE r.id >= {logfile.FIRST_AT} "
+                "AND r.ts >= ? AND r.ts <= ? "
+                f"AND instr(r.attempts, '\"failed\"') > 0 AND a.value ->> {_OUTCOME} = 'failed'",
+                (since, since, end),
             ).fetchall()
-        totals: dict[int, list[float]] = collections.defaultdict(list)
-        ttfbs: dict[int, list[float]] = collections.defaultdict(list)
-        failures: collections.Counter[int] = collections.Counter()
-        for ts, total_ms, ttfb_ms in served:
-            idx = math.floor(ts / bucket_s)
-            totals[idx].append(float(total_ms))
+        totals: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+        ttfbs: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+        failures: collections.Counter[tuple[str, int]] = collections.Counter()
+        for name, ts, total_ms, ttfb_ms in served:
+            key = (name, math.floor(ts / bucket_s))
+            totals[key].append(float(total_ms))
             if ttfb_ms is not None:
-                ttfbs[idx].append(float(ttfb_ms))
-        for (ts,) in failed:
-            failures[math.floor(ts / bucket_s)] += 1
-        out: list[dict[str, Any]] = []
-        for idx in range(first, last + 1):
-            tot = sorted(totals.get(idx, ()))
-            tt = sorted(ttfbs.get(idx, ()))
-            out.append(
-                {
-                    "t": idx * bucket_s,
-                    "count": len(tot),
-                    "avg_ms": _r(sum(tot) / len(tot)) if tot else None,
-                    "p50_ms": _r(_percentile(tot, 0.5)),
-                    "p95_ms": _r(_percentile(tot, 0.95)),
-                    "max_ms": _r(tot[-1]) if tot else None,
-                    "ttfb_avg_ms": _r(sum(tt) / len(tt)) if tt else None,
-                    "ttfb_p50_ms": _r(_percentile(tt, 0.5)),
-                    "failures": failures.get(idx, 0),
-                }
-            )
-        return out
+                ttfbs[key].append(float(ttfb_ms))
+        for name, ts in failed:
+            failures[(name, math.floor(ts / bucket_s))] += 1
+        return {
+            name: [
+                _bucket(
+                    idx * bucket_s,
+                    sorted(totals.get((name, idx), ())),
+                    sorted(ttfbs.get((name, idx), ())),
+                    failures.get((name, idx), 0),
+                )
+                for idx in range(first, last + 1)
+            ]
+            for name in names
+        }
 
-    def _add_attempts(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        by_id: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
-        for r in rows:
-            r["attempts"] = by_id[r["id"]]
-        ids = list(by_id)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for a in self._conn.execute(
-                "SELECT n, model, backend, outcome, error, kind, ms, request_id FROM attempts "
-                f"WHERE request_id IN ({marks}) ORDER BY request_id, n",
-                chunk,
-            ):
-                entry = dict(a)
-                by_id[entry.pop("request_id")].append(entry)
+
+def _bucket(t: float, tot: list[float], tt: list[float], failures: int) -> dict[str, Any]:
+    """One bucket of `LogQueries.latency_series` (``tot``, ``tt``: ascending)."""
+    return {
+        "t": t,
+        "count": len(tot),
+        "avg_ms": _r(sum(tot) / len(tot)) if tot else None,
+        "p50_ms": _r(_percentile(tot, 0.5)),
+        "p95_ms": _r(_percentile(tot, 0.95)),
+        "max_ms": _r(tot[-1]) if tot else None,
+        "ttfb_avg_ms": _r(sum(tt) / len(tt)) if tt else None,
+        "ttfb_p50_ms": _r(_percentile(tt, 0.5)),
+        "failures": failures,
+    }
+
+
+def _quoted(name: str) -> str:
+    """``name`` as it stands in the ``attempts`` JSON when it needs no escape
+    (either encoder, traywire's or SQLite's, writes it so), else ''."""
+    text = msgspec.json.encode(name).decode()
+    return text if text == f'"{name}"' else ""
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +251,10 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
         row[key] = bool(row[key])
     row["plan"] = json.loads(row["plan"])
     row["skipped"] = json.loads(row["skipped"])
+    row["attempts"] = [
+        {"n": n, **dict(zip(logfile.ATTEMPT_FIELDS, a, strict=True))}
+        for n, a in enumerate(json.loads(row["attempts"]), 1)
+    ]
     return row
 
 

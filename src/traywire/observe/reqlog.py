@@ -2,19 +2,22 @@
 (`logfile`), off the request path, and nothing accepted lost without saying so.
 
 `RequestLog.observe` is the observer the proxy calls once per request, on its
-event loop: it turns the record into a flat row of plain values
-(`logfile.row_of`) and appends it to a bounded queue. A few µs; it never
-blocks on I/O, never awaits, never raises.
+event loop: it appends the record (immutable) to a bounded queue. Well under
+a µs; it never blocks on I/O, never awaits, never raises.
 
 A writer thread (``traywire-request-log``, started through `traywire.threads`)
-sleeps until rows are queued, lets them gather for ``linger`` seconds, and
-inserts up to ``batch_size`` of them in one transaction; `flush` waits for
-that. Every ``prune_interval`` seconds (or after a tenth of ``max_requests``
-new rows) it runs a retention pass: rows older than ``max_age_days`` and all
-but the newest ``max_requests`` requests go (the retention clock is
-``clock``). SQLite releases the GIL while it works. (A child process wrote
-the log until a same-run measurement showed it saved ~4% of the proxy's CPU
-per request at saturation for ~13 MiB more memory: README, Benchmarks.)
+sleeps until records are queued, lets them gather for ``linger`` seconds, and
+inserts up to ``batch_size`` of them in one transaction (`logfile.Writer`
+turns each into a row there, `logfile.CHUNK` rows per statement); `flush`
+waits for that. Every ``prune_interval`` seconds (or after a tenth of
+``max_requests`` new rows) it runs a retention pass: rows older than
+``max_age_days`` and all but the newest ``max_requests`` requests go (the
+retention clock is ``clock``; an early pass looks at the oldest rows only,
+a thorough one at every row once per ``prune_interval``: `Writer.prune`).
+SQLite releases the GIL while it works: once per chunk of rows. (A child
+process wrote the log until a same-run measurement showed it saved ~4% of
+the proxy's CPU per request at saturation for ~13 MiB more memory: README,
+Benchmarks.)
 
 What can go wrong, and what the log does about it:
 
@@ -159,10 +162,10 @@ class RequestLog:
         # and _cond, its condition. Nothing slow ever happens under it.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue: collections.deque[RequestRecord] = collections.deque()
         self._seq = 0  # sequence number of the last row queued
         self._done_seq = 0  # every row up to this one is written (or counted lost)
-        self._batch: list[tuple[Any, ...]] | None = None  # with the writer
+        self._batch: list[RequestRecord] | None = None  # with the writer
         self._batch_last = 0  # sequence number of its last row
         self._busy_since: float | None = None  # in a database call since
         self._progress_at = self._mono()  # last time the writer got anywhere
@@ -204,13 +207,8 @@ class RequestLog:
     # ------------------------------------------------------------------ the request path
 
     def observe(self, record: RequestRecord) -> None:
-        """Queue ``record`` for the writer. Never blocks on I/O, never raises."""
-        try:
-            row = logfile.row_of(record)
-        except Exception:  # not a well-formed record: count it, never fail the request
-            with self._lock:
-                self.failed += 1
-            return
+        """Queue ``record`` for the writer. Never blocks on I/O, never raises.
+        (The writer makes it a row; one it cannot store is counted ``failed``.)"""
         with self._lock:
             if self._closing:
                 self.dropped += 1
@@ -220,7 +218,7 @@ class RequestLog:
                 queue.popleft()
                 self.dropped += 1
             self._seq += 1
-            queue.append(row)
+            queue.append(record)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -395,6 +393,7 @@ class RequestLog:
     def _run(self, gen: int, writer: logfile.Writer | None) -> None:
         next_prune = time.monotonic()  # a retention pass first
         since_prune = 0
+        next_thorough = next_prune
         try:
             while True:
                 with self._cond:
@@ -433,9 +432,13 @@ class RequestLog:
                     since_prune += len(rows)
                 now = time.monotonic()
                 if now >= next_prune or since_prune >= self._prune_every:
-                    self._prune(writer)
+                    # early passes (many rows written) only look at the oldest
+                    thorough = now >= next_thorough
+                    self._prune(writer, thorough)
                     since_prune = 0
                     next_prune = now + self.prune_interval
+                    if thorough:
+                        next_thorough = next_prune
                 self.check()
         except Exception as exc:  # a bug: say so; check() starts a new writer
             log.exception("request log %s: the writer thread failed", self.path)
@@ -461,7 +464,7 @@ class RequestLog:
                 self.last_problem = self._blocked_by = f"cannot open the file: {exc}"
             return None
 
-    def _take(self, gen: int) -> list[tuple[Any, ...]] | None:
+    def _take(self, gen: int) -> list[RequestRecord] | None:
         """The batch to write: the one held since a failed try, else up to
         ``batch_size`` of the oldest rows. None: this writer is superseded."""
         with self._cond:
@@ -477,12 +480,12 @@ class RequestLog:
             self._busy_since = self._mono()
             return self._batch
 
-    def _write(self, gen: int, writer: logfile.Writer, rows: list[tuple[Any, ...]]) -> bool | None:
+    def _write(self, gen: int, writer: logfile.Writer, rows: list[RequestRecord]) -> bool | None:
         """Write ``rows``: True when done with them (written, or refused and
         counted), False to try the rest again later, None when this writer is
         superseded."""
         written = refused = 0
-        rest: list[tuple[Any, ...]] = []
+        rest: list[RequestRecord] = []
         problem: str | None = None
         try:
             writer.write(rows)
@@ -519,11 +522,13 @@ class RequestLog:
             self._cond.notify_all()
             return True
 
-    def _prune(self, writer: logfile.Writer) -> None:
+    def _prune(self, writer: logfile.Writer, thorough: bool) -> None:
         with self._cond:
             self._busy_since = self._mono()
         try:
-            deleted: int | None = writer.prune(self._clock(), self.max_age_s, self.max_requests)
+            deleted: int | None = writer.prune(
+                self._clock(), self.max_age_s, self.max_requests, thorough=thorough
+            )
             problem = None
         except sqlite3.Error as exc:
             deleted, problem = None, f"retention pass failed: {exc}"
