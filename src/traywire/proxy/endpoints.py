@@ -76,7 +76,7 @@ async def _bytes(request: web.Request) -> bytes:
 
 def _json(raw: bytes) -> dict[str, Any]:
     try:
-        return fields.json_object(raw, fastjson.loads)
+        return fields.json_object(raw, fastjson.loads, fastjson.strict)
     except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
 
