@@ -65,7 +65,7 @@ def test_deep_nesting_and_lone_surrogates_are_400_in_the_dialect(proxy: Any, pat
 def test_big_bodies_checked_off_the_loop_answer_as_small_ones(
     fakes: Any, proxies: Any, path: str
 ) -> None:
-    """A body past endpoints.BIG_BODY is decoded (in slices) and checked on a
+    """A body past endpoints.BIG_BODY is decoded and checked on a
     worker thread: served, or refused in the dialect, as a small one is."""
     fo = fakes("ollama", name="oll", models=["m1"])
     proxy = proxies(

@@ -81,13 +81,12 @@ def _json(raw: bytes, strict: Callable[[bytes], Any] = fastjson.strict) -> dict[
         raise _Refused(400, exc.message, "invalid_json") from None
 
 
-# A body larger than this is decoded and checked on a worker thread, decoded
-# in slices (`fastjson.strict_sliced`) so that the event loop gets the GIL
-# every few hundred microseconds and goes on serving the other requests and
-# streams meanwhile (a 10 MiB body takes ~10 ms to decode and check, ~7 of
-# them in one msgspec call). A smaller one is checked where it is: ~1.2 ms
-# per MiB, less than the hop to a thread and back costs on a busy machine
-# (bench/bench_body.py measures both).
+# A body larger than this is decoded and checked on a worker thread, so that
+# the event loop gets the GIL back between msgspec's decode (which keeps it:
+# ~0.6 ms per MiB) and the checks. A smaller one is checked where it is:
+# ~1 ms per MiB, less than the hop to a thread and back costs on a busy
+# machine, and no longer a wait for the other streams than the thread's GIL
+# hold would be (bench/bench_body.py measures both).
 BIG_BODY = 2 << 20
 
 
@@ -116,7 +115,7 @@ async def _check(
 ) -> tuple[dict[str, Any], inbound.Inbound | _Refused]:
     """`_checked`, here or (a body over `BIG_BODY`) on a worker thread."""
     if len(raw) > BIG_BODY:
-        return await threads.run_blocking(_checked, raw, parse, legacy, fastjson.strict_sliced)
+        return await threads.run_blocking(_checked, raw, parse, legacy)
     return _checked(raw, parse, legacy)
 
 
