@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -1240,11 +1241,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PART[,PART]",
         help=f"run only these parts (default all): {', '.join(sorted(PARTS))}",
     )
+    ap.add_argument(
+        "--big-rounds",
+        type=int,
+        metavar="N",
+        help="big-body rounds (default 3, --quick 1; 3 bodies per size and target each)",
+    )
     ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
     args = ap.parse_args(argv)  # fmt: skip
     if args.only - PARTS:
         ap.error(f"--only: unknown part(s) {', '.join(sorted(args.only - PARTS))}")
     s = QUICK if args.quick else DEFAULT
+    if args.big_rounds:
+        s = dataclasses.replace(s, big_rounds=args.big_rounds)
     load0 = os.getloadavg()
     r = asyncio.run(run(s, args.pin, args.profile, args.baseline, args.shared_state, args.only))
     r["verdicts"] = verdicts(r)
