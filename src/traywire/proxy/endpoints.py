@@ -74,19 +74,19 @@ async def _bytes(request: web.Request) -> bytes:
         ) from None
 
 
-def _json(raw: bytes, strict: Callable[[bytes], Any] = fastjson.strict) -> dict[str, Any]:
+def _json(raw: bytes) -> dict[str, Any]:
     try:
-        return fields.json_object(raw, fastjson.loads, strict)
+        return fields.json_object(raw, fastjson.loads, fastjson.strict)
     except fields.BadRequest as exc:
         raise _Refused(400, exc.message, "invalid_json") from None
 
 
-# A body larger than this is decoded and checked on a worker thread, so that
-# the event loop gets the GIL back between msgspec's decode (which keeps it:
-# ~0.6 ms per MiB) and the checks. A smaller one is checked where it is:
-# ~1 ms per MiB, less than the hop to a thread and back costs on a busy
-# machine, and no longer a wait for the other streams than the thread's GIL
-# hold would be (bench/bench_body.py measures both).
+# A body larger than this is decoded, then checked, on a worker thread (two
+# hops: the event loop gets the GIL back between msgspec's decode, which
+# keeps it, ~0.6 ms per MiB, and the checks). A smaller one is checked where
+# it is: ~1 ms per MiB, less than the hops to a thread and back cost on a
+# busy machine, and no longer a wait for the other streams than the thread's
+# GIL hold would be (bench/bench_body.py measures both).
 BIG_BODY = 2 << 20
 
 
@@ -94,18 +94,27 @@ def _checked(
     raw: bytes,
     parse: Callable[[dict[str, Any]], inbound.Inbound],
     legacy: ollama_api.Adapter | None,
-    strict: Callable[[bytes], Any] = fastjson.strict,
 ) -> tuple[dict[str, Any], inbound.Inbound | _Refused]:
     """The body's JSON object (or `_Refused`), and the request read from it
-    or why it is refused. ``strict``: the decoder tried first (see `_json`)."""
-    body = _json(raw, strict)
+    or why it is refused."""
+    body = _json(raw)
+    return body, _inbound(body, raw, parse, legacy)
+
+
+def _inbound(
+    body: dict[str, Any],
+    raw: bytes,
+    parse: Callable[[dict[str, Any]], inbound.Inbound],
+    legacy: ollama_api.Adapter | None,
+) -> inbound.Inbound | _Refused:
+    """The request read from ``body`` (decoded from ``raw``), or why it is refused."""
     try:
         inb = parse(legacy.request(body) if legacy is not None else body)
     except inbound.BadRequest as exc:
-        return body, _Refused(400, exc.message, "invalid_request", exc.param)
+        return _Refused(400, exc.message, "invalid_request", exc.param)
     if legacy is None and inb.original is None:
         inb = inb._replace(raw=raw)
-    return body, inb
+    return inb
 
 
 async def _check(
@@ -114,9 +123,10 @@ async def _check(
     legacy: ollama_api.Adapter | None,
 ) -> tuple[dict[str, Any], inbound.Inbound | _Refused]:
     """`_checked`, here or (a body over `BIG_BODY`) on a worker thread."""
-    if len(raw) > BIG_BODY:
-        return await threads.run_blocking(_checked, raw, parse, legacy)
-    return _checked(raw, parse, legacy)
+    if len(raw) <= BIG_BODY:
+        return _checked(raw, parse, legacy)
+    body = await threads.run_blocking(_json, raw)
+    return body, await threads.run_blocking(_inbound, body, raw, parse, legacy)
 
 
 def _serving(
