@@ -6,8 +6,13 @@ the pass-through and traywire in the same interleaved rounds, as the rest.
   target, the added latency against direct; meanwhile a *ticker* (a process
   of its own, so the client's sending of the body does not delay it) sends
   small requests one after another through the same proxy: its slowest answer
-  during the big request, less its median when idle, is the stall the proxy
-  (and the backend receiving the body, alike for every target) caused;
+  during the big request, less its median when idle, is the stall. That
+  stall is not the proxy's alone: the backend receiving the body, and on a
+  2-core machine the client sending it and the proxy's own threads, delay
+  the ticker too (the pass-through's stall at 10 MB is tens of ms, and
+  direct's is not zero). So each round also gives each proxy's stall beyond
+  direct's (same round: what the proxy added) and traywire's beyond the
+  pass-through's (what traywire added to what any aiohttp proxy costs);
 - 1,000 streams: that many clients connect and ask for a stream at once;
   completed streams, failures (resets, refusals), TTFB p50/p99;
 - streamed-chunk CPU: like the throughput rounds, streams instead of plain
@@ -134,6 +139,11 @@ async def _tick_main(url: str) -> None:
     sys.stdout.write(json.dumps(await task))
 
 
+def _beyond(rounds: Sequence[dict[str, float]], name: str, other: str) -> dict[str, float]:
+    """Spread over rounds of ``name``'s worst stall less ``other``'s, ms."""
+    return _spread([(w[name] - w[other]) * 1e3 for w in rounds if name in w and other in w])
+
+
 async def big_bodies(
     targets: Sequence[Any],
     sizes: Sequence[float],
@@ -149,8 +159,10 @@ async def big_bodies(
         stall: dict[str, list[float]] = {t.name: [] for t in targets}
         idle: dict[str, list[float]] = {t.name: [] for t in targets}
         per_round: list[dict[str, float]] = []
+        round_stall: list[dict[str, float]] = []  # worst stall per target, per round
         for i in range(rounds):
             medians: dict[str, float] = {}
+            worst: dict[str, float] = {}
             for t in targets[i % len(targets) :] + targets[: i % len(targets)]:
                 url = t.url + "/v1/chat/completions"
                 body = big_body(t.fast_model, mib)
@@ -177,9 +189,11 @@ async def big_bodies(
                         during = [x for s, x in ticks if s + x >= t0 and s <= t1]
                         if during:
                             stall[t.name].append(max(during) - statistics.median(quiet))
+                            worst[t.name] = max(worst.get(t.name, 0.0), stall[t.name][-1])
                 lat[t.name].extend(xs)
                 medians[t.name] = statistics.median(xs)
             per_round.append(medians)
+            round_stall.append(worst)
         res: dict[str, Any] = {}
         for name in lat:
             res[name] = {
@@ -189,16 +203,27 @@ async def big_bodies(
                 "tick_idle_ms": statistics.median(idle[name]) * 1e3,
             }
         d = res["direct"]["p50_ms"]
-        add_pt, add_tw = res["passthrough"]["p50_ms"] - d, res["traywire"]["p50_ms"] - d
-        res["added_p50_ms"] = {"passthrough": add_pt, "traywire": add_tw}
-        res["added_p50_ratio"] = add_tw / add_pt if add_pt > 0 else float("inf")
-        res["added_ratio_per_round"] = _spread(
-            [
-                (m["traywire"] - m["direct"]) / (m["passthrough"] - m["direct"])
-                for m in per_round
-                if m["passthrough"] > m["direct"]
-            ]
-        )
+        proxies = [p for p in lat if p != "direct"]
+        res["added_p50_ms"] = {p: res[p]["p50_ms"] - d for p in proxies}
+        add_pt = res["added_p50_ms"]["passthrough"]
+        for p in proxies:
+            if p == "passthrough":
+                continue
+            key = "added_p50_ratio" if p == "traywire" else f"{p}_added_p50_ratio"
+            res[key] = res["added_p50_ms"][p] / add_pt if add_pt > 0 else float("inf")
+            key = "added_ratio_per_round" if p == "traywire" else f"{p}_added_ratio_per_round"
+            res[key] = _spread(
+                [
+                    (m[p] - m["direct"]) / (m["passthrough"] - m["direct"])
+                    for m in per_round
+                    if m["passthrough"] > m["direct"]
+                ]
+            )
+        # each round's worst stall beyond direct's and beyond the pass-through's (ms)
+        res["stall_beyond_direct_ms"] = {p: _beyond(round_stall, p, "direct") for p in proxies}
+        res["stall_beyond_passthrough_ms"] = {
+            p: _beyond(round_stall, p, "passthrough") for p in proxies if p != "passthrough"
+        }
         out[f"{mib:g}MiB"] = res
     return out
 

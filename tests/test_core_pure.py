@@ -53,6 +53,7 @@ PURE_STDLIB = frozenset(
         "difflib",
         "enum",
         "functools",
+        "gc",  # is_tracked only: the nesting walk skips leaf containers (fields)
         "heapq",
         "itertools",
         "json",

@@ -24,6 +24,8 @@ from proxy_fixtures import (
     wait_until,
 )
 
+from traywire.proxy import endpoints
+
 __all__ = ["fakes", "proxies"]
 
 
@@ -63,21 +65,31 @@ def test_deep_nesting_and_lone_surrogates_are_400_in_the_dialect(proxy: Any, pat
 def test_big_bodies_checked_off_the_loop_answer_as_small_ones(
     fakes: Any, proxies: Any, path: str
 ) -> None:
-    """A body past endpoints.BIG_BODY is decoded and checked on a worker
-    thread: served, or refused in the dialect, as a small one is."""
+    """A body past endpoints.BIG_BODY is decoded and checked on a
+    worker thread: served, or refused in the dialect, as a small one is."""
     fo = fakes("ollama", name="oll", models=["m1"])
     proxy = proxies(
-        make_config({"a": ollama_backend(fo)}, {"m": model("a", "m1", context=1_000_000)})
+        make_config({"a": ollama_backend(fo)}, {"m": model("a", "m1", context=2_000_000)})
     )
-    turns = [{"role": "user", "content": "x" * 1000} for _ in range(600)]  # ~0.6 MB
+    turns = [{"role": "user", "content": "x" * 1000} for _ in range(2500)]  # ~2.5 MB
+    assert len(json.dumps(turns)) > endpoints.BIG_BODY
     ok = {"model": "m", "stream": False, "messages": turns}
     assert _post(proxy, path, json.dumps(ok).encode()).status == 200
     bad = {"model": "m", "stream": False, "messages": [*turns, {"role": "user", "content": 5}]}
     r = _post(proxy, path, json.dumps(bad).encode())
     assert r.status == 400, r
-    deep = b'{"model":"m","pad":"' + b"x" * 400_000 + b'","messages":' + b"[" * 90
-    r = _post(proxy, path, deep + b"]" * 90 + b"}")
-    assert r.status == 400 and "nested deeper than 64" in r.body.decode()
+    assert "messages[2500].content" in r.body.decode()
+    lone = json.dumps(ok).encode().replace(b'"x', b'"\\udc00x', 1)
+    r = _post(proxy, path, lone)
+    assert r.status == 400 and "surrogate" in r.body.decode()
+    pad = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"pad":"' + b"x" * 2_200_000
+    tool = b'"tools":[{"type":"function","function":{"name":"f","parameters":{"x":'
+    for deep in (
+        pad + b'","deep":' + b"[" * 90 + b"]" * 90 + b"}",
+        pad + b'",' + tool + b"[" * 90 + b"]" * 90 + b"}}}]}",
+    ):
+        r = _post(proxy, path, deep)
+        assert r.status == 400 and "nested deeper than 64" in r.body.decode(), r
     unknown = {"model": "nope", "stream": False, "messages": turns}
     assert _post(proxy, path, json.dumps(unknown).encode()).status == 404
 

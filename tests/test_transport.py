@@ -237,6 +237,22 @@ def test_origin_of() -> None:
 
 
 @bounded()
+async def test_a_big_body_goes_whole_after_its_head_and_the_connection_is_reused() -> None:
+    # past transport._WRITE_APART the body is written as it is, after the head
+    body = bytes(range(256)) * 12_289  # ~3 MiB, every byte value
+    async with RawServer(echo) as srv, open_pool() as pool:
+        for path in ("/big", "/again"):
+            resp = await pool.request("POST", srv.url, path, [], body, connect_timeout=CT)
+            assert (resp.status, await resp.read()) == (200, path.encode())
+        assert [(r.path, r.headers["content-length"]) for r in srv.requests] == [
+            ("/big", str(len(body))),
+            ("/again", str(len(body))),
+        ]
+        assert all(r.body == body for r in srv.requests)
+        assert (pool.opened, srv.connections) == (1, 1)
+
+
+@bounded()
 async def test_keep_alive_reuses_one_connection() -> None:
     async with RawServer(echo) as srv, open_pool() as pool:
         for path in ("/a", "/b", "/c"):

@@ -10,6 +10,7 @@ its messages for odd input; only the common case gets faster.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -17,6 +18,14 @@ import msgspec
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _STD = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+# msgspec's decoder alone, for callers with a full path of their own for what
+# it refuses (`traywire.core.fields.json_object`): it raises (msgspec.DecodeError,
+# ValidationError, RecursionError) on anything but plain JSON, and refuses every
+# lone surrogate escape (``"\\ud800"``), so a string it returns is always valid
+# Unicode.
+strict: Callable[[bytes], Any] = _decode
 
 
 def loads(data: bytes | bytearray | str) -> Any:

@@ -11,10 +11,12 @@ float, string, list, object. Pure: no I/O.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any, NoReturn
 
 from ..errors import TraywireError
@@ -79,12 +81,35 @@ MAX_MODEL = 256  # characters of a model name
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def json_object(raw: bytes, loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:
+# A body this small skips the nesting walk when its brackets are few (counted
+# in C); a bigger one is walked, which costs little (see `_check_depth`).
+_SMALL = 4096
+
+
+def json_object(
+    raw: bytes,
+    loads: Callable[[bytes], Any] = json.loads,
+    strict: Callable[[bytes], Any] | None = None,
+) -> dict[str, Any]:
     """A request body's bytes as a JSON object, or BadRequest: not JSON, not an
     object, nested deeper than `MAX_DEPTH`, or holding a lone UTF-16 surrogate
     (``"\\ud800"``: JSON allows the escape, but it is no character and no
     backend could be sent it). ``loads``: a faster decoder that raises as
-    ``json.loads`` does (the proxy's, `traywire.fastjson.loads`)."""
+    ``json.loads`` does (the proxy's, `traywire.fastjson.loads`). ``strict``:
+    one tried first that refuses every lone surrogate and raises on anything
+    it does not take (`traywire.fastjson.strict`): what it decodes needs no
+    surrogate scan; what it refuses goes through ``loads`` and every check,
+    for the same outcome and message as without it."""
+    if strict is not None:
+        try:
+            body = strict(raw)
+        except Exception:  # refused: the full path below names the problem
+            pass
+        else:
+            if isinstance(body, dict):
+                if len(raw) > _SMALL or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+                    _check_depth(body)
+                return body
     if not raw or raw.isspace():
         raise BadRequest("request body is empty; expected a JSON object")
     try:
@@ -103,16 +128,25 @@ def json_object(raw: bytes, loads: Callable[[bytes], Any] = json.loads) -> dict[
     return body
 
 
-def _check_depth(body: object) -> None:
-    stack: list[tuple[object, int]] = [(body, 1)]
+def _check_depth(body: dict[str, Any]) -> None:
+    """BadRequest if ``body`` (a decoded JSON object) nests deeper than `MAX_DEPTH`.
+
+    Only the containers the garbage collector tracks are walked into: CPython
+    (and msgspec, which follows its rule) leaves a dict untracked only while it
+    holds no dict or list, and nothing else JSON decodes to is tracked; so an
+    untracked child is a leaf one level down, and ``filter(gc.is_tracked, ...)``
+    skips, in C, the thousands of plain ``{"role": ..., "content": ...}``
+    messages of a big body. Below a container at the limit, any container is
+    too deep, tracked or not."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BadRequest(f"request body: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+        children = value.values() if isinstance(value, dict) else value
+        if depth >= MAX_DEPTH:
+            if any(isinstance(v, dict | list) for v in children):
+                raise BadRequest(f"request body: nested deeper than {MAX_DEPTH} levels")
+            continue
+        stack.extend(zip(filter(gc.is_tracked, children), repeat(depth + 1)))
 
 
 def _check_text(body: object) -> None:

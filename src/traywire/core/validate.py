@@ -75,6 +75,9 @@ def _openai_sampling(body: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- OpenAI
 
 _OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# A message of these roles with a string content and no other field needs no
+# more checking (`openai_chat`'s fast path: most turns of a long conversation).
+_PLAIN_ROLES = ("user", "assistant", "system", "developer")
 
 
 def _openai_content(msg: Mapping[str, Any], path: str, required: bool) -> tuple[str, int]:
@@ -225,6 +228,14 @@ def openai_chat(b: dict[str, Any]) -> RouteRequest:
     last_user = ""
     images = 0
     for i, msg in enumerate(msgs):
+        if type(msg) is dict and len(msg) == 2:
+            # {"role": ..., "content": "..."}: valid as it is (`_openai_message`)
+            role, text = msg.get("role"), msg.get("content")
+            if type(text) is str and role in _PLAIN_ROLES:
+                texts.append(text)
+                if role == "user":
+                    last_user = text
+                continue
         role, text, n = _openai_message(msg, i)
         texts.append(text)
         images += n
@@ -437,6 +448,14 @@ def ollama_chat(b: dict[str, Any]) -> RouteRequest:
         if not isinstance(msgs, list):
             fail("messages", f"expected a list, got {tname(msgs)}")
         for i, msg in enumerate(msgs):
+            if type(msg) is dict and len(msg) == 2:
+                # {"role": ..., "content": "..."}: valid as it is (`_ollama_message`)
+                role, text = msg.get("role"), msg.get("content")
+                if type(text) is str and role in _OLLAMA_ROLES:
+                    texts.append(text)
+                    if role == "user":
+                        last_user = text
+                    continue
             role, text, n = _ollama_message(msg, i)
             texts.append(text)
             images += n

@@ -283,13 +283,20 @@ class Response:
             conn.abort() if not conn.parser.done else conn.close()
 
 
-async def exchange(owner: Owner, conn: Connection, data: bytes, *, no_body: bool) -> Response:
-    """Write one request (``data``) on ``conn``; the `Response` once its head has arrived."""
+async def exchange(
+    owner: Owner, conn: Connection, data: bytes, *, no_body: bool, body: bytes = b""
+) -> Response:
+    """Write one request (``data``, then ``body`` if any: a big body goes as it
+    is, in the same system call, not copied behind its head) on ``conn``; the
+    `Response` once its head has arrived."""
     if conn.transport is None or conn.closed:
         raise TransportError("reset", "connection closed before the request was sent")
     parser = conn.parser
     parser.begin(no_body=no_body)
-    conn.transport.write(data)
+    if body:
+        conn.transport.writelines((data, body))
+    else:
+        conn.transport.write(data)
     while not parser.has_head:
         if conn.error is not None:
             conn.close()

@@ -49,6 +49,15 @@ def encode_request(
     method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body: bytes
 ) -> bytes:
     """One request as bytes: Host first, then ``headers``, then Content-Length."""
+    head = encode_head(method, target, host, headers, body)
+    return head + body if body else head
+
+
+def encode_head(
+    method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body: bytes
+) -> bytes:
+    """`encode_request`'s head alone (a big body is written after it as it is,
+    not copied behind it)."""
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
@@ -57,8 +66,7 @@ def encode_request(
     if body or method not in ("GET", "HEAD", "CONNECT"):
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
-    head = "".join(lines).encode("latin-1")
-    return head + body if body else head
+    return "".join(lines).encode("latin-1")
 
 
 class ResponseParser:
