@@ -6,6 +6,7 @@
     .venv/bin/python bench/bench_proxy.py --shared-state   # also traywire sharing state
                                                            # through Redis: on vs off
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
+    .venv/bin/python bench/bench_proxy.py --only stream-cpu --baseline DIR   # one part
     .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
 
 Three servers, each its own process, all on 127.0.0.1:
@@ -792,6 +793,7 @@ async def run(
     profile: str | None,
     baseline: Path | None = None,
     shared: bool = False,
+    only: str | None = None,
 ) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     proxy_cpus = client_cpus = None
@@ -876,8 +878,16 @@ async def run(
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
         t0 = time.perf_counter()
+        # streamed-event CPU: the pass-through, traywire (and the baseline's)
+        scpu = [t for t in targets if t.name in ("passthrough", "traywire", "baseline")]
         try:
             await warm(targets, s.warmup)
+            if only == "stream-cpu":
+                results["stream_cpu"] = await proxy_more.stream_cpu(
+                    scpu, s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
+                )
+                results["seconds"] = time.perf_counter() - t0
+                return results
             spy = None
             if profile == "py-spy":
                 dur = s.rounds * s.latency_n * 3 * 1.5e-3 + s.tp_rounds * s.tp_seconds * 3
@@ -890,7 +900,7 @@ async def run(
             results["throughput"] = await bench_throughput(targets, s)
             trio = targets[:3]
             results["stream_cpu"] = await proxy_more.stream_cpu(
-                trio[1:], s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
+                scpu, s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
             )
             results["big_bodies"] = await proxy_more.big_bodies(
                 trio, (1, 10), s.big_n, s.big_rounds, lambda t: t.body(False)
@@ -1106,6 +1116,13 @@ def more_rows(r: dict[str, Any]) -> list[str]:
             f"{c['passthrough']['cpu_us_per_event']:13.1f}{c['traywire']['cpu_us_per_event']:12.1f}"
             f"{c['ratio']:9.2f}   rounds {sp['min']:.2f}..{sp['max']:.2f}"
         )
+        if "baseline" in c:
+            sp = c["baseline_ratio_per_round"]
+            rows.append(
+                f"{'  the baseline tree (µs; /pt)':34}{'':>25}"
+                f"{c['baseline']['cpu_us_per_event']:12.1f}{c['baseline_ratio']:9.2f}"
+                f"   rounds {sp['min']:.2f}..{sp['max']:.2f}"
+            )
     for size, b in r.get("big_bodies", {}).items():
         a, sp = b["added_p50_ms"], b["added_ratio_per_round"]
         rows.append(
@@ -1176,11 +1193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run traywire with shared state on (a redis-server of the run's own and a "
         "second instance sharing it) in the same rounds, and compare on vs off",
     )
-    ap.add_argument("--output", type=Path, default=RESULTS / "proxy.json")
+    ap.add_argument(
+        "--only",
+        choices=["stream-cpu"],
+        help="run just this part (with --baseline: the baseline's too); the figures go to "
+        "bench/results/proxy-<part>.json unless --output says otherwise",
+    )
+    ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args(argv)  # fmt: skip
     s = QUICK if args.quick else DEFAULT
     load0 = os.getloadavg()
-    r = asyncio.run(run(s, args.pin, args.profile, args.baseline, args.shared_state))
+    r = asyncio.run(run(s, args.pin, args.profile, args.baseline, args.shared_state, args.only))
+    if args.output is None:
+        args.output = RESULTS / (f"proxy-{args.only}.json" if args.only else "proxy.json")
+    if args.only is not None:
+        print("\n".join(more_rows(r)))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(r, indent=2, default=float) + "\n")
+        print(f"\nwritten: {args.output}")
+        return 0
     r["verdicts"] = verdicts(r)
     r["meta"] = {
         "mode": "quick" if args.quick else "default",

@@ -103,6 +103,7 @@ class SSEPassthrough(_ToOpenAI):
         self.saw_done = False
         self.comments = 0
         self.renamed = False  # an event named another model: events are re-encoded
+        self._plain = _plain(model)
 
     def _feed(self, data: bytes) -> bytes:
         if (
@@ -135,7 +136,7 @@ class SSEPassthrough(_ToOpenAI):
         done = events[-1] == _DONE_EVENT
         if done:
             events.pop()
-        plain, glance = _plain(self.model), self._glance
+        plain, glance = self._plain, self._glance
         for ev in events:
             if ev[:6] != b"data: ":
                 return None  # another field, a comment, "data:" with no space
