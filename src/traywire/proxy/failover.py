@@ -80,6 +80,8 @@ class _StreamAnswer(web.StreamResponse):
     nothing."""
 
     _send_headers_immediately = False
+
+
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 _ID_PREFIX = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 _ids = itertools.count(1)
