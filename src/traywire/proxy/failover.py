@@ -408,9 +408,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
     r: Response | None = None
     first = b""
     try:
-        async with Deadline(
-            t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"
-        ):
+        with Deadline(t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"):
             r = await _accepted(rt, inb, backend, prep)
             while not first:
                 chunk = await r.readany()
@@ -441,7 +439,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
             pending = b""
             whole = Deadline(t.stream, "total_timeout", f"still streaming after {t.stream:g}s")
             idle = Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s")
-            async with whole, idle:
+            with whole, idle:
                 while not relay.ended:
                     idle.extend()
                     chunk = await r.readany()
