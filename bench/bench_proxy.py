@@ -10,6 +10,7 @@
     .venv/bin/python bench/bench_proxy.py --profile py-spy   # or cprofile
     .venv/bin/python bench/bench_proxy.py --only startup --baseline /work/base
                                          # start-up and idle memory alone (~1 min)
+    .venv/bin/python bench/bench_proxy.py --only stream-cpu --baseline DIR   # one part
     .venv/bin/python bench/pyspy_summary.py bench/results/traywire.pyspy.txt
 
 Three servers, each its own process, all on 127.0.0.1:
@@ -895,6 +896,8 @@ async def run(
             t.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         results: dict[str, Any] = {}
         t0 = time.perf_counter()
+        # streamed-event CPU: the pass-through, traywire (and the baseline's)
+        scpu = [t for t in targets if t.name in ("passthrough", "traywire", "baseline")]
         try:
             await warm(targets, s.warmup)
             spy = None
@@ -912,7 +915,7 @@ async def run(
             trio = targets[:3]
             if "stream-cpu" in only:
                 results["stream_cpu"] = await proxy_more.stream_cpu(
-                    trio[1:], s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
+                    scpu, s.scpu_rounds, s.scpu_seconds, s.concurrency, s.chunks
                 )
             if "big-bodies" in only:
                 # the baseline tree too, where there is one: same rounds, same ticker
@@ -1222,6 +1225,13 @@ def more_rows(r: dict[str, Any]) -> list[str]:
             f"{c['passthrough']['cpu_us_per_event']:13.1f}{c['traywire']['cpu_us_per_event']:12.1f}"
             f"{c['ratio']:9.2f}   rounds {sp['min']:.2f}..{sp['max']:.2f}"
         )
+        if "baseline" in c:
+            sp = c["baseline_ratio_per_round"]
+            rows.append(
+                f"{'  the baseline tree (µs; /pt)':34}{'':>25}"
+                f"{c['baseline']['cpu_us_per_event']:12.1f}{c['baseline_ratio']:9.2f}"
+                f"   rounds {sp['min']:.2f}..{sp['max']:.2f}"
+            )
     for size, b in r.get("big_bodies", {}).items():
         a, sp = b["added_p50_ms"], b["added_ratio_per_round"]
         rows.append(

@@ -331,6 +331,12 @@ async def stream_cpu(
     }  # fmt: skip
     out["ratio"] = out["traywire"]["cpu_us_per_event"] / out["passthrough"]["cpu_us_per_event"]
     out["ratio_per_round"] = _spread([r["traywire"] / r["passthrough"] for r in per_round])
+    if "baseline" in out:  # another tree of traywire, in the same rounds
+        base = out["baseline"]["cpu_us_per_event"]
+        out["baseline_ratio"] = base / out["passthrough"]["cpu_us_per_event"]
+        out["baseline_ratio_per_round"] = _spread(
+            [r["baseline"] / r["passthrough"] for r in per_round]
+        )
     return out
 
 

@@ -198,6 +198,9 @@ class Response:
         `DECODE_STEP` of a compressed body at once); ``b""`` at the end."""
         dec = self._decoder
         if dec is None:
+            conn = self._conn
+            if conn is not None and conn.chunks:
+                return conn.take()  # (what `_raw` does, without its await)
             return await self._raw()
         try:
             while True:

@@ -67,6 +67,21 @@ _CONTENT_TYPE = {
     "anthropic": "text/event-stream",
     "responses": "text/event-stream",
 }
+_STREAM_HEADERS = {
+    front: {"Content-Type": kind, "Cache-Control": "no-cache"}
+    for front, kind in _CONTENT_TYPE.items()
+}
+
+
+class _StreamAnswer(web.StreamResponse):
+    """A streamed answer whose head goes out in one write with its first
+    bytes (aiohttp's own answers do this; its StreamResponse writes the head
+    alone at ``prepare``). Every write is made at once: the head waits for
+    nothing."""
+
+    _send_headers_immediately = False
+
+
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 _ID_PREFIX = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 _ids = itertools.count(1)
@@ -393,9 +408,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
     r: Response | None = None
     first = b""
     try:
-        async with Deadline(
-            t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"
-        ):
+        with Deadline(t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"):
             r = await _accepted(rt, inb, backend, prep)
             while not first:
                 chunk = await r.readany()
@@ -412,27 +425,29 @@ async def _stream(job: _Job) -> web.StreamResponse:
     attempt.ok(attempt.elapsed_ms())
     trace.ttfb_ms = trace.elapsed_ms()
 
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_type = _CONTENT_TYPE[inb.front]
-    response.headers["Cache-Control"] = "no-cache"
+    response = _StreamAnswer(status=200, headers={**headers, **_STREAM_HEADERS[inb.front]})
     problem: BackendError | None = None
     stopped = False
+    pending = REDACTOR.data(first)  # goes out with the head, and the end if it came too
     try:
         trace.began = True
         await response.prepare(request)
-        await response.write(REDACTOR.data(first))
-        whole = Deadline(t.stream, "total_timeout", f"still streaming after {t.stream:g}s")
-        async with whole, Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s") as idle:
-            # once the backend sent its end marker the answer is whole: do not
-            # wait for its body to end too
-            while not relay.ended:
-                idle.extend()
-                chunk = await r.readany()
-                if not chunk:
-                    break
-                out = relay.feed(chunk)
-                if out:
-                    await response.write(REDACTOR.data(out))
+        # once the backend sent its end marker the answer is whole: do not
+        # wait for its body to end too
+        if not relay.ended:
+            await response.write(pending)
+            pending = b""
+            whole = Deadline(t.stream, "total_timeout", f"still streaming after {t.stream:g}s")
+            idle = Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s")
+            with whole, idle:
+                while not relay.ended:
+                    idle.extend()
+                    chunk = await r.readany()
+                    if not chunk:
+                        break
+                    out = relay.feed(chunk)
+                    if out:
+                        await response.write(REDACTOR.data(out))
         if not relay.complete:
             problem = BackendError("reset", "closed the stream before it finished")
     except BackendError as exc:
@@ -452,8 +467,8 @@ async def _stream(job: _Job) -> web.StreamResponse:
         raise
     try:
         if problem is None and not stopped:
-            await response.write(relay.finish())
             r.release()  # back to the pool if its body ended, else closed
+            await response.write_eof(pending + relay.finish())
         else:
             _close(r)
             if problem is not None:
@@ -463,8 +478,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
             else:
                 message = SHUTTING_DOWN  # not the backend's fault
             trace.cut, trace.error = True, message
-            await response.write(relay.error(message))
-        await response.write_eof()
+            await response.write_eof(pending + relay.error(message))
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         _close(r)
     trace.tokens_in, trace.tokens_out = relay.tokens_in, relay.tokens_out

@@ -15,9 +15,12 @@ tokens from the usage the backend reported.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from collections.abc import Callable
+from typing import Any, Final, Literal
 
 import msgspec
+from msgspec import UnsetType
 
 from .. import fastjson
 from ..errors import BackendError
@@ -87,7 +90,11 @@ class _ToOllama(Relay):
 
 
 class SSEPassthrough(_ToOpenAI):
-    """OpenAI backend → OpenAI client: events kept, ``model`` set to the client's name."""
+    """OpenAI backend → OpenAI client: events kept, ``model`` set to the client's name.
+
+    The common case costs one glance per event and no copy: a chunk that is
+    whole one-line ``data:`` events that need no change goes out as it came
+    (`_as_it_came`); anything else is read event by event (`_events`)."""
 
     def __init__(self, model: str) -> None:
         self.parser = tr.SSEParser()
@@ -95,8 +102,58 @@ class SSEPassthrough(_ToOpenAI):
         self.finished_choice = False
         self.saw_done = False
         self.comments = 0
+        self.renamed = False  # an event named another model: events are re-encoded
+        self._plain = _plain(model)
 
     def _feed(self, data: bytes) -> bytes:
+        if (
+            data[:6] == b"data: "
+            and data[-2:] == b"\n\n"
+            and not self.renamed
+            and self.parser.between_events
+        ):
+            out = self._as_it_came(data)
+            if out is not None:
+                return out
+        return self._events(data)
+
+    def _as_it_came(self, data: bytes) -> bytes | None:
+        """``data`` without its ``[DONE]`` when it is whole events of one
+        ``data:`` line each that all go to the client as they are (what
+        `_events` would write for it), noting what they carry; else None, and
+        `_events` reads it again from the same state (what this noted, it
+        notes the same way).
+
+        Each event is still checked as a JSON object (msgspec, in C) with
+        the client's model name (or none); an event that may carry more (an
+        error, usage, a finish reason, odd types) is then read as `_glance`
+        reads it."""
+        if b"\r" in data or not (data.isascii() or _utf8(data)):
+            return None
+        events = data[:-2].split(b"\n\n")
+        if data.count(b"\n") != 2 * len(events):  # a line break inside an event
+            return None
+        done = events[-1] == _DONE_EVENT
+        if done:
+            events.pop()
+        plain, glance = self._plain, self._glance
+        for ev in events:
+            if ev[:6] != b"data: ":
+                return None  # another field, a comment, "data:" with no space
+            try:
+                plain(ev[6:])
+            except msgspec.ValidationError:
+                if not glance(ev[6:]):
+                    return None
+            except (msgspec.DecodeError, RecursionError):
+                return None  # not JSON (a [DONE] before the last event too)
+        if done:
+            self.saw_done = self.ended = True
+            data = data[: -len(tr.SSE_DONE)]
+        self.complete = self.saw_done or self.finished_choice
+        return data
+
+    def _events(self, data: bytes) -> bytes:
         out: list[bytes] = []
         for payload in self.parser.feed(data):
             if payload == "[DONE]":
@@ -111,6 +168,7 @@ class SSEPassthrough(_ToOpenAI):
             named = obj.get("model", self.model) == self.model  # (or no model at all)
             if not named:
                 obj["model"] = self.model
+                self.renamed = True
             usage = obj.get("usage")
             if isinstance(usage, dict):
                 self.tokens_in = int(usage.get("prompt_tokens") or 0)
@@ -128,7 +186,7 @@ class SSEPassthrough(_ToOpenAI):
         self.comments = self.parser.comments
         return b"".join(out)
 
-    def _glance(self, payload: str) -> bool:
+    def _glance(self, payload: str | bytes) -> bool:
         """True when ``payload`` goes to the client as it is: a JSON object
         with no error that names the client's model (or none); its usage and
         finish reason are noted. Only those fields are built (the rest is
@@ -141,16 +199,31 @@ class SSEPassthrough(_ToOpenAI):
         if ev.error is not None or (ev.model is not msgspec.UNSET and ev.model != self.model):
             return False
         usage = ev.usage
-        if isinstance(usage, dict):
+        if usage is not None:
+            if not isinstance(usage, dict):
+                return True  # (not read, as the full decode does not read it)
             try:
                 self.tokens_in = int(usage.get("prompt_tokens") or 0)
                 self.tokens_out = int(usage.get("completion_tokens") or 0)
             except (TypeError, ValueError):
                 return False
-        for choice in ev.choices or ():
-            if choice.finish_reason:
-                self.finished_choice = True
+        choices = ev.choices
+        if choices:
+            for choice in choices:
+                if choice.finish_reason:
+                    self.finished_choice = True
         return True
+
+
+_DONE_EVENT: Final = b"data: [DONE]"
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False  # `_events` says so, for the event it is in
+    return True
 
 
 class _Choice(msgspec.Struct):
@@ -167,6 +240,28 @@ class _Glance(msgspec.Struct):
 
 
 _GLANCE = msgspec.json.Decoder(_Glance).decode
+
+
+class _NoFinish(msgspec.Struct, gc=False):
+    finish_reason: None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _plain(model: str) -> Callable[[bytes], Any]:
+    """A decoder of the plainest events: a JSON object whose ``model`` (if
+    any) is ``model``, with no error, no usage and no finish reason (each
+    null if there); anything else fails to decode."""
+    plain = msgspec.defstruct(
+        "_Plain",
+        [
+            ("model", Literal[model] | UnsetType, msgspec.UNSET),
+            ("error", None, None),
+            ("usage", None, None),
+            ("choices", list[_NoFinish] | None, None),
+        ],
+        gc=False,
+    )
+    return msgspec.json.Decoder(plain).decode
 
 
 class NDJSONPassthrough(_ToOllama):

@@ -204,6 +204,11 @@ class SSEParser:
             raise StreamParseError("SSE event larger than the buffer limit")
         return out
 
+    @property
+    def between_events(self) -> bool:
+        """Nothing held back: the next byte starts a new line of a new event."""
+        return not (self._pending or self._data or self._skip_lf)
+
     def _dispatch(self) -> str:
         data = self._data
         self._data = []
