@@ -104,8 +104,11 @@ _TYPES: Final = {
 # Each attempt in the ``attempts`` column: an array of these, in this order.
 ATTEMPT_FIELDS: Final[tuple[str, ...]] = AttemptRecord._fields
 # Rows bound to one INSERT statement (at most; SQLite's variable limit may
-# make it fewer): one GIL release per chunk.
-CHUNK: Final = 50
+# make it fewer): one GIL release per chunk. Small, so the proxy's loop never
+# waits long for the GIL: binding 8 rows holds it ~25 µs (50 rows held it
+# ~150 µs, which showed in the proxy's p99 latency), for ~5% more of the
+# writer's CPU (bench/bench_reqlog.py).
+CHUNK: Final = 8
 # the schema-1 objects that schema 2 does without
 _V1_INDEXES: Final = (
     "requests_ts",
