@@ -39,9 +39,19 @@ class Deadline:
         "seconds",
     )
 
-    def __init__(self, seconds: float | None, kind: str, message: str) -> None:
-        """``seconds`` None: no deadline (the block runs as long as it takes)."""
+    def __init__(
+        self,
+        seconds: float | None,
+        kind: str,
+        message: str,
+        task: asyncio.Task[object] | None = None,
+    ) -> None:
+        """``seconds`` None: no deadline (the block runs as long as it takes).
+        ``task``: the task the block runs in, where the caller has it (else
+        the current one: on Python 3.11 finding it costs a getpid() call)."""
         self.seconds = seconds
+        if task is not None:
+            self._task = task
         self.kind = kind
         self.message = message
         self._handle: asyncio.TimerHandle | None = None
@@ -55,10 +65,13 @@ class Deadline:
     def __enter__(self) -> Deadline:
         if self.seconds is None:
             return self
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Deadline must be used inside a task")
-        self._task = task
+        try:
+            task = self._task
+        except AttributeError:
+            current = asyncio.current_task()
+            if current is None:
+                raise RuntimeError("Deadline must be used inside a task") from None
+            task = self._task = current
         loop = self._loop = task.get_loop()
         self._cancelling = task.cancelling()
         self._last = now = loop.time()

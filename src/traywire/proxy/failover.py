@@ -104,11 +104,12 @@ async def execute(
     """Serve ``inb`` along the plan of ``d``; always answers in the client's
     dialect. ``started``: (wall clock, monotonic) at arrival; now if not given."""
     trace = Trace(rt.clock, started)
-    task = asyncio.current_task()
+    # (with the loop named: on Python 3.11 current_task() alone calls getpid())
+    task = asyncio.current_task(request.task.get_loop())
     assert task is not None
     rt.inflight.add(task)
     try:
-        response = await _run(rt, inb, d, request, trace)
+        response = await _run(rt, inb, d, request, trace, task)
         trace.status = response.status
         return response
     except asyncio.CancelledError:
@@ -169,7 +170,12 @@ def record_rejection(
 
 
 async def _run(
-    rt: Runtime, inb: Inbound, d: Decision, request: web.Request, trace: Trace
+    rt: Runtime,
+    inb: Inbound,
+    d: Decision,
+    request: web.Request,
+    trace: Trace,
+    task: asyncio.Task[Any],
 ) -> web.StreamResponse:
     cfg = rt.cfg
     larger_than = 0  # after a context-length error: only larger windows
@@ -203,7 +209,9 @@ async def _run(
                     extensions=backend.location == "local",
                 )
                 send = _stream if prep.stream else _unary
-                job = _Job(rt, inb, backend, model, prep, d, request, headers, trace, attempt)
+                job = _Job(
+                    rt, inb, backend, model, prep, d, request, headers, trace, attempt, task
+                )
                 resp = await send(job)
         except BackendError as exc:
             last = exc
@@ -319,6 +327,7 @@ class _Job(NamedTuple):
     headers: dict[str, str]
     trace: Trace
     attempt: Attempt
+    task: asyncio.Task[Any]  # the request's
 
 
 async def _accepted(rt: Runtime, inb: Inbound, backend: Backend, prep: Prepared) -> Response:
@@ -370,11 +379,11 @@ def _close(r: Response | None) -> None:
 
 
 async def _unary(job: _Job) -> web.Response:
-    rt, inb, backend, model, prep, d, _request, headers, trace, attempt = job
+    rt, inb, backend, model, prep, d, _request, headers, trace, attempt, task = job
     total = backend.timeouts.total
     r: Response | None = None
     try:
-        with Deadline(total, "total_timeout", f"no answer within {total:g}s"):
+        with Deadline(total, "total_timeout", f"no answer within {total:g}s", task):
             r = await _accepted(rt, inb, backend, prep)
             raw = await r.read(_max_answer(rt), limit_name=_MAX_ANSWER)
     except BaseException:
@@ -399,7 +408,7 @@ async def _unary(job: _Job) -> web.Response:
 
 
 async def _stream(job: _Job) -> web.StreamResponse:
-    rt, inb, backend, model, prep, d, request, headers, trace, attempt = job
+    rt, inb, backend, model, prep, d, request, headers, trace, attempt, task = job
     t = backend.timeouts
     reported, ids = _reported(rt, d, model), new_ids(rt)
     relay = ADAPTERS[backend.kind].relay(prep, inb.dialect, inb.op, reported, ids, inb.body)
@@ -408,7 +417,8 @@ async def _stream(job: _Job) -> web.StreamResponse:
     r: Response | None = None
     first = b""
     try:
-        with Deadline(t.first_byte, "first_byte_timeout", f"no data within {t.first_byte:g}s"):
+        first_byte = f"no data within {t.first_byte:g}s"
+        with Deadline(t.first_byte, "first_byte_timeout", first_byte, task):
             r = await _accepted(rt, inb, backend, prep)
             while not first:
                 chunk = await r.readany()
@@ -437,8 +447,10 @@ async def _stream(job: _Job) -> web.StreamResponse:
         if not relay.ended:
             await response.write(pending)
             pending = b""
-            whole = Deadline(t.stream, "total_timeout", f"still streaming after {t.stream:g}s")
-            idle = Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s")
+            whole = Deadline(
+                t.stream, "total_timeout", f"still streaming after {t.stream:g}s", task
+            )
+            idle = Deadline(t.idle, "idle_timeout", f"sent nothing for {t.idle:g}s", task)
             with whole, idle:
                 while not relay.ended:
                     idle.extend()
@@ -460,7 +472,7 @@ async def _stream(job: _Job) -> web.StreamResponse:
             _close(r)  # the client went away: stop the backend now
             raise
         # past the shutdown grace period: end the stream cleanly, with an error
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        task.uncancel()
         stopped = True
     except BaseException:
         _close(r)

@@ -263,7 +263,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             async with asyncio.timeout(2.0):  # a slow sender does not hold the stop
                 await request.read()
         return shutting_down(request.path)
-    task = asyncio.current_task()
+    # (with the loop named: on Python 3.11 current_task() alone calls getpid())
+    task = asyncio.current_task(request.task.get_loop())
     assert task is not None
     gate.accepted[task] = request
     try:
