@@ -146,3 +146,34 @@ def test_the_prompt_is_every_turn_and_the_last_user_turn_is_classified(
         users = [t for role, t in turns if role == "user"]
         assert r.last_user == (users[-1] if users else "")
         assert r.messages == len(turns)
+
+
+_PLAIN_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(-3, 3), st.text(max_size=3)
+)
+
+
+@given(
+    max_tokens=_PLAIN_VALUES,
+    temperature=_PLAIN_VALUES,
+    stream=_PLAIN_VALUES,
+    which=st.sets(st.sampled_from(["max_tokens", "temperature", "stream"])),
+)
+def test_plain_chat_bodies_are_checked_as_any_other(
+    max_tokens: object, temperature: object, stream: object, which: set[str]
+) -> None:
+    """A body of only the commonest fields (checked on a shorter path) is
+    refused or read exactly as the same body with one more harmless field
+    (checked on the full path)."""
+    values = {"max_tokens": max_tokens, "temperature": temperature, "stream": stream}
+    plain: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    plain.update({k: values[k] for k in which})
+    full = {**plain, "user": "someone"}
+
+    def outcome(body: dict[str, Any]) -> object:
+        try:
+            return parse("openai", "chat", body).route
+        except BadRequest as exc:
+            return (exc.param, exc.message)
+
+    assert outcome(plain) == outcome(full)

@@ -218,6 +218,10 @@ def _response_format(body: Mapping[str, Any]) -> bool:
     return bool(rtype != "text")
 
 
+# The fields of the commonest chat bodies (`openai_chat`'s fast path).
+_PLAIN_CHAT = frozenset({"model", "messages", "max_tokens", "stream", "temperature"})
+
+
 def openai_chat(b: dict[str, Any]) -> RouteRequest:
     """Check a /v1/chat/completions body; raise BadRequest on the first problem."""
     model = model_name(b)
@@ -241,6 +245,17 @@ def openai_chat(b: dict[str, Any]) -> RouteRequest:
         images += n
         if role == "user":
             last_user = text
+    if b.keys() <= _PLAIN_CHAT:
+        # the commonest bodies: only the fields they hold are checked (every
+        # other check looks at a field such a body does not have), in the
+        # order the full path checks them
+        opt_int(b, "max_tokens", "max_tokens", 1)
+        opt_num(b, "temperature", "temperature", 0, 2)
+        opt_bool(b, "stream", "stream")
+        return RouteRequest(
+            model, "\n".join(texts), last_user, positive(b.get("max_tokens")), len(msgs),
+            "chat", images,
+        )  # fmt: skip
     opt_int(b, "max_tokens", "max_tokens", 1)
     opt_int(b, "max_completion_tokens", "max_completion_tokens", 1)
     _openai_sampling(b)
