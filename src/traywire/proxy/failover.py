@@ -209,9 +209,7 @@ async def _run(
                     extensions=backend.location == "local",
                 )
                 send = _stream if prep.stream else _unary
-                job = _Job(
-                    rt, inb, backend, model, prep, d, request, headers, trace, attempt, task
-                )
+                job = _Job(rt, inb, backend, model, prep, d, request, headers, trace, attempt, task)
                 resp = await send(job)
         except BackendError as exc:
             last = exc
