@@ -235,13 +235,14 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         ordered, why = rank(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
 
-    plan, skipped = _filter(steps, cfg, state, pref, need, needs, cfg.max_attempts, capability)
+    live = _Live(cfg, state, pref)
+    plan, skipped = _filter(steps, live, need, needs, cfg.max_attempts, capability)
     if not plan and name not in cfg.models and any(s.lacks for s in skipped):
         # a route (or auto) none of whose models can serve what is needed
         wider = _widen(cfg, state, needs, f"{name} has no model with {_words(_telling(needs))}")
         seen = {s.model for s in skipped}
         more, more_skipped = _filter(
-            [s for s in wider if s.model.name not in seen], cfg, state, pref, need, needs
+            [s for s in wider if s.model.name not in seen], live, need, needs
         )
         plan, skipped = more, skipped + more_skipped
     unmet: tuple[Feature, ...] = ()
@@ -251,8 +252,10 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     else:
         if pref in ("prefer_local", "prefer_cloud") and capability is not None:
             plan = _prefer(plan, pref, capability, idx, keep_first=name in cfg.models)
-        plan = _health(plan, cfg, state)
-        plan = _saturation(plan, cfg, state, pref, idx)
+        if live.risky:
+            plan = _health(plan, live)
+        if live.full:
+            plan = _saturation(plan, cfg, live, pref, idx)
         del plan[cfg.max_attempts :]
 
     attempts = tuple(
@@ -335,11 +338,65 @@ class _Skipped(NamedTuple):
     lacks: frozenset[Feature] = frozenset()
 
 
+class _Where(NamedTuple):
+    """What one backend means for this decision (its part of the reasons)."""
+
+    why: str  # why none of its models is planned ("": they may be)
+    state: BackendState
+    location: Location
+    capacity: int
+    down: bool  # circuit open
+    saturated: bool
+
+
+class _Live(dict[str, _Where]):
+    """Backend name -> `_Where`, worked out at the first model on it (per
+    decision: it depends on the config, the live state and the preference).
+    ``risky``: a plannable backend is down or misses a model; ``full``: one is
+    saturated (without either, health and saturation change nothing)."""
+
+    __slots__ = ("cfg", "full", "pref", "risky", "state")
+
+    def __init__(self, cfg: Config, state: LiveState, pref: Preference) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.state = state
+        self.pref = pref
+        self.risky = self.full = False
+
+    def __missing__(self, name: str) -> _Where:
+        cfg, state, pref = self.cfg, self.state, self.pref
+        backend = cfg.backends[name]
+        b = state.backends.get(name, _IDLE)
+        why = ""
+        if not backend.enabled:
+            why = f"backend {name} is disabled"
+        elif pref == "local_only" and backend.location == "cloud":
+            why = f"local_only: cloud backend {name} is never planned"
+        elif pref == "cloud_only" and backend.location == "local":
+            why = f"cloud_only: local backend {name} is not planned"
+        elif (
+            backend.exclusive_group is not None
+            and (active := _active(cfg, state, backend.exclusive_group)) != name
+        ):
+            why = (
+                f"{name} is not the active member of exclusive group "
+                f"{backend.exclusive_group} (active: {active or 'none'})"
+            )
+        elif b.no_key:
+            why = f"no key for {name} ({_key_hint(backend.key)})"
+        down = b.circuit == "open"
+        full = b.in_flight / backend.capacity >= cfg.saturation
+        if not why:
+            self.risky = self.risky or down or bool(b.missing_models)
+            self.full = self.full or full
+        where = self[name] = _Where(why, b, backend.location, backend.capacity, down, full)
+        return where
+
+
 def _filter(
     steps: Iterable[_Step],
-    cfg: Config,
-    state: LiveState,
-    pref: Preference,
+    live: _Live,
     need: int,
     needs: frozenset[Feature],
     enough: int | None = None,
@@ -354,56 +411,50 @@ def _filter(
     keep: list[_Step] = []
     skipped: list[_Skipped] = []
     healthy = saturated = 0
-    ready = {"local": 0, "cloud": 0}  # healthy and unsaturated
+    ready_local = ready_cloud = 0  # healthy and unsaturated
+    state = live.state
+    pref = live.pref
     want: Location | None = (
         "local" if pref == "prefer_local" else "cloud" if pref == "prefer_cloud" else None
     )
+    probed = bool(state.features) or bool(state.lacks)
     for step in steps:
-        if enough is not None and healthy >= enough and saturated <= min(ready.values()):
+        if (
+            enough is not None
+            and healthy >= enough
+            and saturated <= (ready_local if ready_local < ready_cloud else ready_cloud)
+        ):
             break
         m = step.model
-        backend = cfg.backends[m.backend]
-        why = ""
-        missing = needs - features_of(m, state)
-        if missing:
+        have = m.features if m.features_declared or not probed else features_of(m, state)
+        if not needs <= have:
+            missing = needs - have
             told = not m.features_declared and missing & state.lacks.get(m.name, frozenset())
             why = "no " + _words(frozenset(missing)) + (" (its server said so)" if told else "")
             skipped.append(_Skipped(m.name, m.backend, why, frozenset(missing)))
             continue
-        if not backend.enabled:
-            why = f"backend {backend.name} is disabled"
-        elif pref == "local_only" and backend.location == "cloud":
-            why = f"local_only: cloud backend {backend.name} is never planned"
-        elif pref == "cloud_only" and backend.location == "local":
-            why = f"cloud_only: local backend {backend.name} is not planned"
-        elif (
-            backend.exclusive_group is not None
-            and (active := _active(cfg, state, backend.exclusive_group)) != backend.name
-        ):
-            why = (
-                f"{backend.name} is not the active member of exclusive group "
-                f"{backend.exclusive_group} (active: {active or 'none'})"
-            )
-        elif state.backends.get(backend.name, _IDLE).no_key:
-            why = f"no key for {backend.name} ({_key_hint(backend.key)})"
-        elif need > m.context:
+        where = live[m.backend]
+        if where.why:
+            skipped.append(_Skipped(m.name, m.backend, where.why))
+            continue
+        if need > m.context:
             why = f"window too small: needs {need} tokens, {m.name} holds {m.context}"
-        if why:
             skipped.append(_Skipped(m.name, m.backend, why))
             continue
         keep.append(step)
         if enough is not None:
-            b = state.backends.get(backend.name, _IDLE)
-            if b.circuit == "open" or m.upstream in b.missing_models:
+            if where.down or m.upstream in where.state.missing_models:
                 continue
-            if (want is None or backend.location == want) and (
+            if (want is None or where.location == want) and (
                 capability is None or capability in m.capabilities
             ):
                 healthy += 1
-            if b.in_flight / backend.capacity >= cfg.saturation:
+            if where.saturated:
                 saturated += 1
+            elif where.location == "local":
+                ready_local += 1
             else:
-                ready[backend.location] += 1
+                ready_cloud += 1
     return keep, skipped
 
 
@@ -462,16 +513,14 @@ def _prefer(
     return head + moved + rest + others
 
 
-def _health(plan: list[_Step], cfg: Config, state: LiveState) -> list[_Step]:
-    if not state.backends:
-        return plan
+def _health(plan: list[_Step], live: _Live) -> list[_Step]:
     good: list[_Step] = []
     bad: list[_Step] = []
     for s in plan:
-        b = state.backends.get(s.model.backend, _IDLE)
-        if b.circuit == "open":
+        where = live[s.model.backend]
+        if where.down:
             bad.append(_Step(s.model, f"{s.reason}; circuit open on {s.model.backend}"))
-        elif s.model.upstream in b.missing_models:
+        elif s.model.upstream in where.state.missing_models:
             bad.append(
                 _Step(
                     s.model,
@@ -491,18 +540,21 @@ def _health(plan: list[_Step], cfg: Config, state: LiveState) -> list[_Step]:
 
 
 def _saturation(
-    plan: list[_Step], cfg: Config, state: LiveState, pref: Preference, idx: _Index
+    plan: list[_Step], cfg: Config, live: _Live, pref: Preference, idx: _Index
 ) -> list[_Step]:
-    if not state.backends or len(plan) < 2:
+    if len(plan) < 2:
         return plan
 
     def saturated(s: _Step) -> bool:
-        b = state.backends.get(s.model.backend, _IDLE)
-        return b.in_flight / cfg.backends[s.model.backend].capacity >= cfg.saturation
+        return live[s.model.backend].saturated
 
     def ok(s: _Step) -> bool:
-        b = state.backends.get(s.model.backend, _IDLE)
-        return b.circuit != "open" and s.model.upstream not in b.missing_models and not saturated(s)
+        where = live[s.model.backend]
+        return (
+            not where.down
+            and s.model.upstream not in where.state.missing_models
+            and not where.saturated
+        )
 
     order: tuple[Location, ...] = (
         ("local", "cloud") if pref in ("prefer_local", "local_only") else ("cloud", "local")
@@ -527,8 +579,7 @@ def _saturation(
                 if target is not None:
                     break
             if target is not None:
-                b = state.backends.get(s.model.backend, _IDLE)
-                cap = cfg.backends[s.model.backend].capacity
+                full = live[s.model.backend]
                 t = plan.pop(target)
                 plan.insert(
                     i,
@@ -536,7 +587,8 @@ def _saturation(
                         t.model,
                         (
                             f"{t.reason}; overflow: {s.model.backend} saturated "
-                            f"({b.in_flight}/{cap} in flight ≥ {cfg.saturation:.0%})"
+                            f"({full.state.in_flight}/{full.capacity} in flight "
+                            f"≥ {cfg.saturation:.0%})"
                         ),
                     ),
                 )
