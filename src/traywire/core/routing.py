@@ -75,12 +75,18 @@ REPLY_RESERVE = 256
 _IDLE = BackendState()
 
 
-class _Step(NamedTuple):
-    model: Model
-    reason: str
+# A step of a plan in the making is the attempt it becomes (made once: the
+# chains' steps once per config); its model is looked up by name.
+_Step = Attempt
+
+
+def _because(step: _Step, reason: str) -> _Step:
+    """``step`` with another reason."""
+    return Attempt(step.model, step.backend, step.upstream_model, reason)
 
 
 class _Index(NamedTuple):
+    models: dict[str, Model]  # the config's models (a plain dict: quicker to read)
     location: Mapping[str, Location]  # model -> location of its backend
     chain_steps: Mapping[str, tuple[_Step, ...]]  # model -> its chain with reasons
 
@@ -101,8 +107,10 @@ def _index(cfg: Config) -> _Index:
             change = fb.params_b / model.params_b - 1
             same = model.primary_capability in fb.capabilities
             steps.append(
-                _Step(
-                    fb,
+                Attempt(
+                    fb.name,
+                    fb.backend,
+                    fb.upstream,
                     (
                         f"fallback {i} of {name}'s chain ({change:+.0%} params"
                         f"{', same capability' if same else ''})"
@@ -111,6 +119,7 @@ def _index(cfg: Config) -> _Index:
             )
         chains[name] = tuple(steps)
     index = _Index(
+        models=dict(cfg.models),
         location=location,
         chain_steps=chains,
     )
@@ -209,7 +218,10 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     if name in cfg.models:
         model = cfg.models[name]
         capability = model.primary_capability if "embed" not in needs else None
-        steps: Iterable[_Step] = [_Step(model, via or "requested by name"), *idx.chain_steps[name]]
+        steps: Iterable[_Step] = [
+            Attempt(name, model.backend, model.upstream, via or "requested by name"),
+            *idx.chain_steps[name],
+        ]
     elif "embed" in needs:
         capability = None
         steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
@@ -233,16 +245,16 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             lead = f"{via}: route {name}" if via else f"route {name}"
         strategy = route.strategy
         ordered, why = rank(route, cfg, state, tokens, need)
-        steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
+        steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx)
 
     live = _Live(cfg, state, pref)
-    plan, skipped = _filter(steps, live, need, needs, cfg.max_attempts, capability)
+    plan, skipped = _filter(steps, idx, live, need, needs, cfg.max_attempts, capability)
     if not plan and name not in cfg.models and any(s.lacks for s in skipped):
         # a route (or auto) none of whose models can serve what is needed
         wider = _widen(cfg, state, needs, f"{name} has no model with {_words(_telling(needs))}")
         seen = {s.model for s in skipped}
         more, more_skipped = _filter(
-            [s for s in wider if s.model.name not in seen], live, need, needs
+            [s for s in wider if s.model not in seen], idx, live, need, needs
         )
         plan, skipped = more, skipped + more_skipped
     unmet: tuple[Feature, ...] = ()
@@ -258,9 +270,6 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             plan = _saturation(plan, cfg, live, pref, idx)
         del plan[cfg.max_attempts :]
 
-    attempts = tuple(
-        Attempt(s.model.name, s.model.backend, s.model.upstream, s.reason) for s in plan
-    )
     return Decision(
         requested=request.model,
         capability=capability,
@@ -268,8 +277,8 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         route=route.name if route else None,
         strategy=strategy,
         preference=pref,
-        plan=attempts,
-        skipped=tuple(Skip(s.model, s.backend, s.reason) for s in skipped),
+        plan=tuple(plan),
+        skipped=tuple([Skip(s.model, s.backend, s.reason) for s in skipped]),
         note=note,
         unmet=unmet,
     )
@@ -288,7 +297,12 @@ def _telling(needs: frozenset[Feature]) -> frozenset[Feature]:
 def _widen(cfg: Config, state: LiveState, needs: frozenset[Feature], lead: str) -> list[_Step]:
     """Every configured model that has what is needed, in config order."""
     return [
-        _Step(m, f"{lead}: {m.name} has it" if i == 0 else f"also has {_words(_telling(needs))}")
+        Attempt(
+            m.name,
+            m.backend,
+            m.upstream,
+            f"{lead}: {m.name} has it" if i == 0 else f"also has {_words(_telling(needs))}",
+        )
         for i, m in enumerate(m for m in cfg.models.values() if needs <= features_of(m, state))
     ]
 
@@ -312,19 +326,21 @@ def _route_capability(route: Route, cfg: Config) -> Capability:
     return cfg.models[route.candidates[0].model].primary_capability
 
 
-def _expand(ordered: Iterable[Candidate], lead: str, idx: _Index, cfg: Config) -> Iterator[_Step]:
+def _expand(ordered: Iterable[Candidate], lead: str, idx: _Index) -> Iterator[_Step]:
     """Each candidate, then its chain; repeats dropped. Lazy: steps are made
     as `_filter` takes them."""
     seen: set[str] = set()
+    models, chains = idx.models, idx.chain_steps
     for i, cand in enumerate(ordered):
-        if cand.model in seen:
+        name = cand.model
+        if name in seen:
             continue
-        model = cfg.models[cand.model]
-        yield _Step(model, lead if i == 0 else f"route candidate {i + 1}")
-        seen.add(cand.model)
-        for step in idx.chain_steps[cand.model]:
-            if step.model.name not in seen:
-                seen.add(step.model.name)
+        m = models[name]
+        yield Attempt(name, m.backend, m.upstream, lead if i == 0 else f"route candidate {i + 1}")
+        seen.add(name)
+        for step in chains[name]:
+            if step.model not in seen:
+                seen.add(step.model)
                 yield step
 
 
@@ -396,6 +412,7 @@ class _Live(dict[str, _Where]):
 
 def _filter(
     steps: Iterable[_Step],
+    idx: _Index,
     live: _Live,
     need: int,
     needs: frozenset[Feature],
@@ -418,6 +435,7 @@ def _filter(
         "local" if pref == "prefer_local" else "cloud" if pref == "prefer_cloud" else None
     )
     probed = bool(state.features) or bool(state.lacks)
+    models = idx.models
     for step in steps:
         if (
             enough is not None
@@ -425,7 +443,7 @@ def _filter(
             and saturated <= (ready_local if ready_local < ready_cloud else ready_cloud)
         ):
             break
-        m = step.model
+        m = models[step.model]
         have = m.features if m.features_declared or not probed else features_of(m, state)
         if not needs <= have:
             missing = needs - have
@@ -502,12 +520,13 @@ def _prefer(
     want: Location = "local" if pref == "prefer_local" else "cloud"
     head = plan[:1] if keep_first else []
     body = plan[1:] if keep_first else plan
-    capable = [s for s in body if cap in s.model.capabilities]
-    others = [s for s in body if cap not in s.model.capabilities]
-    preferred = [s for s in capable if idx.location[s.model.name] == want]
-    rest = [s for s in capable if idx.location[s.model.name] != want]
+    models, location = idx.models, idx.location
+    capable = [s for s in body if cap in models[s.model].capabilities]
+    others = [s for s in body if cap not in models[s.model].capabilities]
+    preferred = [s for s in capable if location[s.model] == want]
+    rest = [s for s in capable if location[s.model] != want]
     moved = [
-        s if i == capable.index(s) else _Step(s.model, f"{s.reason}; moved ahead: {pref}")
+        s if i == capable.index(s) else _because(s, f"{s.reason}; moved ahead: {pref}")
         for i, s in enumerate(preferred)
     ]
     return head + moved + rest + others
@@ -517,15 +536,12 @@ def _health(plan: list[_Step], live: _Live) -> list[_Step]:
     good: list[_Step] = []
     bad: list[_Step] = []
     for s in plan:
-        where = live[s.model.backend]
+        where = live[s.backend]
         if where.down:
-            bad.append(_Step(s.model, f"{s.reason}; circuit open on {s.model.backend}"))
-        elif s.model.upstream in where.state.missing_models:
+            bad.append(_because(s, f"{s.reason}; circuit open on {s.backend}"))
+        elif s.upstream_model in where.state.missing_models:
             bad.append(
-                _Step(
-                    s.model,
-                    f"{s.reason}; {s.model.backend} does not list {s.model.upstream} (probe)",
-                )
+                _because(s, f"{s.reason}; {s.backend} does not list {s.upstream_model} (probe)")
             )
         else:
             good.append(s)
@@ -533,10 +549,9 @@ def _health(plan: list[_Step], live: _Live) -> list[_Step]:
         return plan
     if not good:
         return [
-            _Step(s.model, f"{s.reason}; every candidate is down, trying in order anyway")
-            for s in bad
+            _because(s, f"{s.reason}; every candidate is down, trying in order anyway") for s in bad
         ]
-    return good + [_Step(s.model, f"{s.reason} — tried last") for s in bad]
+    return good + [_because(s, f"{s.reason} — tried last") for s in bad]
 
 
 def _saturation(
@@ -546,13 +561,13 @@ def _saturation(
         return plan
 
     def saturated(s: _Step) -> bool:
-        return live[s.model.backend].saturated
+        return live[s.backend].saturated
 
     def ok(s: _Step) -> bool:
-        where = live[s.model.backend]
+        where = live[s.backend]
         return (
             not where.down
-            and s.model.upstream not in where.state.missing_models
+            and s.upstream_model not in where.state.missing_models
             and not where.saturated
         )
 
@@ -564,29 +579,29 @@ def _saturation(
     i = 0
     while i < len(plan):
         s = plan[i]
-        if s.model.name not in done and saturated(s):
-            done.add(s.model.name)
+        if s.model not in done and saturated(s):
+            done.add(s.model)
             target = None
             for where in order:
                 target = next(
                     (
                         j
                         for j in range(i + 1, len(plan))
-                        if idx.location[plan[j].model.name] == where and ok(plan[j])
+                        if idx.location[plan[j].model] == where and ok(plan[j])
                     ),
                     None,
                 )
                 if target is not None:
                     break
             if target is not None:
-                full = live[s.model.backend]
+                full = live[s.backend]
                 t = plan.pop(target)
                 plan.insert(
                     i,
-                    _Step(
-                        t.model,
+                    _because(
+                        t,
                         (
-                            f"{t.reason}; overflow: {s.model.backend} saturated "
+                            f"{t.reason}; overflow: {s.backend} saturated "
                             f"({full.state.in_flight}/{full.capacity} in flight "
                             f"≥ {cfg.saturation:.0%})"
                         ),
