@@ -52,6 +52,7 @@ from typing import NamedTuple
 from ..errors import UnknownModelError
 from ..types import (
     FEATURE_WORDS,
+    PREFERENCES,
     Attempt,
     BackendState,
     Capability,
@@ -65,7 +66,7 @@ from ..types import (
     Strategy,
 )
 from .classify import classify
-from .schema import Candidate, Config, Model, Route
+from .schema import Backend, Candidate, Config, Model, Route
 from .strategies import rank
 from .tokens import estimate
 
@@ -89,6 +90,19 @@ class _Index(NamedTuple):
     models: dict[str, Model]  # the config's models (a plain dict: quicker to read)
     location: Mapping[str, Location]  # model -> location of its backend
     chain_steps: Mapping[str, tuple[_Step, ...]]  # model -> its chain with reasons
+    # backend -> it, and per preference why its models are never planned ("": they may be)
+    barred: Mapping[str, tuple[Backend, Mapping[str, str]]]
+
+
+def _barred(backend: Backend, pref: Preference) -> str:
+    """Why the config and ``pref`` alone keep ``backend``'s models out ("": they do not)."""
+    if not backend.enabled:
+        return f"backend {backend.name} is disabled"
+    if pref == "local_only" and backend.location == "cloud":
+        return f"local_only: cloud backend {backend.name} is never planned"
+    if pref == "cloud_only" and backend.location == "local":
+        return f"cloud_only: local backend {backend.name} is not planned"
+    return ""
 
 
 _CACHE: dict[int, tuple[Config, _Index]] = {}
@@ -122,6 +136,7 @@ def _index(cfg: Config) -> _Index:
         models=dict(cfg.models),
         location=location,
         chain_steps=chains,
+        barred={n: (b, {p: _barred(b, p) for p in PREFERENCES}) for n, b in cfg.backends.items()},
     )
     if len(_CACHE) > 8:
         _CACHE.clear()
@@ -247,7 +262,7 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         ordered, why = rank(route, cfg, state, tokens, need)
         steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx)
 
-    live = _Live(cfg, state, pref)
+    live = _Live(cfg, idx, state, pref)
     plan, skipped = _filter(steps, idx, live, need, needs, cfg.max_attempts, capability)
     if not plan and name not in cfg.models and any(s.lacks for s in skipped):
         # a route (or auto) none of whose models can serve what is needed
@@ -365,35 +380,38 @@ class _Where(NamedTuple):
     saturated: bool
 
 
+_new_where = tuple.__new__  # _Where(...) without its Python-level __new__
+
+
 class _Live(dict[str, _Where]):
     """Backend name -> `_Where`, worked out at the first model on it (per
     decision: it depends on the config, the live state and the preference).
     ``risky``: a plannable backend is down or misses a model; ``full``: one is
     saturated (without either, health and saturation change nothing)."""
 
-    __slots__ = ("cfg", "full", "pref", "risky", "state")
+    __slots__ = ("barred", "cfg", "full", "pref", "risky", "state")
 
-    def __init__(self, cfg: Config, state: LiveState, pref: Preference) -> None:
+    def __init__(self, cfg: Config, idx: _Index, state: LiveState, pref: Preference) -> None:
         super().__init__()
         self.cfg = cfg
+        self.barred = idx.barred
         self.state = state
         self.pref = pref
         self.risky = self.full = False
 
     def __missing__(self, name: str) -> _Where:
-        cfg, state, pref = self.cfg, self.state, self.pref
-        backend = cfg.backends[name]
+        state = self.state
+        backend, barred = self.barred[name]
         b = state.backends.get(name, _IDLE)
-        why = ""
-        if not backend.enabled:
-            why = f"backend {name} is disabled"
-        elif pref == "local_only" and backend.location == "cloud":
-            why = f"local_only: cloud backend {name} is never planned"
-        elif pref == "cloud_only" and backend.location == "local":
-            why = f"cloud_only: local backend {name} is not planned"
+        why = barred.get(self.pref)
+        if why is None:  # not a preference the config knows: its own checks only
+            why = _barred(backend, self.pref)
+        down = full = False
+        if why:
+            pass
         elif (
             backend.exclusive_group is not None
-            and (active := _active(cfg, state, backend.exclusive_group)) != name
+            and (active := _active(self.cfg, state, backend.exclusive_group)) != name
         ):
             why = (
                 f"{name} is not the active member of exclusive group "
@@ -401,12 +419,14 @@ class _Live(dict[str, _Where]):
             )
         elif b.no_key:
             why = f"no key for {name} ({_key_hint(backend.key)})"
-        down = b.circuit == "open"
-        full = b.in_flight / backend.capacity >= cfg.saturation
-        if not why:
+        else:
+            down = b.circuit == "open"
+            full = b.in_flight / backend.capacity >= self.cfg.saturation
             self.risky = self.risky or down or bool(b.missing_models)
             self.full = self.full or full
-        where = self[name] = _Where(why, b, backend.location, backend.capacity, down, full)
+        where = self[name] = _new_where(
+            _Where, (why, b, backend.location, backend.capacity, down, full)
+        )
         return where
 
 
