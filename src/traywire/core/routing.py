@@ -52,6 +52,7 @@ from typing import NamedTuple
 from ..errors import UnknownModelError
 from ..types import (
     FEATURE_WORDS,
+    PREFERENCES,
     Attempt,
     BackendState,
     Capability,
@@ -65,7 +66,7 @@ from ..types import (
     Strategy,
 )
 from .classify import classify
-from .schema import Candidate, Config, Model, Route
+from .schema import Backend, Candidate, Config, Model, Route
 from .strategies import rank
 from .tokens import estimate
 
@@ -75,14 +76,33 @@ REPLY_RESERVE = 256
 _IDLE = BackendState()
 
 
-class _Step(NamedTuple):
-    model: Model
-    reason: str
+# A step of a plan in the making is the attempt it becomes (made once: the
+# chains' steps once per config); its model is looked up by name.
+_Step = Attempt
+
+
+def _because(step: _Step, reason: str) -> _Step:
+    """``step`` with another reason."""
+    return Attempt(step.model, step.backend, step.upstream_model, reason)
 
 
 class _Index(NamedTuple):
+    models: dict[str, Model]  # the config's models (a plain dict: quicker to read)
     location: Mapping[str, Location]  # model -> location of its backend
     chain_steps: Mapping[str, tuple[_Step, ...]]  # model -> its chain with reasons
+    # backend -> it, and per preference why its models are never planned ("": they may be)
+    barred: Mapping[str, tuple[Backend, Mapping[str, str]]]
+
+
+def _barred(backend: Backend, pref: Preference) -> str:
+    """Why the config and ``pref`` alone keep ``backend``'s models out ("": they do not)."""
+    if not backend.enabled:
+        return f"backend {backend.name} is disabled"
+    if pref == "local_only" and backend.location == "cloud":
+        return f"local_only: cloud backend {backend.name} is never planned"
+    if pref == "cloud_only" and backend.location == "local":
+        return f"cloud_only: local backend {backend.name} is not planned"
+    return ""
 
 
 _CACHE: dict[int, tuple[Config, _Index]] = {}
@@ -101,8 +121,10 @@ def _index(cfg: Config) -> _Index:
             change = fb.params_b / model.params_b - 1
             same = model.primary_capability in fb.capabilities
             steps.append(
-                _Step(
-                    fb,
+                Attempt(
+                    fb.name,
+                    fb.backend,
+                    fb.upstream,
                     (
                         f"fallback {i} of {name}'s chain ({change:+.0%} params"
                         f"{', same capability' if same else ''})"
@@ -111,8 +133,10 @@ def _index(cfg: Config) -> _Index:
             )
         chains[name] = tuple(steps)
     index = _Index(
+        models=dict(cfg.models),
         location=location,
         chain_steps=chains,
+        barred={n: (b, {p: _barred(b, p) for p in PREFERENCES}) for n, b in cfg.backends.items()},
     )
     if len(_CACHE) > 8:
         _CACHE.clear()
@@ -209,7 +233,10 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     if name in cfg.models:
         model = cfg.models[name]
         capability = model.primary_capability if "embed" not in needs else None
-        steps: Iterable[_Step] = [_Step(model, via or "requested by name"), *idx.chain_steps[name]]
+        steps: Iterable[_Step] = [
+            Attempt(name, model.backend, model.upstream, via or "requested by name"),
+            *idx.chain_steps[name],
+        ]
     elif "embed" in needs:
         capability = None
         steps = _widen(cfg, state, needs, f"{name}: an embeddings request")
@@ -233,15 +260,16 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
             lead = f"{via}: route {name}" if via else f"route {name}"
         strategy = route.strategy
         ordered, why = rank(route, cfg, state, tokens, need)
-        steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx, cfg)
+        steps = _expand(ordered, f"{lead} ({route.strategy}): {why}", idx)
 
-    plan, skipped = _filter(steps, cfg, state, pref, need, needs, cfg.max_attempts, capability)
+    live = _Live(cfg, idx, state, pref)
+    plan, skipped = _filter(steps, idx, live, need, needs, cfg.max_attempts, capability)
     if not plan and name not in cfg.models and any(s.lacks for s in skipped):
         # a route (or auto) none of whose models can serve what is needed
         wider = _widen(cfg, state, needs, f"{name} has no model with {_words(_telling(needs))}")
         seen = {s.model for s in skipped}
         more, more_skipped = _filter(
-            [s for s in wider if s.model.name not in seen], cfg, state, pref, need, needs
+            [s for s in wider if s.model not in seen], idx, live, need, needs
         )
         plan, skipped = more, skipped + more_skipped
     unmet: tuple[Feature, ...] = ()
@@ -251,13 +279,12 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
     else:
         if pref in ("prefer_local", "prefer_cloud") and capability is not None:
             plan = _prefer(plan, pref, capability, idx, keep_first=name in cfg.models)
-        plan = _health(plan, cfg, state)
-        plan = _saturation(plan, cfg, state, pref, idx)
+        if live.risky:
+            plan = _health(plan, live)
+        if live.full:
+            plan = _saturation(plan, cfg, live, pref, idx)
         del plan[cfg.max_attempts :]
 
-    attempts = tuple(
-        Attempt(s.model.name, s.model.backend, s.model.upstream, s.reason) for s in plan
-    )
     return Decision(
         requested=request.model,
         capability=capability,
@@ -265,8 +292,8 @@ def decide(request: RouteRequest, cfg: Config, state: LiveState = _NO_STATE) -> 
         route=route.name if route else None,
         strategy=strategy,
         preference=pref,
-        plan=attempts,
-        skipped=tuple(Skip(s.model, s.backend, s.reason) for s in skipped),
+        plan=tuple(plan),
+        skipped=tuple([Skip(s.model, s.backend, s.reason) for s in skipped]),
         note=note,
         unmet=unmet,
     )
@@ -285,7 +312,12 @@ def _telling(needs: frozenset[Feature]) -> frozenset[Feature]:
 def _widen(cfg: Config, state: LiveState, needs: frozenset[Feature], lead: str) -> list[_Step]:
     """Every configured model that has what is needed, in config order."""
     return [
-        _Step(m, f"{lead}: {m.name} has it" if i == 0 else f"also has {_words(_telling(needs))}")
+        Attempt(
+            m.name,
+            m.backend,
+            m.upstream,
+            f"{lead}: {m.name} has it" if i == 0 else f"also has {_words(_telling(needs))}",
+        )
         for i, m in enumerate(m for m in cfg.models.values() if needs <= features_of(m, state))
     ]
 
@@ -309,19 +341,21 @@ def _route_capability(route: Route, cfg: Config) -> Capability:
     return cfg.models[route.candidates[0].model].primary_capability
 
 
-def _expand(ordered: Iterable[Candidate], lead: str, idx: _Index, cfg: Config) -> Iterator[_Step]:
+def _expand(ordered: Iterable[Candidate], lead: str, idx: _Index) -> Iterator[_Step]:
     """Each candidate, then its chain; repeats dropped. Lazy: steps are made
     as `_filter` takes them."""
     seen: set[str] = set()
+    models, chains = idx.models, idx.chain_steps
     for i, cand in enumerate(ordered):
-        if cand.model in seen:
+        name = cand.model
+        if name in seen:
             continue
-        model = cfg.models[cand.model]
-        yield _Step(model, lead if i == 0 else f"route candidate {i + 1}")
-        seen.add(cand.model)
-        for step in idx.chain_steps[cand.model]:
-            if step.model.name not in seen:
-                seen.add(step.model.name)
+        m = models[name]
+        yield Attempt(name, m.backend, m.upstream, lead if i == 0 else f"route candidate {i + 1}")
+        seen.add(name)
+        for step in chains[name]:
+            if step.model not in seen:
+                seen.add(step.model)
                 yield step
 
 
@@ -335,11 +369,71 @@ class _Skipped(NamedTuple):
     lacks: frozenset[Feature] = frozenset()
 
 
+class _Where(NamedTuple):
+    """What one backend means for this decision (its part of the reasons)."""
+
+    why: str  # why none of its models is planned ("": they may be)
+    state: BackendState
+    location: Location
+    capacity: int
+    down: bool  # circuit open
+    saturated: bool
+
+
+_new_where = tuple.__new__  # _Where(...) without its Python-level __new__
+
+
+class _Live(dict[str, _Where]):
+    """Backend name -> `_Where`, worked out at the first model on it (per
+    decision: it depends on the config, the live state and the preference).
+    ``risky``: a plannable backend is down or misses a model; ``full``: one is
+    saturated (without either, health and saturation change nothing)."""
+
+    __slots__ = ("barred", "cfg", "full", "pref", "risky", "state")
+
+    def __init__(self, cfg: Config, idx: _Index, state: LiveState, pref: Preference) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.barred = idx.barred
+        self.state = state
+        self.pref = pref
+        self.risky = self.full = False
+
+    def __missing__(self, name: str) -> _Where:
+        state = self.state
+        backend, barred = self.barred[name]
+        b = state.backends.get(name, _IDLE)
+        why = barred.get(self.pref)
+        if why is None:  # not a preference the config knows: its own checks only
+            why = _barred(backend, self.pref)
+        down = full = False
+        if why:
+            pass
+        elif (
+            backend.exclusive_group is not None
+            and (active := _active(self.cfg, state, backend.exclusive_group)) != name
+        ):
+            why = (
+                f"{name} is not the active member of exclusive group "
+                f"{backend.exclusive_group} (active: {active or 'none'})"
+            )
+        elif b.no_key:
+            why = f"no key for {name} ({_key_hint(backend.key)})"
+        else:
+            down = b.circuit == "open"
+            full = b.in_flight / backend.capacity >= self.cfg.saturation
+            self.risky = self.risky or down or bool(b.missing_models)
+            self.full = self.full or full
+        where = self[name] = _new_where(
+            _Where, (why, b, backend.location, backend.capacity, down, full)
+        )
+        return where
+
+
 def _filter(
     steps: Iterable[_Step],
-    cfg: Config,
-    state: LiveState,
-    pref: Preference,
+    idx: _Index,
+    live: _Live,
     need: int,
     needs: frozenset[Feature],
     enough: int | None = None,
@@ -354,56 +448,51 @@ def _filter(
     keep: list[_Step] = []
     skipped: list[_Skipped] = []
     healthy = saturated = 0
-    ready = {"local": 0, "cloud": 0}  # healthy and unsaturated
+    ready_local = ready_cloud = 0  # healthy and unsaturated
+    state = live.state
+    pref = live.pref
     want: Location | None = (
         "local" if pref == "prefer_local" else "cloud" if pref == "prefer_cloud" else None
     )
+    probed = bool(state.features) or bool(state.lacks)
+    models = idx.models
     for step in steps:
-        if enough is not None and healthy >= enough and saturated <= min(ready.values()):
+        if (
+            enough is not None
+            and healthy >= enough
+            and saturated <= (ready_local if ready_local < ready_cloud else ready_cloud)
+        ):
             break
-        m = step.model
-        backend = cfg.backends[m.backend]
-        why = ""
-        missing = needs - features_of(m, state)
-        if missing:
+        m = models[step.model]
+        have = m.features if m.features_declared or not probed else features_of(m, state)
+        if not needs <= have:
+            missing = needs - have
             told = not m.features_declared and missing & state.lacks.get(m.name, frozenset())
             why = "no " + _words(frozenset(missing)) + (" (its server said so)" if told else "")
             skipped.append(_Skipped(m.name, m.backend, why, frozenset(missing)))
             continue
-        if not backend.enabled:
-            why = f"backend {backend.name} is disabled"
-        elif pref == "local_only" and backend.location == "cloud":
-            why = f"local_only: cloud backend {backend.name} is never planned"
-        elif pref == "cloud_only" and backend.location == "local":
-            why = f"cloud_only: local backend {backend.name} is not planned"
-        elif (
-            backend.exclusive_group is not None
-            and (active := _active(cfg, state, backend.exclusive_group)) != backend.name
-        ):
-            why = (
-                f"{backend.name} is not the active member of exclusive group "
-                f"{backend.exclusive_group} (active: {active or 'none'})"
-            )
-        elif state.backends.get(backend.name, _IDLE).no_key:
-            why = f"no key for {backend.name} ({_key_hint(backend.key)})"
-        elif need > m.context:
+        where = live[m.backend]
+        if where.why:
+            skipped.append(_Skipped(m.name, m.backend, where.why))
+            continue
+        if need > m.context:
             why = f"window too small: needs {need} tokens, {m.name} holds {m.context}"
-        if why:
             skipped.append(_Skipped(m.name, m.backend, why))
             continue
         keep.append(step)
         if enough is not None:
-            b = state.backends.get(backend.name, _IDLE)
-            if b.circuit == "open" or m.upstream in b.missing_models:
+            if where.down or m.upstream in where.state.missing_models:
                 continue
-            if (want is None or backend.location == want) and (
+            if (want is None or where.location == want) and (
                 capability is None or capability in m.capabilities
             ):
                 healthy += 1
-            if b.in_flight / backend.capacity >= cfg.saturation:
+            if where.saturated:
                 saturated += 1
+            elif where.location == "local":
+                ready_local += 1
             else:
-                ready[backend.location] += 1
+                ready_cloud += 1
     return keep, skipped
 
 
@@ -451,32 +540,28 @@ def _prefer(
     want: Location = "local" if pref == "prefer_local" else "cloud"
     head = plan[:1] if keep_first else []
     body = plan[1:] if keep_first else plan
-    capable = [s for s in body if cap in s.model.capabilities]
-    others = [s for s in body if cap not in s.model.capabilities]
-    preferred = [s for s in capable if idx.location[s.model.name] == want]
-    rest = [s for s in capable if idx.location[s.model.name] != want]
+    models, location = idx.models, idx.location
+    capable = [s for s in body if cap in models[s.model].capabilities]
+    others = [s for s in body if cap not in models[s.model].capabilities]
+    preferred = [s for s in capable if location[s.model] == want]
+    rest = [s for s in capable if location[s.model] != want]
     moved = [
-        s if i == capable.index(s) else _Step(s.model, f"{s.reason}; moved ahead: {pref}")
+        s if i == capable.index(s) else _because(s, f"{s.reason}; moved ahead: {pref}")
         for i, s in enumerate(preferred)
     ]
     return head + moved + rest + others
 
 
-def _health(plan: list[_Step], cfg: Config, state: LiveState) -> list[_Step]:
-    if not state.backends:
-        return plan
+def _health(plan: list[_Step], live: _Live) -> list[_Step]:
     good: list[_Step] = []
     bad: list[_Step] = []
     for s in plan:
-        b = state.backends.get(s.model.backend, _IDLE)
-        if b.circuit == "open":
-            bad.append(_Step(s.model, f"{s.reason}; circuit open on {s.model.backend}"))
-        elif s.model.upstream in b.missing_models:
+        where = live[s.backend]
+        if where.down:
+            bad.append(_because(s, f"{s.reason}; circuit open on {s.backend}"))
+        elif s.upstream_model in where.state.missing_models:
             bad.append(
-                _Step(
-                    s.model,
-                    f"{s.reason}; {s.model.backend} does not list {s.model.upstream} (probe)",
-                )
+                _because(s, f"{s.reason}; {s.backend} does not list {s.upstream_model} (probe)")
             )
         else:
             good.append(s)
@@ -484,25 +569,27 @@ def _health(plan: list[_Step], cfg: Config, state: LiveState) -> list[_Step]:
         return plan
     if not good:
         return [
-            _Step(s.model, f"{s.reason}; every candidate is down, trying in order anyway")
-            for s in bad
+            _because(s, f"{s.reason}; every candidate is down, trying in order anyway") for s in bad
         ]
-    return good + [_Step(s.model, f"{s.reason} — tried last") for s in bad]
+    return good + [_because(s, f"{s.reason} — tried last") for s in bad]
 
 
 def _saturation(
-    plan: list[_Step], cfg: Config, state: LiveState, pref: Preference, idx: _Index
+    plan: list[_Step], cfg: Config, live: _Live, pref: Preference, idx: _Index
 ) -> list[_Step]:
-    if not state.backends or len(plan) < 2:
+    if len(plan) < 2:
         return plan
 
     def saturated(s: _Step) -> bool:
-        b = state.backends.get(s.model.backend, _IDLE)
-        return b.in_flight / cfg.backends[s.model.backend].capacity >= cfg.saturation
+        return live[s.backend].saturated
 
     def ok(s: _Step) -> bool:
-        b = state.backends.get(s.model.backend, _IDLE)
-        return b.circuit != "open" and s.model.upstream not in b.missing_models and not saturated(s)
+        where = live[s.backend]
+        return (
+            not where.down
+            and s.upstream_model not in where.state.missing_models
+            and not where.saturated
+        )
 
     order: tuple[Location, ...] = (
         ("local", "cloud") if pref in ("prefer_local", "local_only") else ("cloud", "local")
@@ -512,31 +599,31 @@ def _saturation(
     i = 0
     while i < len(plan):
         s = plan[i]
-        if s.model.name not in done and saturated(s):
-            done.add(s.model.name)
+        if s.model not in done and saturated(s):
+            done.add(s.model)
             target = None
             for where in order:
                 target = next(
                     (
                         j
                         for j in range(i + 1, len(plan))
-                        if idx.location[plan[j].model.name] == where and ok(plan[j])
+                        if idx.location[plan[j].model] == where and ok(plan[j])
                     ),
                     None,
                 )
                 if target is not None:
                     break
             if target is not None:
-                b = state.backends.get(s.model.backend, _IDLE)
-                cap = cfg.backends[s.model.backend].capacity
+                full = live[s.backend]
                 t = plan.pop(target)
                 plan.insert(
                     i,
-                    _Step(
-                        t.model,
+                    _because(
+                        t,
                         (
-                            f"{t.reason}; overflow: {s.model.backend} saturated "
-                            f"({b.in_flight}/{cap} in flight ≥ {cfg.saturation:.0%})"
+                            f"{t.reason}; overflow: {s.backend} saturated "
+                            f"({full.state.in_flight}/{full.capacity} in flight "
+                            f"≥ {cfg.saturation:.0%})"
                         ),
                     ),
                 )

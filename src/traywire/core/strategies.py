@@ -106,11 +106,12 @@ def _by_strategy(
 class _Runs(NamedTuple):
     """A candidate tuple ordered once: each model's position (None where a
     model is named twice), and per backend its (position, candidate) runs, by
-    position and by (-window, position)."""
+    position and by (-window, position); whether every candidate has a weight."""
 
     pos: dict[str, int] | None
     by_backend: dict[str, list[tuple[int, Candidate]]]
     by_window: dict[str, list[tuple[int, int, Candidate]]]
+    weighted: bool
 
 
 _RUNS: dict[int, tuple[tuple[Candidate, ...], Config, _Runs]] = {}
@@ -128,7 +129,8 @@ def _runs(cands: tuple[Candidate, ...], cfg: Config) -> _Runs:
         b: sorted(((-cfg.models[c.model].context, i, c) for i, c in run), key=lambda t: t[:2])
         for b, run in by_backend.items()
     }
-    runs = _Runs(pos if len(pos) == len(cands) else None, by_backend, by_window)
+    weighted = all(c.weight > 0 for c in cands)
+    runs = _Runs(pos if len(pos) == len(cands) else None, by_backend, by_window, weighted)
     if len(_RUNS) > 64:
         _RUNS.clear()
     _RUNS[id(cands)] = (cands, cfg, runs)
@@ -152,7 +154,7 @@ def _sorted(
     runs. Ties keep the route's order."""
     runs = _runs(cands, cfg)
     if s == "usage_based":
-        return _least_used(cands, state, runs.pos)
+        return _least_used(cands, state, runs.pos, runs.weighted)
     if runs.pos is None:  # a model named twice: sorted whole, as they come
         backend = {c.model: cfg.models[c.model].backend for c in cands}
         if s == "least_loaded":
@@ -189,12 +191,14 @@ def _keyed(key: tuple[Any, ...], run: list[tuple[int, Candidate]]) -> Iterator[t
 
 
 def _least_used(
-    cands: tuple[Candidate, ...], state: LiveState, pos: dict[str, int] | None
+    cands: tuple[Candidate, ...], state: LiveState, pos: dict[str, int] | None, weighted: bool
 ) -> Iterable[Candidate]:
     """usage_based: the least share of usage (tokens / weight) first, ties in
     the route's order, weightless ones last. The unused all share 0, so only
     the used ones (the live state's usage names them) are sorted."""
     usage = state.usage
+    if weighted and not any(usage.values()):
+        return cands  # all unused: the route's order
 
     def share(c: Candidate) -> float:
         return usage.get(c.model, 0) / c.weight if c.weight > 0 else float("inf")
