@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import dispatch
 from .observe import dashboard_routes, metrics, wiring
 from .proxy import endpoints, listener, ollama_api, replies
 from .proxy.endpoints import RUNTIME
@@ -75,6 +76,15 @@ def make_app(
     return app
 
 
+class _Runner(web.AppRunner):
+    """aiohttp's runner, with the app's plain paths dispatched by a dict (`dispatch`)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.request_handler = dispatch.direct(self.app, server.request_handler)
+        return server
+
+
 class Server:
     """A running proxy: start() binds, stop() drains in-flight requests then closes."""
 
@@ -103,7 +113,7 @@ class Server:
         self.grace = grace
         REDACTOR.set_secrets("server token", [token])
         self.app = make_app(rt, token, config_file=config_file)
-        self.runner = web.AppRunner(
+        self.runner = _Runner(
             self.app,
             handler_cancellation=True,
             access_log=None,
